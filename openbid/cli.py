@@ -1,0 +1,124 @@
+"""The `openbid` command line: serve the platform, inspect config and events, run jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+
+from openbid.config import Config, ConfigError, config_to_toml, load_config
+from openbid.obs import setup_logging
+
+
+def _load(config_path: str | None) -> Config:
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML config file (default: $OPENBID_CONFIG, else built-in defaults).",
+)
+
+
+@click.group()
+@click.version_option(package_name="openbid")
+def main() -> None:
+    """openbid: an open-source real-time advertising platform."""
+
+
+@main.group()
+def config() -> None:
+    """Inspect the configuration."""
+
+
+@config.command("show")
+@config_option
+def config_show(config_path: str | None) -> None:
+    """Print the effective configuration (file plus OPENBID_* overrides) as TOML."""
+    click.echo(config_to_toml(_load(config_path)))
+
+
+@main.command()
+@config_option
+@click.option("--demo", is_flag=True, help="Run with a simulated market and traffic.")
+@click.option("--market", default="default", show_default=True, help="Demo market (name or YAML).")
+@click.option("--rate", default=200.0, show_default=True, help="Demo requests per second.")
+def up(config_path: str | None, demo: bool, market: str, rate: float) -> None:
+    """Start the servers of the config; Ctrl-C (SIGINT) or SIGTERM stops them cleanly."""
+    from openbid.platform import run_platform
+    from openbid.stores import StoreUnavailable
+
+    settings = _load(config_path)
+    setup_logging(settings.logging.level, settings.logging.format)
+    services = []
+    if demo:
+        from openbid.demo import demo_services
+
+        services = demo_services(market, rate)
+    try:
+        _run_event_loop(run_platform(settings, services))
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _run_event_loop(coroutine) -> None:  # type: ignore[no-untyped-def]
+    """Runs the servers on uvloop where it is installed (it is on Linux and macOS)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coroutine)
+        return
+    uvloop.run(coroutine)
+
+
+@main.group()
+def etl() -> None:
+    """Turn the event log into training sets."""
+
+
+@etl.command("events")
+@config_option
+def etl_events(config_path: str | None) -> None:
+    """Count the events in the log, by kind: rolled segments and the not-yet-rolled tail."""
+    from openbid.events import EVENT_TYPES, EventReader
+
+    settings = _load(config_path)
+    reader = EventReader(settings.events.dir, segments_url=settings.events.segments_url)
+    for kind in EVENT_TYPES:
+        rolled = sum(t.num_rows for t in reader.tables(kind, include_tail=False))
+        total = reader.read_table(kind).num_rows
+        click.echo(f"{kind:<12} {total:>12,} events ({total - rolled:,} not yet rolled)")
+    if reader.bad_records:
+        click.echo(f"damaged records skipped: {reader.bad_records}", err=True)
+
+
+@main.group()
+def train() -> None:
+    """Train models from the event log."""
+
+
+@main.group()
+def backtest() -> None:
+    """Compare models side by side on logged traffic."""
+
+
+@main.group()
+def models() -> None:
+    """List, promote and inspect registered models."""
+
+
+from openbid.shaping.cli import train_shaping_command  # noqa: E402 - after the core commands
+from openbid.sim.cli import sim_command  # noqa: E402
+
+main.add_command(sim_command, "sim")
+train.add_command(train_shaping_command, "shaping")
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""openbid's configuration: one typed object from a TOML file plus `OPENBID_*` overrides.
+
+`load_config()` reads the file named by `--config` or `OPENBID_CONFIG` (or built-in defaults),
+then applies environment overrides written as `OPENBID_<SECTION>__<KEY>=<value>` (values in
+TOML syntax, bare words as strings). Unknown keys and bad values are refused with a
+`ConfigError` that names the key and where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from openbid.errors import ConfigError
+
+ENV_PREFIX = "OPENBID_"
+# Variables with the prefix that are not configuration keys.
+RESERVED_ENV = frozenset({"OPENBID_CONFIG", "OPENBID_REQUIRE_SERVICES"})
+
+Port = Annotated[int, Meta(ge=0, le=65535)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+PositiveInt = Annotated[int, Meta(gt=0)]
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ServerConfig(_Section):
+    """The exchange's HTTP front door."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    max_body_bytes: PositiveInt = 65536
+    max_in_flight: PositiveInt = 2048
+
+
+class EventsConfig(_Section):
+    """The durable event log: a local append-only log rolled into Parquet segments."""
+
+    dir: str = "var/events"
+    segments_url: str = ""
+    """fsspec URL for Parquet segments (`s3://bucket/events`); empty means `<dir>/segments`."""
+    flush_interval_s: PositiveFloat = 1.0
+    roll_interval_s: PositiveFloat = 60.0
+    roll_max_bytes: PositiveInt = 64 * 1024 * 1024
+    buffer_max_events: PositiveInt = 1_000_000
+
+
+class StoresConfig(_Section):
+    """Where state lives: in-process and SQLite by default, Redis and PostgreSQL to scale out."""
+
+    counters: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    catalog_url: str = "sqlite:///var/openbid.db"
+
+
+class ExchangeConfig(_Section):
+    """The auction server: deadlines, auction rules, trackers, currencies."""
+
+    public_url: str = "http://127.0.0.1:8080"
+    """Base URL of our trackers (impression, click, billing) as publishers' pages reach us."""
+    tracker_secret: str = ""
+    """HMAC key for trackers: set it (or `tracker_secret_file`) in production so every
+    worker signs alike; empty means a random key per process."""
+    tracker_secret_file: str = ""
+    tracker_ttl_s: PositiveFloat = 86_400.0
+    default_tmax_ms: PositiveInt = 200
+    max_tmax_ms: PositiveInt = 2000
+    own_budget_ms: Annotated[int, Meta(ge=0)] = 10
+    """Kept back from `tmax` for our own work: DSP deadlines end this much earlier."""
+    dsp_timeout_ms: PositiveInt = 150
+    """Default per-partner timeout when the catalog sets none."""
+    increment_micros: Annotated[int, Meta(ge=0)] = 10_000
+    auction_seed: int = 0
+    currency_rates: dict[str, PositiveFloat] = msgspec.field(
+        default_factory=lambda: {"USD": 1.0, "EUR": 1.08, "GBP": 1.27, "JPY": 0.0067}
+    )
+    """Value of one unit of each currency in USD, the exchange currency."""
+    breaker_failures: PositiveInt = 5
+    breaker_cooldown_s: PositiveFloat = 5.0
+    demand_refresh_s: PositiveFloat = 30.0
+    geoip_db: str = ""
+    """Path of a MaxMind-format database for geo from IP; empty: the request's own geo."""
+    max_imps: PositiveInt = 20
+    shaping_model: str = ""
+    """Directory of a traffic-shaping model (`openbid train shaping`); empty: call every
+    eligible partner. SIGHUP reloads it; a bad model is refused and the old one serves on."""
+    shaping_url: str = ""
+    """A shaping service (`openbid.shaping.service`) to ask instead of an in-process model."""
+    exploration_share: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.01
+    """Share of calls the model would filter that are sent anyway, to keep learning."""
+
+
+class LoggingConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class Config(_Section):
+    """The whole effective configuration of an openbid process."""
+
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    events: EventsConfig = msgspec.field(default_factory=EventsConfig)
+    stores: StoresConfig = msgspec.field(default_factory=StoresConfig)
+    exchange: ExchangeConfig = msgspec.field(default_factory=ExchangeConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+
+
+_PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`")
+
+
+def _describe(error: msgspec.ValidationError) -> tuple[str, str]:
+    """Splits a msgspec error into (dotted key, reason)."""
+    text = str(error)
+    match = _PATH_RE.search(text)
+    path = match.group("path").lstrip(".") if match else ""
+    reason = text[: match.start()] if match else text
+    unknown = _UNKNOWN_RE.match(reason)
+    if unknown:
+        path = f"{path}.{unknown.group('field')}" if path else unknown.group("field")
+        reason = "unknown key"
+    return path or "(root)", reason.replace("`", "")
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The overrides as a nested dict, and which variable set each dotted key."""
+    overrides: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV:
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(
+                f"environment variable {name}: expected OPENBID_<SECTION>__<KEY>, "
+                f"for example OPENBID_SERVER__PORT"
+            )
+        overrides.setdefault(parts[0], {})[parts[1]] = _parse_env_value(raw)
+        sources[".".join(parts)] = name
+    return overrides, sources
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Loads the configuration from `path` (or `OPENBID_CONFIG`) and the environment.
+
+    >>> load_config(environ={"OPENBID_SERVER__PORT": "9090"}).server.port
+    9090
+    >>> load_config(environ={"OPENBID_SERVER__PROT": "9090"})
+    Traceback (most recent call last):
+    ...
+    openbid.errors.ConfigError: OPENBID_SERVER__PROT: server.prot: unknown key
+    """
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("OPENBID_CONFIG") or None
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        msgspec.convert(data, Config, strict=True)
+    except msgspec.ValidationError as exc:
+        key, reason = _describe(exc)
+        raise ConfigError(f"{source}: {key}: {reason}") from None
+    overrides, sources = _env_overrides(environ)
+    try:
+        return msgspec.convert(_merge(data, overrides), Config, strict=True)
+    except msgspec.ValidationError as exc:
+        key, reason = _describe(exc)
+        origin = sources.get(key) or next(
+            (var for dotted, var in sources.items() if key.startswith(dotted.split(".")[0])),
+            source,
+        )
+        raise ConfigError(f"{origin}: {key}: {reason}") from None
+
+
+def config_to_toml(config: Config) -> str:
+    """The effective configuration as TOML text (what `openbid config show` prints);
+    secrets are never printed."""
+    lines: list[str] = []
+    for section, values in msgspec.to_builtins(config).items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if key.endswith("secret") and value:
+                value = "(set, not shown)"
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return msgspec.json.encode(str(value)).decode()

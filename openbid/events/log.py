@@ -1,0 +1,534 @@
+"""The durable event log: non-blocking writes, an fsync'd append-only log, Parquet segments.
+
+`EventLog.emit()` only appends to an in-memory queue. A flusher thread encodes queued events
+every 0.1 s, in small batches so it never holds the GIL for long, and appends them to this
+writer's log file (one CRC-checked Arrow IPC record batch per event kind per batch); every
+`flush_interval_s` it fsyncs, so a `kill -9` loses at most the last interval. Every
+`roll_interval_s` (or `roll_max_bytes`) the log file is closed and a roller thread turns it
+into immutable Parquet segments, partitioned by event kind and hour, each written to a temp
+name, fsync'd and renamed; only then is the log file deleted. A writer that starts finds the
+log files of dead writers (their `flock` is free) and rolls them too.
+
+`EventReader` yields the segments and the not-yet-rolled tail; a damaged record (the torn
+end of a file after a crash) is skipped with a warning and counted, never raised.
+"""
+
+from __future__ import annotations
+
+import collections
+import fcntl
+import logging
+import operator
+import os
+import secrets
+import socket
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from prometheus_client import Counter, Gauge
+
+from openbid.events.schema import EVENT_TYPES, SCHEMA_VERSION, Event, arrow_schema
+from openbid.obs import REGISTRY
+
+log = logging.getLogger(__name__)
+
+_MAGIC = b"OB"
+_HEADER = struct.Struct("<2sHBxII")  # magic, schema version, kind code, pad, length, crc32
+_KIND_CODES = {kind: code for code, kind in enumerate(EVENT_TYPES, start=1)}
+_CODE_KINDS = {code: kind for kind, code in _KIND_CODES.items()}
+_WAL_SUFFIX = ".log"
+ENCODE_INTERVAL_S = 0.1
+ENCODE_BATCH = 2_000
+_HOUR_MICROS = 3_600_000_000
+
+EVENTS_EMITTED = Counter(
+    "openbid_events_emitted", "Events handed to the event log", ["kind"], registry=REGISTRY
+)
+EVENTS_DROPPED = Counter(
+    "openbid_events_dropped", "Events dropped because the log buffer was full", registry=REGISTRY
+)
+EVENTS_BAD_RECORDS = Counter(
+    "openbid_events_bad_records",
+    "Damaged log records skipped while reading or rolling",
+    registry=REGISTRY,
+)
+EVENTS_QUEUED = Gauge(
+    "openbid_events_queued", "Events waiting for the next flush", registry=REGISTRY
+)
+
+
+class EventLogError(Exception):
+    """The event log cannot be opened or written."""
+
+
+@dataclass(frozen=True)
+class _Record:
+    kind: str
+    version: int
+    batch: pa.RecordBatch
+
+
+_GETTERS = {
+    kind: [(operator.attrgetter(field.name), field.type) for field in arrow_schema(cls)]
+    for kind, cls in EVENT_TYPES.items()
+}
+_SCHEMAS = {kind: arrow_schema(cls) for kind, cls in EVENT_TYPES.items()}
+
+
+def _to_batch(kind: str, events: list[Event]) -> pa.RecordBatch:
+    """Events of one kind as an Arrow record batch, one column per field."""
+    arrays = [
+        pa.array(list(map(get, events)), type=arrow_type) for get, arrow_type in _GETTERS[kind]
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=_SCHEMAS[kind])
+
+
+def _encode_record(kind: str, events: list[Event]) -> bytes:
+    sink = pa.BufferOutputStream()
+    batch = _to_batch(kind, events)
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    payload = sink.getvalue().to_pybytes()
+    header = _HEADER.pack(
+        _MAGIC, SCHEMA_VERSION, _KIND_CODES[kind], len(payload), zlib.crc32(payload)
+    )
+    return header + payload
+
+
+def read_log_file(path: Path) -> tuple[list[_Record], int]:
+    """The intact records of a log file and the number of damaged ones skipped.
+
+    Reading stops at the first damaged record: what follows a torn write cannot be trusted
+    to start on a record boundary.
+    """
+    data = path.read_bytes()
+    records: list[_Record] = []
+    offset = 0
+    bad = 0
+    while offset < len(data):
+        if len(data) - offset < _HEADER.size:
+            bad += 1
+            break
+        magic, version, code, length, crc = _HEADER.unpack_from(data, offset)
+        start = offset + _HEADER.size
+        payload = data[start : start + length]
+        if (
+            magic != _MAGIC
+            or code not in _CODE_KINDS
+            or version > SCHEMA_VERSION
+            or len(payload) != length
+            or zlib.crc32(payload) != crc
+        ):
+            bad += 1
+            break
+        try:
+            batch = pa.ipc.open_stream(payload).read_next_batch()
+        except (pa.ArrowInvalid, StopIteration):
+            bad += 1
+            break
+        records.append(_Record(_CODE_KINDS[code], version, batch))
+        offset = start + length
+    if bad:
+        EVENTS_BAD_RECORDS.inc(bad)
+        log.warning(
+            "skipped damaged event log records",
+            extra={"file": str(path), "offset": offset, "bad_records": bad},
+        )
+    return records, bad
+
+
+def _records_to_tables(records: list[_Record]) -> dict[tuple[str, int], pa.Table]:
+    """Groups record batches by (kind, hour): one Arrow table each."""
+    batches_by_kind: dict[str, list[pa.RecordBatch]] = collections.defaultdict(list)
+    for record in records:
+        batches_by_kind[record.kind].append(record.batch)
+    tables: dict[tuple[str, int], pa.Table] = {}
+    for kind, batches in batches_by_kind.items():
+        # Batches written by an older schema version lack the newest (defaulted) columns.
+        table = (
+            pa.Table.from_batches(batches)
+            if _same_schema(batches)
+            else pa.concat_tables(
+                [pa.Table.from_batches([b]) for b in batches], promote_options="default"
+            )
+        )
+        hours = pc.divide(table["ts_micros"], _HOUR_MICROS)
+        for hour in pc.unique(hours).to_pylist():
+            tables[(kind, hour)] = table.filter(pc.equal(hours, hour))
+    return tables
+
+
+def _same_schema(batches: list[pa.RecordBatch]) -> bool:
+    first = batches[0].schema
+    return all(b.schema.equals(first) for b in batches[1:])
+
+
+def hour_label(hour: int) -> str:
+    """The partition label of an hour counted since the epoch (`2026-11-22T21`)."""
+    return time.strftime("%Y-%m-%dT%H", time.gmtime(hour * 3600))
+
+
+class _SegmentStore:
+    """Where Parquet segments live: a local directory (atomic rename) or any fsspec URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self.local = self.fs.protocol in ("file", ("file", "local")) or "file" in (
+            self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        )
+
+    def path(self, kind: str, hour: int, stem: str) -> str:
+        return f"{self.root}/{kind}/hour={hour_label(hour)}/{stem}.parquet"
+
+    def write(self, table: pa.Table, path: str) -> None:
+        if self.local:
+            directory = os.path.dirname(path)
+            os.makedirs(directory, exist_ok=True)
+            tmp = os.path.join(directory, f".tmp-{os.path.basename(path)}")
+            pq.write_table(table, tmp, compression="zstd")
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            _fsync_dir(directory)
+        else:
+            # Object stores publish an object atomically when its upload completes.
+            self.fs.makedirs(os.path.dirname(path), exist_ok=True)
+            with self.fs.open(path, "wb") as handle:
+                pq.write_table(table, handle, compression="zstd")
+
+    def list(self, kind: str) -> list[str]:
+        pattern = f"{self.root}/{kind}/hour=*/*.parquet"
+        found = self.fs.glob(pattern)
+        return sorted(p for p in found if not os.path.basename(p).startswith(".tmp-"))
+
+    def read(self, path: str) -> pa.Table:
+        with self.fs.open(path, "rb") as handle:
+            return pq.read_table(handle)
+
+    def remove_temp_files(self, stem: str) -> None:
+        if not self.local:
+            return
+        for tmp in Path(self.root).glob(f"*/hour=*/.tmp-{stem}.parquet"):
+            tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: str | os.PathLike[str]) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _segments_url(directory: Path, segments_url: str) -> str:
+    return segments_url or str(directory / "segments")
+
+
+def roll_log_file(path: Path, segments: _SegmentStore) -> int:
+    """Turns one closed log file into Parquet segments, then deletes it; returns the rows.
+
+    Segment names derive from the log file's name, so rolling the same file again after a
+    crash overwrites the same segments instead of duplicating events.
+    """
+    records, _ = read_log_file(path)
+    tables = _records_to_tables(records)
+    segments.remove_temp_files(path.stem)
+    for (kind, hour), table in tables.items():
+        segments.write(table, segments.path(kind, hour, path.stem))
+    path.unlink()
+    _fsync_dir(path.parent)
+    return sum(t.num_rows for t in tables.values())
+
+
+class EventLog:
+    """The writer: `emit()` never blocks; threads flush, fsync and roll in the background."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        segments_url: str = "",
+        flush_interval_s: float = 1.0,
+        roll_interval_s: float = 60.0,
+        roll_max_bytes: int = 64 * 1024 * 1024,
+        buffer_max_events: int = 1_000_000,
+    ) -> None:
+        self.directory = Path(directory)
+        self.wal_dir = self.directory / "wal"
+        self.wal_dir.mkdir(parents=True, exist_ok=True)
+        self.segments = _SegmentStore(_segments_url(self.directory, segments_url))
+        self.flush_interval_s = flush_interval_s
+        self.roll_interval_s = roll_interval_s
+        self.roll_max_bytes = roll_max_bytes
+        self.buffer_max_events = buffer_max_events
+        self.dropped = 0
+        self._writer_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._seq = 0
+        self._queue: collections.deque[Event] = collections.deque()
+        self._wake = threading.Event()
+        self._flushed = threading.Condition()
+        self._flush_generation = 0
+        self._stopping = False
+        self._roll_queue: collections.deque[Path] = collections.deque()
+        self._roll_wake = threading.Event()
+        self._idle_rolls = threading.Condition()
+        self._rolls_pending = 0
+        self._fd: int | None = None
+        self._pending = b""
+        self._unsynced = False
+        self._wal_path: Path | None = None
+        self._wal_opened = 0.0
+        self._wal_bytes = 0
+        self._open_wal()
+        self._recover_orphans()
+        self._flusher = threading.Thread(target=self._flush_loop, name="event-flush", daemon=True)
+        self._roller = threading.Thread(target=self._roll_loop, name="event-roll", daemon=True)
+        self._flusher.start()
+        self._roller.start()
+
+    # --- the caller's side
+    def emit(self, event: Event) -> None:
+        """Queues one event; drops it (and counts the drop) when the buffer is full."""
+        if len(self._queue) >= self.buffer_max_events:
+            self.dropped += 1
+            EVENTS_DROPPED.inc()
+            return
+        self._queue.append(event)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Blocks until everything emitted so far is written and fsync'd."""
+        # Two flush cycles: the one under way may have started before our last emit.
+        with self._flushed:
+            target = self._flush_generation + 2
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._wake.set()
+            with self._flushed:
+                if self._flushed.wait_for(lambda: self._flush_generation >= target, 0.05):
+                    return
+            if time.monotonic() > deadline:
+                raise EventLogError(f"event log flush did not finish within {timeout_s} s")
+
+    def roll(self, timeout_s: float = 60.0) -> None:
+        """Flushes, closes the current log file and waits until every closed file is rolled."""
+        self.flush(timeout_s)
+        with self._flushed:
+            self._rotate_requested = True
+        self.flush(timeout_s)
+        self._wait_rolls(timeout_s)
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Flushes everything, rolls every log file into segments and stops the threads."""
+        if self._stopping:
+            return
+        self.roll(timeout_s)
+        self._stopping = True
+        self._wake.set()
+        self._roll_wake.set()
+        self._flusher.join(timeout_s)
+        self._roller.join(timeout_s)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._wal_path is not None:
+            self._wal_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the log file
+    _rotate_requested = False
+
+    def _open_wal(self) -> None:
+        self._seq += 1
+        path = self.wal_dir / f"{self._writer_id}-{self._seq:08d}{_WAL_SUFFIX}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _fsync_dir(self.wal_dir)
+        self._fd, self._wal_path = fd, path
+        self._wal_opened = time.monotonic()
+        self._wal_bytes = 0
+
+    def _rotate(self) -> None:
+        old_fd, old_path = self._fd, self._wal_path
+        self._open_wal()
+        if old_fd is not None:
+            os.close(old_fd)
+        if old_path is not None:
+            if self._wal_bytes_of(old_path) == 0:
+                old_path.unlink(missing_ok=True)
+            else:
+                self._enqueue_roll(old_path)
+
+    @staticmethod
+    def _wal_bytes_of(path: Path) -> int:
+        try:
+            return path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _recover_orphans(self) -> None:
+        """Queues for rolling the log files of writers that died (their lock is free)."""
+        for path in sorted(self.wal_dir.glob(f"*{_WAL_SUFFIX}")):
+            if path == self._wal_path:
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer holds it
+            finally:
+                os.close(fd)
+            log.info("recovering event log of a stopped writer", extra={"file": str(path)})
+            self._enqueue_roll(path)
+
+    def _enqueue_roll(self, path: Path) -> None:
+        with self._idle_rolls:
+            self._rolls_pending += 1
+        self._roll_queue.append(path)
+        self._roll_wake.set()
+
+    def _wait_rolls(self, timeout_s: float) -> None:
+        with self._idle_rolls:
+            if not self._idle_rolls.wait_for(lambda: self._rolls_pending == 0, timeout=timeout_s):
+                raise EventLogError(f"event log roll did not finish within {timeout_s} s")
+
+    # --- threads
+    def _flush_loop(self) -> None:
+        # Events are encoded and written every ENCODE_INTERVAL_S in small batches (so the
+        # GIL-heavy encoding never stalls the event loop for long) and fsync'd every
+        # `flush_interval_s` (the durability bound) or when a flush is asked for.
+        last_sync = time.monotonic()
+        while True:
+            self._wake.wait(min(ENCODE_INTERVAL_S, self.flush_interval_s))
+            forced = self._wake.is_set()
+            self._wake.clear()
+            stopping = self._stopping
+            try:
+                self._write_queued()
+                if forced or stopping or time.monotonic() - last_sync >= self.flush_interval_s:
+                    self._sync()
+                    last_sync = time.monotonic()
+                    with self._flushed:
+                        self._flush_generation += 1
+                        self._flushed.notify_all()
+            except OSError:
+                log.exception("event log write failed; retrying with the same bytes")
+            if stopping:
+                return
+
+    def _write_queued(self) -> None:
+        queue = self._queue
+        EVENTS_QUEUED.set(len(queue))
+        while self._pending or queue:
+            if not self._pending:
+                count = min(len(queue), ENCODE_BATCH)
+                by_kind: dict[str, list[Event]] = collections.defaultdict(list)
+                popleft = queue.popleft
+                for _ in range(count):
+                    event = popleft()
+                    by_kind[event.kind].append(event)
+                self._pending = b"".join(
+                    _encode_record(kind, events) for kind, events in by_kind.items()
+                )
+                for kind, events in by_kind.items():
+                    EVENTS_EMITTED.labels(kind).inc(len(events))
+            assert self._fd is not None
+            os.write(self._fd, self._pending)  # raises: kept in _pending, retried
+            self._wal_bytes += len(self._pending)
+            self._pending = b""
+            self._unsynced = True
+            time.sleep(0)  # let the event loop thread take the GIL between batches
+
+    def _sync(self) -> None:
+        if self._unsynced:
+            assert self._fd is not None
+            os.fsync(self._fd)
+            self._unsynced = False
+        rotate_due = self._wal_bytes and (
+            time.monotonic() - self._wal_opened >= self.roll_interval_s
+            or self._wal_bytes >= self.roll_max_bytes
+        )
+        if rotate_due or self._rotate_requested:
+            self._rotate_requested = False
+            self._rotate()
+
+    def _roll_loop(self) -> None:
+        while True:
+            self._roll_wake.wait(1.0)
+            self._roll_wake.clear()
+            while self._roll_queue:
+                path = self._roll_queue.popleft()
+                try:
+                    if path.exists():
+                        rows = roll_log_file(path, self.segments)
+                        log.debug("rolled event log", extra={"file": str(path), "rows": rows})
+                except Exception:
+                    log.exception("rolling event log failed", extra={"file": str(path)})
+                finally:
+                    with self._idle_rolls:
+                        self._rolls_pending -= 1
+                        self._idle_rolls.notify_all()
+            if self._stopping and not self._roll_queue:
+                return
+
+
+class EventReader:
+    """Reads events back: the immutable segments, then the not-yet-rolled log files."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, segments_url: str = "") -> None:
+        self.directory = Path(directory)
+        self.segments = _SegmentStore(_segments_url(self.directory, segments_url))
+        self.bad_records = 0
+
+    def tables(self, kind: str, *, include_tail: bool = True) -> Iterator[pa.Table]:
+        """Yields tables of events of `kind`, one per segment and one for the tail."""
+        if kind not in EVENT_TYPES:
+            raise ValueError(f"unknown event kind {kind!r}; expected one of {sorted(EVENT_TYPES)}")
+        wal_dir = self.directory / "wal"
+        live_stems: set[str] = set()
+        tail_records: list[_Record] = []
+        if include_tail and wal_dir.is_dir():
+            # A log file is deleted only after its segments are durable, so while it exists
+            # it is the whole truth and its (maybe partial) segments are ignored.
+            for path in sorted(wal_dir.glob(f"*{_WAL_SUFFIX}")):
+                try:
+                    records, bad = read_log_file(path)
+                except FileNotFoundError:
+                    continue  # rolled meanwhile: its segments are listed below
+                self.bad_records += bad
+                live_stems.add(path.stem)
+                tail_records.extend(r for r in records if r.kind == kind)
+        for segment in self.segments.list(kind):
+            if Path(segment).stem in live_stems:
+                continue
+            yield self.segments.read(segment)
+        if tail_records:
+            for (_, _hour), table in sorted(_records_to_tables(tail_records).items()):
+                yield table
+
+    def read_table(self, kind: str, *, include_tail: bool = True) -> pa.Table:
+        """All events of `kind` in one table (empty with the right schema when there are none)."""
+        tables = list(self.tables(kind, include_tail=include_tail))
+        if not tables:
+            return arrow_schema(EVENT_TYPES[kind]).empty_table()
+        return pa.concat_tables(tables, promote_options="default")

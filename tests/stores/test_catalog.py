@@ -1,0 +1,91 @@
+"""One suite for every Catalog backend: SQLite file and real PostgreSQL, via migrations."""
+
+import pytest
+
+from openbid.stores import Catalog, DemandPartner, Placement, StoreError, StoreUnavailable
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/catalog.db"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    catalog = Catalog(url)
+    catalog.migrate()
+    yield catalog
+    if request.param == "postgresql":
+        from openbid.stores.catalog import Base
+
+        Base.metadata.drop_all(catalog.engine)
+        with catalog.engine.begin() as connection:
+            connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+    catalog.close()
+
+
+def test_publishers_by_api_key(catalog):
+    catalog.add_publisher(
+        "pub-1", "Daily News", api_key="k-1", floor_micros=150_000, blocked_categories=("IAB25",)
+    )
+    catalog.add_publisher("pub-2", "Games", api_key="k-2")
+    publisher = catalog.publisher_by_api_key("k-1")
+    assert publisher is not None
+    assert (publisher.id, publisher.floor_micros, publisher.blocked_categories) == (
+        "pub-1",
+        150_000,
+        ("IAB25",),
+    )
+    assert catalog.publisher_by_api_key("k-3") is None
+    assert set(p.id for p in catalog.api_keys().values()) == {"pub-1", "pub-2"}
+    assert catalog.publisher("pub-2").name == "Games"
+
+
+def test_duplicate_api_key_is_refused(catalog):
+    catalog.add_publisher("pub-1", "A", api_key="same")
+    with pytest.raises(StoreError, match="catalog refused publishers"):
+        catalog.add_publisher("pub-2", "B", api_key="same")
+
+
+def test_placements(catalog):
+    catalog.add_publisher("pub-1", "A", api_key="k")
+    catalog.add_placement(
+        Placement("pl-2", "pub-1", "sidebar", sizes=((300, 250), (300, 600)), floor_micros=10)
+    )
+    catalog.add_placement(Placement("pl-1", "pub-1", "top", media="video"))
+    assert [p.id for p in catalog.placements("pub-1")] == ["pl-1", "pl-2"]
+    assert catalog.placement("pl-2").sizes == ((300, 250), (300, 600))
+    assert catalog.placement("nope") is None
+
+
+def test_placement_needs_its_publisher(catalog):
+    with pytest.raises(StoreError):
+        catalog.add_placement(Placement("pl-1", "missing", "top"))
+
+
+def test_demand_partners_upsert_and_enabled_filter(catalog):
+    catalog.upsert_demand_partner(DemandPartner("dsp-a", "http://127.0.0.1:9001/bid", vendor_id=52))
+    catalog.upsert_demand_partner(
+        DemandPartner("dsp-b", "http://127.0.0.1:9002/bid", enabled=False)
+    )
+    catalog.upsert_demand_partner(
+        DemandPartner(
+            "dsp-a", "http://127.0.0.1:9001/bid", vendor_id=52, timeout_ms=80, qps_cap=500
+        )
+    )
+    partners = catalog.demand_partners()
+    assert [(p.id, p.timeout_ms, p.qps_cap, p.vendor_id) for p in partners] == [
+        ("dsp-a", 80, 500, 52)
+    ]
+    assert len(catalog.demand_partners(enabled_only=False)) == 2
+
+
+def test_migrate_is_repeatable(catalog):
+    catalog.migrate()
+    catalog.add_publisher("pub-1", "A", api_key="k")
+    assert catalog.publisher("pub-1") is not None
+
+
+def test_unreachable_database_is_store_unavailable():
+    catalog = Catalog("postgresql://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 1})
+    with pytest.raises(StoreUnavailable, match="catalog at"):
+        catalog.migrate()

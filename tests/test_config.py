@@ -1,0 +1,91 @@
+"""Configuration: TOML file, environment overrides, and errors that name the key."""
+
+import pytest
+
+from openbid.config import Config, ConfigError, config_to_toml, load_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "openbid.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_file_or_environment():
+    config = load_config(environ={})
+    assert config == Config()
+    assert config.events.flush_interval_s == 1.0
+    assert config.stores.catalog_url.startswith("sqlite:///")
+
+
+def test_file_then_environment_overrides(tmp_path):
+    path = write(
+        tmp_path, '[server]\nport = 9000\nhost = "0.0.0.0"\n[stores]\ncounters = "redis"\n'
+    )
+    config = load_config(path, environ={"OPENBID_SERVER__PORT": "9100"})
+    assert (config.server.host, config.server.port, config.stores.counters) == (
+        "0.0.0.0",
+        9100,
+        "redis",
+    )
+
+
+def test_config_file_named_by_environment(tmp_path):
+    path = write(tmp_path, "[events]\nflush_interval_s = 0.25\n")
+    assert load_config(environ={"OPENBID_CONFIG": str(path)}).events.flush_interval_s == 0.25
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[server]\nprot = 1\n", "server.prot: unknown key"),
+        ("[sever]\nport = 1\n", "sever: unknown key"),
+        ('[server]\nport = "eighty"\n', "server.port: Expected int, got str"),
+        ("[server]\nport = 70000\n", "server.port: Expected int <= 65535"),
+        ("[events]\nflush_interval_s = 0\n", "events.flush_interval_s: Expected float > 0.0"),
+        ('[stores]\ncounters = "memcached"\n', "stores.counters: Invalid enum value 'memcached'"),
+        ("[server\n", "not valid TOML"),
+    ],
+)
+def test_bad_files_are_refused_naming_the_key(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ={})
+    assert str(error.value).startswith(f"{path}: ")
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"OPENBID_SERVER__PORT": "x"}, "OPENBID_SERVER__PORT: server.port: Expected int, got str"),
+        ({"OPENBID_SERVER__PROT": "1"}, "OPENBID_SERVER__PROT: server.prot: unknown key"),
+        (
+            {"OPENBID_PORT": "1"},
+            "environment variable OPENBID_PORT: expected OPENBID_<SECTION>__<KEY>",
+        ),
+        ({"OPENBID_LOGGING__LEVEL": "loud"}, "logging.level: Invalid enum value 'loud'"),
+    ],
+)
+def test_bad_environment_is_refused_naming_the_variable(environ, message):
+    with pytest.raises(ConfigError, match=None) as error:
+        load_config(environ=environ)
+    assert message in str(error.value)
+
+
+def test_missing_file_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_shown_config_loads_back_to_the_same_object(tmp_path):
+    config = load_config(environ={"OPENBID_EVENTS__SEGMENTS_URL": "s3://bucket/events"})
+    path = write(tmp_path, config_to_toml(config))
+    assert load_config(path, environ={}) == config
+
+
+def test_secrets_are_not_shown():
+    config = load_config(environ={"OPENBID_EXCHANGE__TRACKER_SECRET": "hunter2-hunter2-hunter2"})
+    assert config.exchange.tracker_secret == "hunter2-hunter2-hunter2"
+    shown = config_to_toml(config)
+    assert "hunter2" not in shown and 'tracker_secret = "(set, not shown)"' in shown

@@ -1,0 +1,159 @@
+"""The lean HTTP server: keep-alive, pipelining, limits, overload and graceful stop."""
+
+import asyncio
+
+from openbid.httpserver import HttpServer, Response, Router
+
+
+async def _echo(request):
+    return Response(
+        200, request.method.encode() + b" " + request.path.encode() + b" " + request.body
+    )
+
+
+async def _exchange(port, raw: bytes, read_until_close=True) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 5) if read_until_close else b""
+    writer.close()
+    return data
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+def test_keep_alive_and_pipelined_requests_are_answered_in_order():
+    async def main():
+        router = Router()
+        router.add("POST", "/echo", _echo)
+        server = HttpServer(router)
+        port = await server.start()
+        raw = (
+            b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\none"
+            b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\ntwo"
+            b"GET /missing HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        reply = await _exchange(port, raw)
+        await server.stop()
+        return reply
+
+    reply = _run(main())
+    assert reply.count(b"HTTP/1.1 200 OK") == 2
+    assert reply.index(b"POST /echo one") < reply.index(b"POST /echo two")
+    assert b"HTTP/1.1 404 Not Found" in reply
+
+
+def test_oversized_body_gets_413_and_the_connection_closes():
+    async def main():
+        server = HttpServer(_echo, max_body_bytes=10)
+        port = await server.start()
+        reply = await _exchange(
+            port, b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 11\r\n\r\n01234567890"
+        )
+        chunked = await _exchange(
+            port,
+            b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"6\r\n012345\r\n6\r\n678901\r\n0\r\n\r\n",
+        )
+        await server.stop()
+        return reply, chunked
+
+    reply, chunked = _run(main())
+    assert reply.startswith(b"HTTP/1.1 413")
+    assert chunked.startswith(b"HTTP/1.1 413")
+
+
+def test_malformed_request_gets_400():
+    async def main():
+        server = HttpServer(_echo)
+        port = await server.start()
+        reply = await _exchange(port, b"NOT HTTP AT ALL\r\n\r\n")
+        await server.stop()
+        return reply
+
+    assert _run(main()).startswith(b"HTTP/1.1 400")
+
+
+def test_overload_answers_503_with_retry_after_instead_of_hanging():
+    async def main():
+        release = asyncio.Event()
+
+        async def slow(request):
+            await release.wait()
+            return Response(200, b"done")
+
+        server = HttpServer(slow, max_in_flight=1)
+        port = await server.start()
+        first = asyncio.create_task(
+            _exchange(port, b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        )
+        while server.in_flight == 0:
+            await asyncio.sleep(0.005)
+        second = await _exchange(port, b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        release.set()
+        first_reply = await first
+        await server.stop()
+        return first_reply, second
+
+    first, second = _run(main())
+    assert first.startswith(b"HTTP/1.1 200") and first.endswith(b"done")
+    assert second.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in second
+
+
+def test_handler_failure_is_a_500_not_a_dead_server():
+    async def main():
+        async def broken(request):
+            raise RuntimeError("boom")
+
+        server = HttpServer(broken)
+        port = await server.start()
+        reply = await _exchange(port, b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        again = await _exchange(port, b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        await server.stop()
+        return reply, again
+
+    reply, again = _run(main())
+    assert reply.startswith(b"HTTP/1.1 500") and again.startswith(b"HTTP/1.1 500")
+
+
+def test_stop_lets_requests_in_flight_finish():
+    async def main():
+        started = asyncio.Event()
+
+        async def slow(request):
+            started.set()
+            await asyncio.sleep(0.2)
+            return Response(200, b"finished")
+
+        server = HttpServer(slow)
+        port = await server.start()
+        pending = asyncio.create_task(_exchange(port, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"))
+        await started.wait()
+        await server.stop(grace_s=5)
+        return await pending
+
+    reply = _run(main())
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"finished")
+    assert b"connection: close" in reply
+
+
+def test_router_method_not_allowed_and_head():
+    async def main():
+        router = Router()
+        router.add("GET", "/healthz", _echo)
+        server = HttpServer(router)
+        port = await server.start()
+        post = await _exchange(
+            port, b"POST /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        head = await _exchange(
+            port, b"HEAD /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        await server.stop()
+        return post, head
+
+    post, head = _run(main())
+    assert post.startswith(b"HTTP/1.1 405") and b"allow: GET" in post
+    assert head.startswith(b"HTTP/1.1 200")
