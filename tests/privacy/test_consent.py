@@ -1,0 +1,446 @@
+"""ConsentContext from requests, and the redaction rules as tables."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from openbid.privacy import gpp, tcf, usprivacy
+from openbid.privacy.consent import (
+    NO_REDACTION,
+    ConsentContext,
+    Redaction,
+    gdpr_redaction,
+    redaction_for,
+)
+
+VENDOR = 42
+OTHER_VENDOR = 99
+
+
+def tc_string(**fields) -> str:
+    return tcf.encode(tcf.TCString(**fields))
+
+
+FULL_CONSENT = dict(
+    purpose_consents=frozenset(range(1, 11)),
+    vendor_consents=frozenset({VENDOR}),
+    special_feature_opt_ins=frozenset({1}),
+)
+
+# --- ConsentContext.from_request ---------------------------------------------------------
+
+
+def test_a_request_without_signals_needs_no_redaction(make_request):
+    for bare in (make_request(), make_request(regs={}, user={}, device={})):
+        consent = ConsentContext.from_request(bare)
+        assert consent == ConsentContext()
+        assert redaction_for(consent, VENDOR) == NO_REDACTION
+        assert redaction_for(consent, None).is_noop
+
+
+def test_gdpr_flag_and_tc_string_are_read(make_request):
+    text = tc_string(**FULL_CONSENT)
+    consent = ConsentContext.from_request(make_request(regs={"gdpr": 1}, user={"consent": text}))
+    assert consent.gdpr_applies
+    assert consent.tc == tcf.decode(text)
+    assert consent.unreadable == ()
+
+
+@pytest.mark.parametrize(
+    ("regs", "user", "applies"),
+    [
+        ({"gdpr": 1}, {}, True),
+        ({"gdpr": 0}, {"consent": "anything"}, False),
+        ({}, {}, False),
+        ({}, {"consent": tc_string()}, True),  # a TC string means a CMP ran under GDPR
+        ({"gpp_sid": [2]}, {}, True),
+        ({"gpp_sid": [7]}, {}, False),
+        ({"ext": {"gdpr": 1}}, {}, True),  # OpenRTB 2.5 style
+        ({"gdpr": 0, "ext": {"gdpr": 1}}, {}, False),  # 2.6 field wins
+    ],
+)
+def test_when_gdpr_applies(make_request, regs, user, applies):
+    assert ConsentContext.from_request(make_request(regs=regs, user=user)).gdpr_applies is applies
+
+
+def test_consent_in_user_ext_is_read_when_user_consent_is_absent(make_request):
+    text = tc_string(**FULL_CONSENT)
+    consent = ConsentContext.from_request(
+        make_request(regs={"gdpr": 1}, user={"ext": {"consent": text}})
+    )
+    assert consent.tc == tcf.decode(text)
+
+
+def test_an_invalid_tc_string_is_unreadable_and_treated_as_no_consent(make_request):
+    consent = ConsentContext.from_request(make_request(regs={"gdpr": 1}, user={"consent": "C0!"}))
+    assert consent.tc is None
+    assert consent.unreadable == ("tcf",)
+    assert redaction_for(consent, VENDOR) == Redaction(
+        strip_user_ids=True, strip_device_ids=True, round_geo=True, truncate_ip=True
+    )
+
+
+def test_gpp_sections_apply_only_when_listed_in_gpp_sid(make_request):
+    usnat = gpp.encode_usnat(gpp.UsNat(sale_opt_out=gpp.OPTED_OUT))
+    tc_text = tc_string(**FULL_CONSENT)
+    text = gpp.encode({2: tc_text, 7: usnat})
+    both = ConsentContext.from_request(make_request(regs={"gpp": text, "gpp_sid": [2, 7]}))
+    assert both.usnat is not None and both.usnat.opted_out
+    assert both.tc == tcf.decode(tc_text)
+    assert both.gdpr_applies
+    only_us = ConsentContext.from_request(make_request(regs={"gpp": text, "gpp_sid": [7]}))
+    assert only_us.tc is None and only_us.usnat is not None and not only_us.gdpr_applies
+    no_sid = ConsentContext.from_request(make_request(regs={"gpp": text}))
+    assert no_sid.tc is not None and no_sid.usnat is not None
+
+
+def test_user_consent_takes_precedence_over_the_gpp_tcf_section(make_request):
+    own = tc_string(cmp_id=7)
+    in_gpp = tc_string(cmp_id=8)
+    consent = ConsentContext.from_request(
+        make_request(regs={"gdpr": 1, "gpp": gpp.encode({2: in_gpp})}, user={"consent": own})
+    )
+    assert consent.tc is not None and consent.tc.cmp_id == 7
+
+
+@pytest.mark.parametrize(
+    ("regs", "header", "gpc"),
+    [
+        ({}, None, False),
+        ({"ext": {"gpc": 1}}, None, True),
+        ({"ext": {"gpc": "1"}}, None, True),
+        ({"ext": {"gpc": 0}}, None, False),
+        ({"ext": [1, 2]}, None, False),  # not an object: ignored
+        ({}, "1", True),
+        ({}, " 1 ", True),
+        ({}, "0", False),
+        ({"gpp": gpp.encode({7: gpp.encode_usnat(gpp.UsNat(gpc=True))})}, None, True),
+    ],
+)
+def test_global_privacy_control(make_request, regs, header, gpc):
+    consent = ConsentContext.from_request(make_request(regs=regs), gpc_header=header)
+    assert consent.gpc is gpc
+
+
+# --- the rules, as tables -----------------------------------------------------------------
+
+STRIP_IDS = Redaction(strip_user_ids=True, strip_device_ids=True)
+COARSE = Redaction(round_geo=True, truncate_ip=True)
+NO_CONSENT = Redaction(strip_user_ids=True, strip_device_ids=True, round_geo=True, truncate_ip=True)
+BLOCK = Redaction(
+    block=True, strip_user_ids=True, strip_device_ids=True, round_geo=True, truncate_ip=True
+)
+
+
+def restricted(purpose, kind, vendors=frozenset({VENDOR})):
+    return (tcf.PublisherRestriction(purpose, kind, vendors),)
+
+
+NOT_ALLOWED = tcf.RestrictionType.NOT_ALLOWED
+REQUIRE_CONSENT = tcf.RestrictionType.REQUIRE_CONSENT
+REQUIRE_LI = tcf.RestrictionType.REQUIRE_LEGITIMATE_INTEREST
+LI_FOR_BASIC_ADS = dict(
+    purpose_legitimate_interests=frozenset({2}),
+    vendor_legitimate_interests=frozenset({VENDOR}),
+    special_feature_opt_ins=frozenset({1}),
+)
+
+GDPR_TABLE = [
+    # (case, TC string fields or None for no string, vendor id, expected)
+    ("no TC string", None, VENDOR, NO_CONSENT),
+    ("everything consented", FULL_CONSENT, VENDOR, NO_REDACTION),
+    ("DSP without a vendor id", FULL_CONSENT, None, BLOCK),
+    ("vendor not consented", FULL_CONSENT, OTHER_VENDOR, BLOCK),
+    (
+        "no purpose 2 consent",
+        FULL_CONSENT | {"purpose_consents": frozenset({1, 3, 4})},
+        VENDOR,
+        BLOCK,
+    ),
+    (
+        "purpose 2 by legitimate interest, no purpose 1",
+        LI_FOR_BASIC_ADS,
+        VENDOR,
+        STRIP_IDS,
+    ),
+    (
+        "purpose 2 LI but vendor LI missing",
+        LI_FOR_BASIC_ADS | {"vendor_legitimate_interests": frozenset()},
+        VENDOR,
+        BLOCK,
+    ),
+    (
+        "no purpose 1 consent: ids stripped",
+        FULL_CONSENT | {"purpose_consents": frozenset({2})},
+        VENDOR,
+        STRIP_IDS,
+    ),
+    (
+        "no special feature 1: geo coarse",
+        FULL_CONSENT | {"special_feature_opt_ins": frozenset()},
+        VENDOR,
+        COARSE,
+    ),
+    (
+        "purpose 2 not allowed by the publisher",
+        FULL_CONSENT | {"publisher_restrictions": restricted(2, NOT_ALLOWED)},
+        VENDOR,
+        BLOCK,
+    ),
+    (
+        "restriction on another vendor is irrelevant",
+        FULL_CONSENT
+        | {"publisher_restrictions": restricted(2, NOT_ALLOWED, frozenset({OTHER_VENDOR}))},
+        VENDOR,
+        NO_REDACTION,
+    ),
+    (
+        "publisher requires LI for purpose 2, user gave consent only",
+        FULL_CONSENT | {"publisher_restrictions": restricted(2, REQUIRE_LI)},
+        VENDOR,
+        BLOCK,
+    ),
+    (
+        "publisher requires consent for purpose 2, LI only",
+        LI_FOR_BASIC_ADS | {"publisher_restrictions": restricted(2, REQUIRE_CONSENT)},
+        VENDOR,
+        BLOCK,
+    ),
+    (
+        "purpose 1 not allowed by the publisher",
+        FULL_CONSENT | {"publisher_restrictions": restricted(1, NOT_ALLOWED)},
+        VENDOR,
+        STRIP_IDS,
+    ),
+    (
+        "purpose 1 cannot rest on LI even when the publisher asks",
+        FULL_CONSENT | {"publisher_restrictions": restricted(1, REQUIRE_LI)},
+        VENDOR,
+        STRIP_IDS,
+    ),
+    (
+        "nothing consented",
+        {},
+        VENDOR,
+        BLOCK,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("fields", "vendor_id", "expected"),
+    [row[1:] for row in GDPR_TABLE],
+    ids=[row[0] for row in GDPR_TABLE],
+)
+def test_gdpr_rules(make_request, fields, vendor_id, expected):
+    user = {} if fields is None else {"consent": tc_string(**fields)}
+    consent = ConsentContext.from_request(make_request(regs={"gdpr": 1}, user=user))
+    assert redaction_for(consent, vendor_id) == expected
+
+
+def test_gdpr_rules_do_not_apply_when_gdpr_does_not(make_request):
+    user = {"consent": tc_string()}  # nothing consented ...
+    consent = ConsentContext.from_request(make_request(regs={"gdpr": 0}, user=user))
+    assert redaction_for(consent, VENDOR) == NO_REDACTION  # ... but GDPR does not apply
+
+
+COPPA = Redaction(
+    strip_user_ids=True,
+    strip_device_ids=True,
+    strip_user_data=True,
+    round_geo=True,
+    truncate_ip=True,
+)
+US_TABLE = [
+    ("coppa", {"coppa": 1}, {}, None, COPPA),
+    ("coppa 0", {"coppa": 0}, {}, None, NO_REDACTION),
+    ("usp opted out of sale", {"us_privacy": "1YYN"}, {}, None, STRIP_IDS),
+    ("usp not opted out", {"us_privacy": "1YNN"}, {}, None, NO_REDACTION),
+    ("usp not applicable", {"us_privacy": "1---"}, {}, None, NO_REDACTION),
+    ("usp unreadable", {"us_privacy": "yes"}, {}, None, STRIP_IDS),
+    ("gpc in regs.ext", {"ext": {"gpc": 1}}, {}, None, STRIP_IDS),
+    ("gpc header", {}, {}, "1", STRIP_IDS),
+    ("lmt", {}, {"lmt": 1}, None, Redaction(strip_device_ids=True)),
+    ("dnt", {}, {"dnt": 1}, None, Redaction(strip_device_ids=True)),
+    ("lmt 0", {}, {"lmt": 0, "dnt": 0}, None, NO_REDACTION),
+    ("gpp unreadable", {"gpp": "DBABMA~!"}, {}, None, STRIP_IDS),
+    (
+        "usnat sale opt-out",
+        {"gpp": gpp.encode({7: gpp.encode_usnat(gpp.UsNat(sale_opt_out=gpp.OPTED_OUT))})},
+        {},
+        None,
+        STRIP_IDS,
+    ),
+    (
+        "usnat targeted ads opt-out",
+        {
+            "gpp": gpp.encode(
+                {7: gpp.encode_usnat(gpp.UsNat(targeted_advertising_opt_out=gpp.OPTED_OUT))}
+            )
+        },
+        {},
+        None,
+        STRIP_IDS,
+    ),
+    (
+        "usnat did not opt out",
+        {"gpp": gpp.encode({7: gpp.encode_usnat(gpp.UsNat(sale_opt_out=gpp.DID_NOT_OPT_OUT))})},
+        {},
+        None,
+        NO_REDACTION,
+    ),
+    (
+        "usnat opt-out but section not applicable",
+        {
+            "gpp": gpp.encode({7: gpp.encode_usnat(gpp.UsNat(sale_opt_out=gpp.OPTED_OUT))}),
+            "gpp_sid": [8],  # only a state section applies
+        },
+        {},
+        None,
+        NO_REDACTION,
+    ),
+    (
+        "usnat precise geolocation opted out",
+        {
+            "gpp": gpp.encode(
+                {
+                    7: gpp.encode_usnat(
+                        gpp.UsNat(sensitive_data_processing=(0,) * 7 + (1,) + (0,) * 4)
+                    )
+                }
+            )
+        },
+        {},
+        None,
+        COARSE,
+    ),
+    (
+        "coppa and lmt together",
+        {"coppa": 1},
+        {"lmt": 1},
+        None,
+        COPPA,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("regs", "device", "header", "expected"),
+    [row[1:] for row in US_TABLE],
+    ids=[row[0] for row in US_TABLE],
+)
+def test_us_and_device_rules(make_request, regs, device, header, expected):
+    consent = ConsentContext.from_request(make_request(regs=regs, device=device), gpc_header=header)
+    assert redaction_for(consent, VENDOR) == expected
+    assert redaction_for(consent, None) == expected  # none of these depend on the vendor
+
+
+def test_rules_combine_across_regimes(make_request):
+    user = {"consent": tc_string(**FULL_CONSENT | {"special_feature_opt_ins": frozenset()})}
+    consent = ConsentContext.from_request(
+        make_request(regs={"gdpr": 1, "us_privacy": "1YYN"}, user=user, device={"lmt": 1})
+    )
+    redaction = redaction_for(consent, VENDOR)
+    assert redaction == STRIP_IDS | COARSE
+    assert set(redaction.reasons) == {"us_opt_out", "lmt", "gdpr_no_precise_geo"}
+
+
+# --- properties ---------------------------------------------------------------------------
+
+
+@st.composite
+def consents(draw):
+    ids = st.frozensets(st.integers(1, 12), max_size=6)
+    fields = dict(
+        purpose_consents=draw(ids),
+        purpose_legitimate_interests=draw(ids),
+        vendor_consents=draw(st.frozensets(st.integers(1, 5), max_size=4)),
+        vendor_legitimate_interests=draw(st.frozensets(st.integers(1, 5), max_size=4)),
+        special_feature_opt_ins=draw(st.frozensets(st.integers(1, 2))),
+        publisher_restrictions=tuple(
+            draw(
+                st.lists(
+                    st.builds(
+                        tcf.PublisherRestriction,
+                        st.integers(1, 3),
+                        st.sampled_from(list(tcf.RestrictionType)),
+                        st.frozensets(st.integers(1, 5), min_size=1, max_size=3),
+                    ),
+                    max_size=2,
+                )
+            )
+        ),
+    )
+    return tcf.TCString(**fields)
+
+
+@settings(max_examples=200, deadline=None)
+@given(consents(), st.none() | st.integers(1, 5))
+def test_gdpr_redaction_is_never_laxer_than_no_consent_without_purpose_consent(tc, vendor_id):
+    """Removing every consent and LI can only make the redaction stricter."""
+    stripped = tcf.TCString(special_feature_opt_ins=tc.special_feature_opt_ins)
+    loose, strict = gdpr_redaction(tc, vendor_id), gdpr_redaction(stripped, vendor_id)
+    for flag in ("block", "strip_user_ids", "strip_device_ids", "round_geo", "truncate_ip"):
+        assert getattr(loose, flag) <= getattr(strict, flag)
+    assert strict.block  # with no basis for purpose 2 nobody receives the request
+    if not loose.block and not loose.strip_user_ids:
+        assert 1 in tc.purpose_consents and vendor_id in tc.vendor_consents
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40), st.text(max_size=40), st.text(max_size=8))
+def test_from_request_never_raises_on_any_signal_text(
+    make_request, consent_text, gpp_text, usp_text
+):
+    consent = ConsentContext.from_request(
+        make_request(
+            regs={"gdpr": 1, "gpp": gpp_text, "us_privacy": usp_text},
+            user={"consent": consent_text},
+        )
+    )
+    redaction = redaction_for(consent, VENDOR)
+    if consent.tc is None:
+        assert redaction.strip_user_ids and redaction.round_geo
+
+
+FLAGS = (
+    "block",
+    "strip_user_ids",
+    "strip_device_ids",
+    "strip_user_data",
+    "round_geo",
+    "truncate_ip",
+)
+RESTRICTIVE_SIGNALS = {
+    "coppa": {"coppa": True},
+    "gpc": {"gpc": True},
+    "lmt": {"lmt": True},
+    "dnt": {"dnt": True},
+    "us_opt_out": {"us_privacy": usprivacy.parse("1YYN")},
+    "usnat_opt_out": {"usnat": gpp.UsNat(sharing_opt_out=gpp.OPTED_OUT)},
+    "unreadable_gpp": {"unreadable": ("gpp",)},
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {
+            "gdpr_applies": st.booleans(),
+            "coppa": st.booleans(),
+            "gpc": st.booleans(),
+            "lmt": st.booleans(),
+            "dnt": st.booleans(),
+        }
+    ),
+    st.none() | consents(),
+    st.sampled_from(sorted(RESTRICTIVE_SIGNALS)),
+    st.none() | st.integers(1, 5),
+)
+def test_adding_a_restrictive_signal_never_loosens_a_redaction(fields, tc, signal, vendor_id):
+    before = ConsentContext(tc=tc, **fields)
+    after = ConsentContext(tc=tc, **(fields | RESTRICTIVE_SIGNALS[signal]))
+    loose, strict = redaction_for(before, vendor_id), redaction_for(after, vendor_id)
+    for flag in FLAGS:
+        assert getattr(loose, flag) <= getattr(strict, flag), flag
+    assert not strict.is_noop
