@@ -1,0 +1,43 @@
+"""Negative subsampling: keep every positive and a share of negatives, then correct for it.
+
+Either train with the weights returned (each kept negative counts `1 / keep_rate`), and
+predictions are calibrated as they are; or train unweighted and map predictions back with
+`recalibrate` (He et al. 2014): `p = q / (q + (1 - q) / keep_rate)`.
+
+>>> labels = np.array([1, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+>>> rows, weights = subsample_negatives(labels, keep_rate=0.5, seed=3)
+>>> rows.tolist(), weights.tolist()
+([0, 1, 4, 5, 6, 7, 9], [1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 1.0])
+>>> round(float(recalibrate(0.5, keep_rate=0.1)), 4)
+0.0909
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from openbid.ml.errors import TrainingDataError
+
+
+def _check_rate(keep_rate: float) -> None:
+    if not 0 < keep_rate <= 1:
+        raise TrainingDataError(f"keep_rate must be in (0, 1], got {keep_rate}")
+
+
+def subsample_negatives(labels, keep_rate: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Row numbers to keep (in order) and their importance weights."""
+    _check_rate(keep_rate)
+    y = np.asarray(labels).reshape(-1)
+    rng = np.random.default_rng(seed)
+    keep = (y == 1) | (rng.random(y.shape[0]) < keep_rate)
+    rows = np.flatnonzero(keep)
+    weights = np.where(y[rows] == 1, 1.0, 1.0 / keep_rate)
+    return rows, weights
+
+
+def recalibrate(q, keep_rate: float):
+    """The probability on the full data, from `q` predicted by a model trained (unweighted)
+    on data whose negatives were kept with probability `keep_rate`."""
+    _check_rate(keep_rate)
+    q = np.asarray(q, dtype=np.float64)
+    return q / (q + (1.0 - q) / keep_rate)
