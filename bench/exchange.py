@@ -1,0 +1,255 @@
+"""Exchange throughput and added latency with 8 DSPs, against a naive baseline stack.
+
+Setup (2 cores): the exchange under test runs pinned to cpu 0; the 8 DSPs (nginx answering
+fixed bids or no-bids at once, so all latency is the exchange's) and the load generators run
+on cpu 1. Peak auctions/s comes from wrk (closed loop, Lua script cycling through simulated
+OpenRTB 2.6 requests); latency comes from an open-loop run at half of that peak. The
+baseline is the stack a first version would use: Starlette on uvicorn, aiohttp client,
+same DSPs, same requests.
+
+    python bench/exchange.py [--quick] [--seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import uvloop
+from upstreams import _taskset, _wait_listening, free_ports, start_dsps
+
+from openbid.exchange.client import FanoutClient, UpstreamError
+from openbid.sim.market import Market
+from openbid.stores.catalog import Catalog, DemandPartner
+
+API_KEY = "bench-key"
+# Three DSPs bid, five answer no-bid: every auction calls all eight.
+PRICES = [1.10, None, 2.40, None, None, 0.90, None, None]
+WRK_SCRIPT = """
+local bodies = {}
+for line in io.lines(os.getenv("OPENBID_BODIES")) do bodies[#bodies + 1] = line end
+local i = 0
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", "/openrtb2/auction",
+    {["x-api-key"] = "API_KEY", ["content-type"] = "application/json"}, bodies[i])
+end
+""".replace("API_KEY", API_KEY)
+
+
+def bodies_file(root: Path, count: int) -> tuple[Path, list[bytes]]:
+    market = Market.load("default")
+    batch = market.generate(count, seed=7, start_s=time.time(), span_s=60.0)
+    bodies = []
+    for body in batch.bodies:
+        request = json.loads(body)
+        request["tmax"] = 200
+        bodies.append(json.dumps(request, separators=(",", ":")).encode())
+    path = root / "bodies.jsonl"
+    path.write_bytes(b"\n".join(bodies) + b"\n")
+    return path, bodies
+
+
+def start_ours(root: Path, urls: list[str]) -> tuple[str, subprocess.Popen]:
+    port = free_ports(1)[0]
+    catalog_url = f"sqlite:///{root}/catalog.db"
+    catalog = Catalog(catalog_url)
+    catalog.migrate()
+    catalog.add_publisher("bench", "Bench publisher", api_key=API_KEY)
+    for i, url in enumerate(urls):
+        catalog.upsert_demand_partner(DemandPartner(f"dsp{i}", url, seat=f"dsp{i}", timeout_ms=150))
+    catalog.close()
+    env = dict(
+        os.environ,
+        OPENBID_SERVER__PORT=str(port),
+        OPENBID_SERVER__MAX_IN_FLIGHT="100000",
+        OPENBID_EVENTS__DIR=str(root / "events"),
+        OPENBID_STORES__CATALOG_URL=catalog_url,
+        OPENBID_EXCHANGE__TRACKER_SECRET="bench-secret-0123456789",
+        OPENBID_EXCHANGE__PUBLIC_URL=f"http://127.0.0.1:{port}",
+        OPENBID_LOGGING__LEVEL="warning",
+        OPENBID_EVENTS__FLUSH_INTERVAL_S=os.environ.get("FLUSH", "1.0"),
+    )
+    process = subprocess.Popen(
+        [*_taskset(0), sys.executable, "-m", "openbid.cli", "up"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_listening([port], timeout_s=60)
+    return f"http://127.0.0.1:{port}", process
+
+
+def start_baseline(urls: list[str]) -> tuple[str, subprocess.Popen]:
+    port = free_ports(1)[0]
+    process = subprocess.Popen(
+        [
+            *_taskset(0),
+            sys.executable,
+            str(Path(__file__).with_name("baseline_exchange.py")),
+            "--port",
+            str(port),
+            "--dsps",
+            ",".join(urls),
+            "--key",
+            API_KEY,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_listening([port], timeout_s=60)
+    return f"http://127.0.0.1:{port}", process
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def wrk_peak(base: str, bodies: Path, root: Path, seconds: float, connections: int) -> dict:
+    script = root / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    out = subprocess.run(
+        [
+            *_taskset(1),
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(int(seconds), 1)}s",
+            "--latency",
+            "-s",
+            str(script),
+            base,
+        ],
+        env=dict(os.environ, OPENBID_BODIES=str(bodies)),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "auctions_per_s": rate,
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": errors.group(1) if errors else "",
+    }
+
+
+async def open_loop(base: str, bodies: list[bytes], rate: float, seconds: float) -> dict:
+    """Sends at a fixed rate regardless of replies; returns latency percentiles in ms."""
+    client = FanoutClient()
+    url = f"{base}/openrtb2/auction"
+    headers = f"x-api-key: {API_KEY}\r\n".encode()
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    loop = asyncio.get_running_loop()
+
+    async def one(body: bytes) -> None:
+        started = time.perf_counter()
+        try:
+            reply = await client.post(url, body, timeout_s=2.0, headers=headers)
+            key = str(reply.status)
+        except UpstreamError as error:
+            key = error.kind
+        latencies.append((time.perf_counter() - started) * 1000)
+        statuses[key] = statuses.get(key, 0) + 1
+
+    tasks = []
+    count = int(rate * seconds)
+    start = loop.time()
+    for i in range(count):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(loop.create_task(one(bodies[i % len(bodies)])))
+    await asyncio.gather(*tasks)
+    client.close()
+    p50, p99, p999 = np.percentile(latencies, [50, 99, 99.9])
+    return {"p50_ms": p50, "p99_ms": p99, "p999_ms": p999, "statuses": statuses, "rate": rate}
+
+
+def measure(name: str, start, urls, bodies_path, bodies, root, seconds, connections) -> dict:
+    base, process = start(urls) if name == "baseline" else start(root, urls)
+    try:
+        uvloop.run(open_loop(base, bodies, 50, 1.0))  # warm-up: connections, caches
+        peak = wrk_peak(base, bodies_path, root, seconds, connections)
+        latency = uvloop.run(open_loop(base, bodies, peak["auctions_per_s"] / 2, seconds))
+    finally:
+        stop(process)
+    return {**peak, **latency}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seconds", type=float, default=0)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    seconds = args.seconds or (4.0 if args.quick else 15.0)
+    if not shutil.which("wrk"):
+        sys.exit("bench/exchange.py needs wrk (apt-get install wrk) and nginx-light")
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})
+    root = Path(tempfile.mkdtemp(prefix="openbid-bench-exchange-"))
+    urls, upstream, stop_dsps = start_dsps(PRICES, cpu=1)
+    try:
+        bodies_path, bodies = bodies_file(root, 2000)
+        ours = measure(
+            "openbid", start_ours, urls, bodies_path, bodies, root, seconds, args.connections
+        )
+        base = measure(
+            "baseline", start_baseline, urls, bodies_path, bodies, root, seconds, args.connections
+        )
+    finally:
+        stop_dsps()
+        shutil.rmtree(root, ignore_errors=True)
+    ratio = ours["auctions_per_s"] / max(base["auctions_per_s"], 1e-9)
+    print(
+        f"exchange: 8 DSPs ({upstream}; 3 bid, 5 no-bid), exchange pinned to cpu 0, "
+        f"wrk -c{args.connections} and the open-loop latency run on cpu 1, {seconds:.0f} s each"
+    )
+    print(f"{'':<34} {'baseline (Starlette+aiohttp)':>28} {'openbid':>10} {'ratio':>7}")
+    print(
+        f"{'auctions/s at peak (1 core)':<34} {base['auctions_per_s']:>28,.0f} "
+        f"{ours['auctions_per_s']:>10,.0f} {ratio:>7.2f}"
+    )
+    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
+        print(
+            f"{'added latency ' + label + ' ms at half peak':<34} {base[key]:>28.2f} "
+            f"{ours[key]:>10.2f} {base[key] / max(ours[key], 1e-9):>7.2f}"
+        )
+    print(f"statuses at half peak: openbid {ours['statuses']}, baseline {base['statuses']}")
+    print(
+        json.dumps(
+            {
+                "bench": "exchange",
+                "auctions_per_s": round(ours["auctions_per_s"]),
+                "baseline_auctions_per_s": round(base["auctions_per_s"]),
+                "ratio": round(ratio, 2),
+                "p50_added_ms": round(ours["p50_ms"], 2),
+                "p99_added_ms": round(ours["p99_ms"], 2),
+                "p999_added_ms": round(ours["p999_ms"], 2),
+                "baseline_p99_added_ms": round(base["p99_ms"], 2),
+                "dsps": 8,
+                "upstream": upstream,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The exchange's metrics, registered in `openbid.obs.REGISTRY`.
+
+They are updated on the event loop many times per auction, so they are `LoopMetric`s
+(plain additions, exported at scrape time) rather than prometheus_client's locked ones.
+"""
+
+from openbid.obs import loop_counter, loop_gauge, loop_histogram
+
+_LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
+
+REQUESTS = loop_counter(
+    "openbid_requests", "Requests to the exchange by endpoint and outcome", ("endpoint", "outcome")
+)
+AUCTION_LATENCY = loop_histogram(
+    "openbid_auction_latency_seconds",
+    "Time from request received to response ready",
+    buckets=_LATENCY_BUCKETS,
+)
+DSP_CALLS = loop_counter(
+    "openbid_dsp_calls",
+    "Calls to demand partners by outcome (bid, no_bid, timeout, error kinds, filtered)",
+    ("dsp", "outcome"),
+)
+DSP_LATENCY = loop_histogram(
+    "openbid_dsp_latency_seconds",
+    "Demand partner response time",
+    ("dsp",),
+    buckets=_LATENCY_BUCKETS,
+)
+DSP_WINS = loop_counter("openbid_dsp_wins", "Auctions won by partner", ("dsp",))
+CIRCUIT_STATE = loop_gauge(
+    "openbid_dsp_circuit_state",
+    "Circuit breaker state per partner (0 closed, 1 half-open, 2 open)",
+    ("dsp",),
+)
+WON_REVENUE_MICROS = loop_counter(
+    "openbid_won_revenue_micros",
+    "Publisher revenue of won auctions (clearing CPM / 1000 each), micros of USD",
+)
+BILLED_REVENUE_MICROS = loop_counter(
+    "openbid_billed_revenue_micros",
+    "Publisher revenue of counted impressions (clearing CPM / 1000 each), micros of USD",
+)
+IMPRESSIONS = loop_counter(
+    "openbid_impressions",
+    "Impression trackers received, by outcome (counted, duplicate, invalid)",
+    ("outcome",),
+)
+CLICKS = loop_counter("openbid_clicks", "Click trackers received, by outcome", ("outcome",))
+RENDER_FAILURES = loop_counter(
+    "openbid_render_failures",
+    "Winning creatives that could not be rendered, by format",
+    ("format",),
+)

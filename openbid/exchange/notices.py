@@ -1,0 +1,113 @@
+"""Win, billing and loss notices to demand partners: fired in the background, retried.
+
+Notices never hold up an auction: `fire()` schedules a task and returns. A notice is retried
+on a transport error or a 5xx (a 4xx will not get better), up to `attempts` times with a
+growing pause, and its outcome is logged as a `NoticeEvent`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from prometheus_client import Counter
+
+from openbid.events import EventLog, NoticeEvent, now_micros
+from openbid.exchange.client import FanoutClient, UpstreamError
+from openbid.obs import REGISTRY
+
+log = logging.getLogger(__name__)
+
+NOTICES = Counter(
+    "openbid_notices",
+    "Notices fired to demand partners, by kind and outcome",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
+
+
+class NoticeSender:
+    """Fires notice URLs (macros already substituted) with retries."""
+
+    def __init__(
+        self,
+        client: FanoutClient,
+        event_log: EventLog | None,
+        *,
+        attempts: int = 3,
+        timeout_s: float = 2.0,
+        backoff_s: float = 0.2,
+    ) -> None:
+        self._client = client
+        self._event_log = event_log
+        self.attempts = attempts
+        self.timeout_s = timeout_s
+        self.backoff_s = backoff_s
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def fire(
+        self,
+        kind: str,
+        url: str,
+        *,
+        auction_id: str,
+        bid_id: str,
+        dsp: str,
+        price_micros: int = 0,
+        loss_reason: int = 0,
+    ) -> None:
+        """Schedules one notice; returns at once."""
+        task = asyncio.get_running_loop().create_task(
+            self._send(kind, url, auction_id, bid_id, dsp, price_micros, loss_reason)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(
+        self,
+        kind: str,
+        url: str,
+        auction_id: str,
+        bid_id: str,
+        dsp: str,
+        price_micros: int,
+        loss_reason: int,
+    ) -> None:
+        status = 0
+        attempt = 0
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = await self._client.get(url, timeout_s=self.timeout_s)
+                status = response.status
+                if status < 500:
+                    break
+            except UpstreamError as error:
+                status = 0
+                log.debug("notice failed", extra={"kind": kind, "dsp": dsp, "error": str(error)})
+            if attempt < self.attempts:
+                await asyncio.sleep(self.backoff_s * attempt)
+        outcome = "ok" if 200 <= status < 400 else "failed"
+        NOTICES.labels(kind, outcome).inc()
+        if self._event_log is not None:
+            self._event_log.emit(
+                NoticeEvent(
+                    now_micros(),
+                    auction_id,
+                    bid_id,
+                    kind,  # type: ignore[arg-type]
+                    dsp=dsp,
+                    price_micros=price_micros,
+                    loss_reason=loss_reason,
+                    http_status=status,
+                    attempts=attempt,
+                )
+            )
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Waits for notices in flight (at shutdown)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)

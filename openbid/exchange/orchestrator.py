@@ -1,0 +1,619 @@
+"""The request path of an auction: validate, enrich, apply consent and publisher rules,
+choose demand, fan out within `tmax`, run the auction, answer, notify and log.
+
+`Exchange.auction()` is the one path both front doors use: `POST /openrtb2/auction`
+(OpenRTB 2.6 in, BidResponse out) and `GET /ad` (an ad tag: a request built from the
+placement, rendered HTML out). Decisions live in pure functions (`openbid.exchange.auction`,
+`openbid.privacy.consent`); this module does the I/O around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from openbid.config import ExchangeConfig
+from openbid.creative import AuctionMacros, TrackerSigner, substitute_macros
+from openbid.demand import DemandRegistry, DemandState
+from openbid.enrich.context import build_auction_context
+from openbid.enrich.device import default_ua_parser
+from openbid.events import AuctionEvent, BidEvent, EventLog, now_micros
+from openbid.exchange import metrics
+from openbid.exchange.auction import BidCandidate, Deal, ImpResult, ImpRules, run_auction
+from openbid.exchange.client import FanoutClient, UpstreamError, UpstreamResponse
+from openbid.exchange.features import auction_features
+from openbid.exchange.notices import NoticeSender
+from openbid.exchange.redact import apply_redaction
+from openbid.obs import LoopMetric
+from openbid.openrtb import (
+    BidRequest,
+    BidResponse,
+    InvalidBidResponse,
+    decode_bid_response,
+    encode,
+)
+from openbid.openrtb.request import Imp
+from openbid.openrtb.response import Bid
+from openbid.privacy.consent import Redaction, redaction_for
+from openbid.shaping.base import PassThroughShaper, Shaper, ShapingDecision
+from openbid.stores.catalog import Publisher
+
+log = logging.getLogger(__name__)
+
+MICROS = 1_000_000
+_EMPTY_BID_FIELDS = frozenset({"response.seatbid", "response.seatbid[0].bid"})
+
+
+def to_micros(amount: float, currency: str | None, rates: Mapping[str, float]) -> int | None:
+    """`amount` of `currency` in micros of the exchange currency; None if the rate is unknown.
+
+    >>> to_micros(1.5, "EUR", {"USD": 1.0, "EUR": 1.1})
+    1650000
+    >>> to_micros(2.0, None, {"USD": 1.0}), to_micros(2.0, "XYZ", {"USD": 1.0})
+    (2000000, None)
+    """
+    rate = rates.get(currency or "USD")
+    if rate is None:
+        return None
+    return round(amount * rate * MICROS)
+
+
+def imp_sizes(imp: Imp) -> frozenset[tuple[int, int]]:
+    """The (w, h) a banner impression accepts; empty (any) for other formats."""
+    banner = imp.banner
+    if banner is None or imp.video is not None or imp.native is not None:
+        return frozenset()
+    sizes = {(f.w, f.h) for f in banner.format or () if f.w and f.h}
+    if banner.w and banner.h:
+        sizes.add((banner.w, banner.h))
+    return frozenset(sizes)
+
+
+def build_imp_rules(
+    request: BidRequest,
+    publisher: Publisher | None,
+    config: ExchangeConfig,
+    extra_floor_micros: int = 0,
+) -> list[ImpRules]:
+    """The auction rules of every impression: floors in the exchange currency (the highest
+    of the request's, the publisher's and the placement's), deals, blocks, sizes."""
+    rates = config.currency_rates
+    blocked_categories = frozenset(request.bcat or ()) | frozenset(
+        publisher.blocked_categories if publisher else ()
+    )
+    blocked_adomains = frozenset(request.badv or ()) | frozenset(
+        publisher.blocked_adomains if publisher else ()
+    )
+    base_floor = max(publisher.floor_micros if publisher else 0, extra_floor_micros)
+    auction_type = request.at if request.at in (1, 2) else 2
+    rules = []
+    for imp in request.imp:
+        floor = to_micros(imp.bidfloor or 0.0, imp.bidfloorcur, rates)
+        deals: dict[str, Deal] = {}
+        private = False
+        if imp.pmp is not None:
+            private = imp.pmp.private_auction == 1
+            for deal in imp.pmp.deals or ():
+                deal_floor = to_micros(deal.bidfloor or 0.0, deal.bidfloorcur, rates) or 0
+                deals[deal.id] = Deal(
+                    deal.id,
+                    floor_micros=max(deal_floor, base_floor),
+                    guaranteed=deal.guar == 1,
+                    seats=frozenset(deal.wseat or ()),
+                )
+        rules.append(
+            ImpRules(
+                imp.id,
+                floor_micros=max(floor or 0, base_floor),
+                deals=deals,
+                private_auction=private,
+                blocked_categories=blocked_categories,
+                blocked_adomains=blocked_adomains,
+                sizes=imp_sizes(imp),
+                auction_type=auction_type,
+                increment_micros=config.increment_micros,
+            )
+        )
+    return rules
+
+
+@dataclass(slots=True)
+class DspCall:
+    """One partner in one auction: what we decided, what came back."""
+
+    state: DemandState
+    decision: ShapingDecision
+    outcome: str = "filtered"
+    latency_ms: float = 0.0
+    error: str = ""
+    response: BidResponse | None = None
+
+
+@dataclass(slots=True)
+class Winner:
+    """A won impression, ready to be returned or rendered."""
+
+    result: ImpResult
+    auction_id: str
+    bid_id: str
+    dsp: str
+    adm: str
+    media: str
+    burl: str
+    crid: str
+    w: int
+    h: int
+
+
+@dataclass(slots=True)
+class AuctionOutcome:
+    auction_id: str
+    winners: list[Winner] = field(default_factory=list)
+    calls: list[DspCall] = field(default_factory=list)
+
+
+class _DspMetrics:
+    """A partner's metric children, resolved once (label lookups cost more than the
+    increments themselves on the hot path)."""
+
+    __slots__ = ("calls", "latency", "wins", "circuit")
+
+    def __init__(self, dsp: str) -> None:
+        self.calls = _LabelCache(metrics.DSP_CALLS, dsp)
+        self.latency = metrics.DSP_LATENCY.labels(dsp)
+        self.wins = metrics.DSP_WINS.labels(dsp)
+        self.circuit = metrics.CIRCUIT_STATE.labels(dsp)
+
+
+class _LabelCache(dict):
+    """Children of a (dsp, outcome) counter for one dsp, created on first use."""
+
+    def __init__(self, counter: LoopMetric, dsp: str) -> None:
+        super().__init__()
+        self._counter = counter
+        self._dsp = dsp
+
+    def __missing__(self, outcome: str) -> Any:
+        child = self._counter.labels(self._dsp, outcome)
+        self[outcome] = child
+        return child
+
+
+_DSP_METRICS: dict[str, _DspMetrics] = {}
+
+
+def _dsp_metrics(dsp: str) -> _DspMetrics:
+    found = _DSP_METRICS.get(dsp)
+    if found is None:
+        found = _DSP_METRICS[dsp] = _DspMetrics(dsp)
+    return found
+
+
+def _media(imp: Imp) -> str:
+    if imp.video is not None:
+        return "video"
+    if imp.native is not None:
+        return "native"
+    if imp.audio is not None:
+        return "audio"
+    return "banner"
+
+
+class Exchange:
+    """One exchange worker's state: demand, shaping, client, signer, sinks."""
+
+    def __init__(
+        self,
+        config: ExchangeConfig,
+        *,
+        registry: DemandRegistry,
+        client: FanoutClient,
+        signer: TrackerSigner,
+        event_log: EventLog | None = None,
+        shaper: Shaper | None = None,
+        geo_reader: object | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.client = client
+        self.signer = signer
+        self.event_log = event_log
+        self.shaper: Shaper = shaper or PassThroughShaper()
+        # A shaper in another process is awaited; one that learns from outcomes is told them.
+        self._decide_async = getattr(self.shaper, "decide_async", None)
+        self._observe = getattr(self.shaper, "observe", None)
+        self.geo_reader = geo_reader
+        # Built here, not on the first request: loading the parser's rules takes ~0.3 s.
+        self.ua_parser = default_ua_parser()
+        self.notices = NoticeSender(client, event_log)
+        self._bid_seq = 0
+
+    def _deadline_s(self, request: BidRequest) -> float:
+        tmax_ms = request.tmax or self.config.default_tmax_ms
+        return min(tmax_ms, self.config.max_tmax_ms) / 1000.0
+
+    async def auction(
+        self,
+        request: BidRequest,
+        publisher: Publisher | None,
+        *,
+        started: float,
+        extra_floor_micros: int = 0,
+        gpc_header: str | None = None,
+    ) -> AuctionOutcome:
+        """Runs one auction end to end and returns the winners (possibly none)."""
+        loop = asyncio.get_running_loop()
+        deadline = started + self._deadline_s(request)
+        auction_id = secrets.token_hex(8)
+        outcome = AuctionOutcome(auction_id)
+        context = build_auction_context(
+            request, geo_reader=self.geo_reader, ua_parser=self.ua_parser, gpc_header=gpc_header
+        )
+        features = auction_features(request, context, publisher)
+        rules = build_imp_rules(request, publisher, self.config, extra_floor_micros)
+
+        now = time.monotonic()
+        eligible: list[DemandState] = []
+        for state in self.registry.states:
+            if not state.breaker.allow(now):
+                _dsp_metrics(state.partner.id).calls["circuit_open"].inc()
+                continue
+            eligible.append(state)
+        dsp_ids = [s.partner.id for s in eligible]
+        if self._decide_async is not None:
+            decisions = await self._decide_async(features, dsp_ids)
+        else:
+            decisions = self.shaper.decide(features, dsp_ids)
+        calls = [
+            DspCall(state, decision) for state, decision in zip(eligible, decisions, strict=True)
+        ]
+        outcome.calls = calls
+
+        budget_s = deadline - loop.time() - self.config.own_budget_ms / 1000.0
+        outgoing = self._outgoing_base(request, auction_id, rules, max(int(budget_s * 1000), 1))
+        encoded: dict[Redaction, bytes] = {}
+        in_flight: list[tuple[DspCall, asyncio.Future[UpstreamResponse], float]] = []
+        for call in calls:
+            partner = call.state.partner
+            counters = _dsp_metrics(partner.id)
+            if not call.decision.send:
+                counters.calls["filtered"].inc()
+                continue
+            if call.state.limiter is not None and not call.state.limiter.allow(now):
+                call.outcome = "qps_capped"
+                counters.calls["qps_capped"].inc()
+                continue
+            redaction = redaction_for(context.consent, partner.vendor_id)
+            if redaction.block:
+                call.outcome = "consent_blocked"
+                counters.calls["consent_blocked"].inc()
+                continue
+            timeout_s = min(partner.timeout_ms / 1000.0, budget_s)
+            if timeout_s <= 0.001:
+                call.outcome = "no_time"
+                counters.calls["no_time"].inc()
+                continue
+            body = encoded.get(redaction)
+            if body is None:
+                body = encode(apply_redaction(outgoing, redaction))
+                encoded[redaction] = body
+            # Every request leaves now; the futures settle as replies arrive (no task each).
+            future = self.client.start_post(
+                partner.endpoint, body, timeout_s=timeout_s, gzip_body=partner.gzip
+            )
+            in_flight.append((call, future, loop.time()))
+        if in_flight:
+            await asyncio.wait([future for _, future, _ in in_flight])
+            for call, future, sent in in_flight:
+                self._reply(call, future, sent, outgoing)
+                if self._observe is not None:
+                    self._observe(call.decision, call.outcome == "bid")
+
+        candidates: list[BidCandidate] = []
+        bids_by_key: dict[tuple[str, str], tuple[DspCall, Bid]] = {}
+        for call in calls:
+            if call.response is None:
+                continue
+            for seatbid in call.response.seatbid or ():
+                for bid in seatbid.bid:
+                    price = to_micros(bid.price, call.response.cur, self.config.currency_rates)
+                    if price is None:
+                        continue
+                    candidate = BidCandidate(
+                        call.state.partner.id,
+                        bid.id,
+                        bid.impid,
+                        price,
+                        seat=seatbid.seat or call.state.partner.seat,
+                        deal_id=bid.dealid or "",
+                        adjustment=call.state.partner.bid_adjustment,
+                        adomain=tuple(bid.adomain or ()),
+                        categories=tuple(bid.cat or ()),
+                        w=bid.w or 0,
+                        h=bid.h or 0,
+                        has_markup=bool(bid.adm or bid.nurl),
+                    )
+                    candidates.append(candidate)
+                    bids_by_key[(candidate.dsp, candidate.bid_id)] = (call, bid)
+        results = (
+            run_auction(rules, candidates, seed=self.config.auction_seed) if candidates else []
+        )
+        media_by_imp = {imp.id: _media(imp) for imp in request.imp}
+        for result in results:
+            for loss in result.losses:
+                call, bid = bids_by_key[(loss.bid.dsp, loss.bid.bid_id)]
+                if bid.lurl:
+                    self._fire_notice(
+                        "loss", bid, auction_id, loss.bid, 0, int(loss.reason), request
+                    )
+            if result.winner is None:
+                continue
+            call, bid = bids_by_key[(result.winner.dsp, result.winner.bid_id)]
+            winner = await self._settle(
+                result, call, bid, auction_id, media_by_imp[result.imp_id], request, deadline
+            )
+            if winner is not None:
+                outcome.winners.append(winner)
+        self._log(request, publisher, features, outcome, results, started)
+        return outcome
+
+    def _outgoing_base(
+        self, request: BidRequest, auction_id: str, rules: Sequence[ImpRules], tmax_ms: int
+    ) -> BidRequest:
+        """The request as every partner sees it: our id, the time left, floors in USD,
+        merged blocks."""
+        imps = [
+            msgspec.structs.replace(
+                imp,
+                bidfloor=rule.floor_micros / MICROS if rule.floor_micros else None,
+                bidfloorcur="USD" if rule.floor_micros else None,
+            )
+            for imp, rule in zip(request.imp, rules, strict=True)
+        ]
+        first = rules[0]
+        return msgspec.structs.replace(
+            request,
+            id=auction_id,
+            tmax=tmax_ms,
+            imp=imps,
+            cur=["USD"],
+            bcat=sorted(first.blocked_categories) or None,
+            badv=sorted(first.blocked_adomains) or None,
+        )
+
+    def _reply(
+        self,
+        call: DspCall,
+        future: asyncio.Future[UpstreamResponse],
+        sent: float,
+        request: BidRequest,
+    ) -> None:
+        """Classifies one partner's reply (or failure) and keeps its bids."""
+        partner = call.state.partner
+        counters = _dsp_metrics(partner.id)
+        error = future.exception()
+        if error is not None:
+            kind = error.kind if isinstance(error, UpstreamError) else "internal"
+            self._fail(call, kind, str(error), future.get_loop().time() - sent)
+            return
+        reply = future.result()
+        call.latency_ms = (reply.received_at - sent) * 1000.0
+        counters.latency.observe(call.latency_ms / 1000.0)
+        if reply.status == 204 or (reply.status == 200 and not reply.body.strip()):
+            call.outcome = "no_bid"
+            call.state.breaker.record_success()
+            counters.calls["no_bid"].inc()
+            return
+        if reply.status != 200:
+            self._fail(call, "http_status", f"HTTP {reply.status}", call.latency_ms / 1000.0)
+            return
+        try:
+            response = decode_bid_response(reply.body, request)
+        except InvalidBidResponse as exc:
+            if exc.field in _EMPTY_BID_FIELDS:
+                # `"seatbid": []` breaks the spec's letter, but many DSPs mean "no bid" by it.
+                call.outcome = "no_bid"
+                call.state.breaker.record_success()
+                counters.calls["no_bid"].inc()
+                return
+            self._fail(call, "invalid_response", str(exc), call.latency_ms / 1000.0)
+            return
+        call.state.breaker.record_success()
+        if not response.seatbid:
+            call.outcome = "no_bid"
+            counters.calls["no_bid"].inc()
+            return
+        call.outcome = "bid"
+        call.response = response
+        counters.calls["bid"].inc()
+
+    def _fail(self, call: DspCall, kind: str, message: str, elapsed_s: float) -> None:
+        partner_id = call.state.partner.id
+        call.outcome = kind
+        call.error = kind
+        call.latency_ms = elapsed_s * 1000.0
+        call.state.breaker.record_failure(time.monotonic())
+        counters = _dsp_metrics(partner_id)
+        counters.calls[kind].inc()
+        counters.circuit.set(int(call.state.breaker.state))
+        log.debug("demand partner call failed", extra={"dsp": partner_id, "error": message})
+
+    async def _settle(
+        self,
+        result: ImpResult,
+        call: DspCall,
+        bid: Bid,
+        auction_id: str,
+        media: str,
+        request: BidRequest,
+        deadline: float,
+    ) -> Winner | None:
+        """Macros, markup (fetched from nurl when the bid carries none), trackers, notices."""
+        winner = result.winner
+        assert winner is not None
+        self._bid_seq += 1
+        our_bid_id = f"{auction_id}-{self._bid_seq}"
+        macros = AuctionMacros(
+            auction_id,
+            winner.bid_id,
+            result.imp_id,
+            seat_id=winner.seat,
+            ad_id=bid.adid or "",
+            price_micros=result.clearing_price_micros,
+        )
+        adm = bid.adm or ""
+        nurl = bid.nurl or ""
+        if nurl:
+            nurl = substitute_macros(nurl, macros)
+        if not adm and nurl:
+            loop = asyncio.get_running_loop()
+            try:
+                served = await self.client.get(nurl, timeout_s=max(deadline - loop.time(), 0.005))
+                adm = served.body.decode("utf-8", "replace") if served.status == 200 else ""
+            except UpstreamError:
+                adm = ""
+            if not adm:
+                metrics.RENDER_FAILURES.labels(media).inc()
+                return None
+            nurl = ""  # fetching the markup was the win notice
+        adm = substitute_macros(adm, macros)
+        if nurl:
+            self.notices.fire(
+                "win",
+                nurl,
+                auction_id=auction_id,
+                bid_id=our_bid_id,
+                dsp=winner.dsp,
+                price_micros=result.clearing_price_micros,
+            )
+        dsp_burl = bid.burl or ""
+        tracker = self.signer.sign(
+            "imp",
+            {
+                "auc": auction_id,
+                "bid": our_bid_id,
+                "dsp": winner.dsp,
+                "imp": result.imp_id,
+                "crid": bid.crid or "",
+                "price": str(result.clearing_price_micros),
+                "rev": str(result.revenue_micros),
+                "burl": substitute_macros(dsp_burl, macros) if dsp_burl else "",
+            },
+        )
+        _dsp_metrics(winner.dsp).wins.inc()
+        metrics.WON_REVENUE_MICROS.inc(result.revenue_micros / 1000)  # prices are CPM
+        return Winner(
+            result,
+            auction_id,
+            our_bid_id,
+            winner.dsp,
+            adm,
+            media,
+            f"{self.config.public_url}/t/imp?{tracker}",
+            bid.crid or "",
+            winner.w,
+            winner.h,
+        )
+
+    def _fire_notice(
+        self,
+        kind: str,
+        bid: Bid,
+        auction_id: str,
+        candidate: BidCandidate,
+        price_micros: int,
+        loss_reason: int,
+        request: BidRequest,
+    ) -> None:
+        macros = AuctionMacros(
+            auction_id,
+            candidate.bid_id,
+            candidate.imp_id,
+            seat_id=candidate.seat,
+            loss_reason=loss_reason,
+        )
+        self.notices.fire(
+            kind,
+            substitute_macros(bid.lurl, macros),
+            auction_id=auction_id,
+            bid_id=candidate.bid_id,
+            dsp=candidate.dsp,
+            loss_reason=loss_reason,
+        )
+
+    def _log(
+        self,
+        request: BidRequest,
+        publisher: Publisher | None,
+        features: dict[str, str],
+        outcome: AuctionOutcome,
+        results: list[ImpResult],
+        started: float,
+    ) -> None:
+        latency_us = int((asyncio.get_running_loop().time() - started) * 1e6)
+        if self.event_log is None:
+            return
+        ts = now_micros()
+        first = outcome.winners[0] if outcome.winners else None
+        self.event_log.emit(
+            AuctionEvent(
+                ts,
+                outcome.auction_id,
+                request.id,
+                publisher_id=publisher.id if publisher else "",
+                features=features,
+                imp_count=len(request.imp),
+                tmax_ms=request.tmax or self.config.default_tmax_ms,
+                dsps_eligible=len(outcome.calls),
+                dsps_called=sum(1 for c in outcome.calls if c.decision.send),
+                outcome="won" if outcome.winners else "no_bid",
+                winner_dsp=first.dsp if first else "",
+                winner_bid_id=first.bid_id if first else "",
+                winner_price_micros=first.result.winner.price_micros if first else 0,
+                clearing_price_micros=first.result.clearing_price_micros if first else 0,
+                latency_us=latency_us,
+                shaping_model=self.shaper.model_version,
+            )
+        )
+        won = {(w.dsp, w.result.winner.bid_id) for w in outcome.winners if w.result.winner}
+        for call in outcome.calls:
+            decision = call.decision
+            bids = (
+                [b for sb in call.response.seatbid or () for b in sb.bid] if call.response else []
+            )
+            base = {
+                "decision": "explored"
+                if decision.explored
+                else ("called" if decision.send else "filtered"),
+                "send_probability": decision.send_probability,
+                "shaping_score": decision.score,
+                "latency_ms": call.latency_ms,
+                "error": call.error
+                or ("" if call.outcome in ("bid", "no_bid", "filtered") else call.outcome),
+            }
+            if not bids:
+                self.event_log.emit(BidEvent(ts, outcome.auction_id, call.state.partner.id, **base))
+                continue
+            for bid in bids:
+                price = to_micros(bid.price, call.response.cur, self.config.currency_rates) or 0
+                self.event_log.emit(
+                    BidEvent(
+                        ts,
+                        outcome.auction_id,
+                        call.state.partner.id,
+                        bid=True,
+                        bid_id=bid.id,
+                        imp_id=bid.impid,
+                        price_micros=price,
+                        deal_id=bid.dealid or "",
+                        won=(call.state.partner.id, bid.id) in won,
+                        **base,
+                    )
+                )

@@ -1,0 +1,357 @@
+"""The exchange's front door: HTTP routes around `Exchange.auction()`.
+
+- `POST /openrtb2/auction`: OpenRTB 2.6 in, BidResponse out (204 when nothing wins).
+  Authenticated by the publisher's API key (`x-api-key` or `Authorization: Bearer`).
+  400 names the field path, 413 for an oversize body, 401 for an unknown key.
+- `GET /ad?placement=ID&page=URL[&size=WxH]`: an ad tag; rendered HTML, or 204.
+- `GET /t/imp`, `/t/click`, `/t/err`: our signed trackers. Impressions are counted once per
+  bid id (the DSP's billing notice fires once); a click redirects only to the URL signed
+  for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from urllib.parse import urlsplit
+
+import msgspec
+
+from openbid.config import ExchangeConfig
+from openbid.creative import InvalidTracker, RenderError, render_banner, render_native, render_video
+from openbid.events import ClickEvent, ImpressionEvent, now_micros
+from openbid.exchange import metrics
+from openbid.exchange.orchestrator import AuctionOutcome, Exchange, Winner
+from openbid.httpserver import Request, Response, Router
+from openbid.openrtb import (
+    BidRequest,
+    InvalidBidRequest,
+    Limits,
+    RequestTooLarge,
+    decode_bid_request,
+    encode,
+)
+from openbid.openrtb.response import Bid, BidResponse, SeatBid
+from openbid.stores import CounterStore, MemoryCounterStore, StoreUnavailable
+from openbid.stores.catalog import Catalog, Placement, Publisher, hash_api_key
+
+log = logging.getLogger(__name__)
+
+_json = msgspec.json.Encoder()
+IMPRESSION_DEDUP_TTL_S = 7 * 86_400
+
+
+def _error(status: int, message: str, field: str = "") -> Response:
+    body: dict[str, str] = {"error": message}
+    if field:
+        body["field"] = field
+    return Response(status, _json.encode(body))
+
+
+class ExchangeServer:
+    """Routes, authentication and the translation between HTTP and auctions."""
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        catalog: Catalog,
+        counters: CounterStore,
+        config: ExchangeConfig,
+        limits: Limits | None = None,
+    ) -> None:
+        self.exchange = exchange
+        self.catalog = catalog
+        self.counters = counters
+        self.config = config
+        self.limits = limits or Limits()
+        self._local_dedup = MemoryCounterStore()
+        self._publishers_by_key: dict[str, Publisher] = {}
+        self._placements: dict[str, tuple[Placement, Publisher]] = {}
+
+    def routes(self, router: Router) -> None:
+        router.add("POST", "/openrtb2/auction", self.handle_auction)
+        router.add("GET", "/ad", self.handle_ad)
+        router.add("GET", "/t/imp", self.handle_impression)
+        router.add("GET", "/t/click", self.handle_click)
+        router.add("GET", "/t/err", self.handle_video_error)
+
+    def refresh(self) -> None:
+        """Reloads publishers, placements and demand partners from the catalog (blocking)."""
+        self._publishers_by_key = self.catalog.api_keys()
+        placements: dict[str, tuple[Placement, Publisher]] = {}
+        for publisher in self._publishers_by_key.values():
+            for placement in self.catalog.placements(publisher.id):
+                placements[placement.id] = (placement, publisher)
+        self._placements = placements
+        self.exchange.registry.reload(self.catalog.demand_partners())
+
+    async def refresh_forever(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await asyncio.to_thread(self.refresh)
+            except StoreUnavailable as exc:
+                log.warning(
+                    "catalog refresh failed; keeping the last one", extra={"error": str(exc)}
+                )
+
+    # --- OpenRTB
+    async def handle_auction(self, request: Request) -> Response:
+        started = asyncio.get_running_loop().time()
+        key = request.headers.get("x-api-key") or request.headers.get(
+            "authorization", ""
+        ).removeprefix("Bearer ")
+        publisher = self._publishers_by_key.get(hash_api_key(key)) if key else None
+        if publisher is None:
+            metrics.REQUESTS.labels("auction", "unauthorized").inc()
+            return _error(401, "unknown or missing API key (x-api-key header)")
+        try:
+            bid_request = decode_bid_request(request.body, self.limits)
+        except RequestTooLarge as exc:
+            metrics.REQUESTS.labels("auction", "too_large").inc()
+            return _error(413, str(exc))
+        except InvalidBidRequest as exc:
+            metrics.REQUESTS.labels("auction", "invalid").inc()
+            return _error(400, str(exc), exc.field)
+        outcome = await self.exchange.auction(
+            bid_request, publisher, started=started, gpc_header=request.headers.get("sec-gpc")
+        )
+        metrics.AUCTION_LATENCY.observe(asyncio.get_running_loop().time() - started)
+        if not outcome.winners:
+            metrics.REQUESTS.labels("auction", "no_bid").inc()
+            return Response(204)
+        metrics.REQUESTS.labels("auction", "won").inc()
+        return Response(200, encode(self._bid_response(bid_request, outcome)))
+
+    def _bid_response(self, request: BidRequest, outcome: AuctionOutcome) -> BidResponse:
+        bids = []
+        for winner in outcome.winners:
+            source = winner.result.winner
+            assert source is not None
+            bids.append(
+                Bid(
+                    id=winner.bid_id,
+                    impid=winner.result.imp_id,
+                    price=winner.result.revenue_micros / 1_000_000,
+                    adm=winner.adm,
+                    burl=winner.burl,
+                    adomain=list(source.adomain) or None,
+                    cat=list(source.categories) or None,
+                    crid=winner.crid or None,
+                    dealid=source.deal_id or None,
+                    w=winner.w or None,
+                    h=winner.h or None,
+                )
+            )
+        return BidResponse(
+            id=request.id,
+            seatbid=[SeatBid(bid=bids, seat="openbid")],
+            bidid=outcome.auction_id,
+            cur="USD",
+        )
+
+    # --- ad tag
+    async def handle_ad(self, request: Request) -> Response:
+        started = asyncio.get_running_loop().time()
+        query = request.query()
+        found = self._placements.get(query.get("placement", ""))
+        if found is None:
+            metrics.REQUESTS.labels("ad", "unknown_placement").inc()
+            return _error(404, "unknown placement", "placement")
+        placement, publisher = found
+        try:
+            bid_request = self._tag_request(request, query, placement)
+        except ValueError as exc:
+            metrics.REQUESTS.labels("ad", "invalid").inc()
+            return _error(400, str(exc), "size")
+        outcome = await self.exchange.auction(
+            bid_request,
+            publisher,
+            started=started,
+            extra_floor_micros=placement.floor_micros,
+            gpc_header=request.headers.get("sec-gpc"),
+        )
+        metrics.AUCTION_LATENCY.observe(asyncio.get_running_loop().time() - started)
+        if not outcome.winners:
+            metrics.REQUESTS.labels("ad", "no_bid").inc()
+            return Response(204)
+        try:
+            body, content_type = self._render(outcome.winners[0])
+        except RenderError as exc:
+            metrics.RENDER_FAILURES.labels(outcome.winners[0].media).inc()
+            log.warning("winning creative could not be rendered", extra={"error": str(exc)})
+            return Response(204)
+        metrics.REQUESTS.labels("ad", "won").inc()
+        return Response(200, body, content_type)
+
+    def _tag_request(
+        self, request: Request, query: dict[str, str], placement: Placement
+    ) -> BidRequest:
+        sizes = list(placement.sizes)
+        if "size" in query:
+            try:
+                w, h = (int(x) for x in query["size"].lower().split("x"))
+            except ValueError:
+                raise ValueError(f"size must look like 300x250, got {query['size']!r}") from None
+            sizes = [(w, h)]
+        page = query.get("page", "")
+        domain = urlsplit(page).hostname or placement.site_domain
+        imp: dict[str, object] = {"id": "1", "tagid": placement.id, "secure": 1}
+        if placement.media == "video":
+            w, h = sizes[0] if sizes else (640, 480)
+            imp["video"] = {"mimes": ["video/mp4"], "w": w, "h": h}
+        else:
+            imp["banner"] = {
+                "format": [{"w": w, "h": h} for w, h in sizes] or [{"w": 300, "h": 250}]
+            }
+        body = {
+            "id": secrets.token_hex(8),
+            "imp": [imp],
+            "site": {
+                "id": placement.id,
+                "domain": domain,
+                "page": page,
+                "publisher": {"id": placement.publisher_id},
+            },
+            "device": {
+                "ua": request.headers.get("user-agent", ""),
+                "ip": request.headers.get("x-forwarded-for", request.client).split(",")[0].strip(),
+            },
+            "tmax": self.config.default_tmax_ms,
+            "at": 1,
+        }
+        if query.get("uid"):
+            body["user"] = {"id": query["uid"]}
+        return decode_bid_request(_json.encode(body), self.limits)
+
+    def _render(self, winner: Winner) -> tuple[bytes, str]:
+        if winner.media == "video":
+            error_url = winner.burl.replace("/t/imp?", "/t/err?", 1)
+            return render_video(winner.adm, winner.burl, error_url).encode(), "application/xml"
+        if winner.media == "native":
+            return render_native(winner.adm, winner.burl, self._click_wrapper(winner)), (
+                "application/json"
+            )
+        return (
+            render_banner(winner.adm, winner.burl, width=winner.w, height=winner.h).encode(),
+            "text/html; charset=utf-8",
+        )
+
+    def _click_wrapper(self, winner: Winner):  # type: ignore[no-untyped-def]
+        """Wraps a landing URL in our signed click tracker: the redirect goes only there."""
+        base = f"{self.config.public_url}/t/click?"
+        signer = self.exchange.signer
+
+        def wrap(landing_url: str) -> str:
+            return base + signer.sign(
+                "click",
+                {
+                    "auc": winner.auction_id,
+                    "bid": winner.bid_id,
+                    "dsp": winner.dsp,
+                    "crid": winner.crid,
+                    "url": landing_url,
+                },
+            )
+
+        return wrap
+
+    # --- trackers
+    async def handle_impression(self, request: Request) -> Response:
+        try:
+            params = self.exchange.signer.verify("imp", request.query())
+        except InvalidTracker as exc:
+            metrics.IMPRESSIONS.labels("invalid").inc()
+            return _error(403, str(exc))
+        bid_id = params["bid"]
+        key = f"imp:{bid_id}"
+        try:
+            first = self.counters.set_once(key, IMPRESSION_DEDUP_TTL_S)
+        except StoreUnavailable:
+            # Degrade to this worker's own memory: duplicates reaching the same worker are
+            # still caught; across workers they are not, which the error log makes visible.
+            log.error("impression dedup store unavailable", extra={"bid_id": bid_id})
+            first = self._local_dedup.set_once(key, IMPRESSION_DEDUP_TTL_S)
+        if not first:
+            metrics.IMPRESSIONS.labels("duplicate").inc()
+            return _pixel()
+        metrics.IMPRESSIONS.labels("counted").inc()
+        metrics.BILLED_REVENUE_MICROS.inc(int(params.get("rev", "0")) / 1000)  # CPM / 1000
+        price = int(params.get("price", "0"))
+        if self.exchange.event_log is not None:
+            self.exchange.event_log.emit(
+                ImpressionEvent(
+                    now_micros(),
+                    params["auc"],
+                    bid_id,
+                    dsp=params["dsp"],
+                    imp_id=params["imp"],
+                    creative_id=params.get("crid", ""),
+                    price_micros=price,
+                )
+            )
+        if params.get("burl"):
+            self.exchange.notices.fire(
+                "billing",
+                params["burl"],
+                auction_id=params["auc"],
+                bid_id=bid_id,
+                dsp=params["dsp"],
+                price_micros=price,
+            )
+        return _pixel()
+
+    async def handle_click(self, request: Request) -> Response:
+        try:
+            params = self.exchange.signer.verify("click", request.query())
+        except InvalidTracker as exc:
+            metrics.CLICKS.labels("invalid").inc()
+            return _error(403, str(exc))
+        target = params.get("url", "")
+        if urlsplit(target).scheme not in ("http", "https"):
+            metrics.CLICKS.labels("invalid").inc()
+            return _error(400, "click target is not an http(s) URL", "url")
+        metrics.CLICKS.labels("counted").inc()
+        if self.exchange.event_log is not None:
+            self.exchange.event_log.emit(
+                ClickEvent(
+                    now_micros(),
+                    params.get("auc", ""),
+                    params.get("bid", ""),
+                    dsp=params.get("dsp", ""),
+                    creative_id=params.get("crid", ""),
+                )
+            )
+        return Response(302, b"", "text/plain", headers=[("location", target)])
+
+    async def handle_video_error(self, request: Request) -> Response:
+        query = request.query()
+        query.pop("ERRORCODE", None)
+        try:
+            self.exchange.signer.verify("imp", query)
+        except InvalidTracker as exc:
+            return _error(403, str(exc))
+        metrics.RENDER_FAILURES.labels("video_player").inc()
+        return _pixel()
+
+
+_GIF = bytes.fromhex(
+    "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b"
+)
+
+
+def _pixel() -> Response:
+    return Response(200, _GIF, "image/gif", headers=[("cache-control", "no-store")])
+
+
+def tracker_secret(config: ExchangeConfig) -> bytes:
+    """The tracker key: the config's, a file's, or (with a warning) a random one."""
+    if config.tracker_secret:
+        return config.tracker_secret.encode()
+    if config.tracker_secret_file:
+        with open(config.tracker_secret_file, "rb") as handle:
+            return handle.read().strip()
+    log.warning("no exchange.tracker_secret set: trackers are signed with a random per-process key")
+    return hashlib.sha256(secrets.token_bytes(32)).digest()

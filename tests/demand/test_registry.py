@@ -1,0 +1,27 @@
+"""The demand registry keeps per-partner state across reloads and honours QPS caps."""
+
+from openbid.demand import DemandRegistry, QpsLimiter
+from openbid.stores.catalog import DemandPartner
+
+
+def test_reload_keeps_breaker_state_and_drops_disabled_partners():
+    registry = DemandRegistry(
+        [DemandPartner("b", "http://b"), DemandPartner("a", "http://a", qps_cap=10)],
+        failure_threshold=1,
+    )
+    assert [s.partner.id for s in registry.states] == ["a", "b"]
+    registry.by_id["a"].breaker.record_failure(0.0)
+    registry.reload(
+        [DemandPartner("a", "http://a2", qps_cap=10), DemandPartner("b", "http://b", enabled=False)]
+    )
+    assert [s.partner.id for s in registry.states] == ["a"]
+    assert registry.by_id["a"].partner.endpoint == "http://a2"
+    assert not registry.by_id["a"].breaker.allow(1.0)
+
+
+def test_qps_limiter_refills_at_its_rate():
+    limiter = QpsLimiter(100)
+    granted = sum(limiter.allow(0.0) for _ in range(500))
+    assert granted == 100
+    granted_later = sum(limiter.allow(0.5) for _ in range(500))
+    assert granted_later == 50

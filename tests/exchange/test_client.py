@@ -1,0 +1,195 @@
+"""The fan-out client against upstreams that misbehave in every way a DSP can."""
+
+import asyncio
+import gzip
+
+import pytest
+
+from openbid.exchange.breaker import CircuitBreaker, CircuitState
+from openbid.exchange.client import FanoutClient, UpstreamError
+
+OK = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"id":"r1"}'
+
+
+async def _serve(behaviour):
+    """A raw TCP upstream: `behaviour(reader, writer)` decides what a request gets."""
+
+    async def handle(reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(
+                    next(
+                        line.split(b":")[1]
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    )
+                )
+                body = await reader.readexactly(length)
+                if not await behaviour(head, body, writer):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def _call(behaviour, timeout_s=0.3, calls=1, gzip_body=False):
+    server, port = await _serve(behaviour)
+    client = FanoutClient()
+    results = []
+    for _ in range(calls):
+        try:
+            response = await client.post(
+                f"http://127.0.0.1:{port}/bid",
+                b'{"id":"r1"}',
+                timeout_s=timeout_s,
+                gzip_body=gzip_body,
+            )
+            results.append((response.status, response.body))
+        except UpstreamError as error:
+            results.append(error.kind)
+    client.close()
+    server.close()
+    await server.wait_closed()
+    return results
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_keep_alive_reuses_one_connection():
+    connections = []
+
+    async def ok(head, body, writer):
+        connections.append(writer.get_extra_info("peername"))
+        writer.write(OK)
+        await writer.drain()
+        return True
+
+    results = run(_call(ok, calls=5))
+    assert results == [(200, b'{"id":"r1"}')] * 5
+    assert len(set(connections)) == 1
+
+
+async def _never(head, body, writer):
+    await asyncio.sleep(5)
+    return False
+
+
+async def _error_500(head, body, writer):
+    writer.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
+    return True
+
+
+async def _garbage(head, body, writer):
+    writer.write(b"\x00\xffnot http at all\r\n\r\n")
+    await writer.drain()
+    return True
+
+
+async def _reset(head, body, writer):
+    writer.transport.abort()
+    return False
+
+
+async def _slow_body(head, body, writer):
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{")
+    await writer.drain()
+    for _ in range(20):
+        await asyncio.sleep(0.05)
+        writer.write(b" ")
+        await writer.drain()
+    return False
+
+
+async def _huge(head, body, writer):
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 3000000\r\n\r\n" + b" " * 3_000_000)
+    await writer.drain()
+    return False
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "expected"),
+    [
+        (_never, "timeout"),
+        (_garbage, "malformed"),
+        (_reset, "reset"),
+        (_slow_body, "timeout"),
+        (_huge, "too_large"),
+    ],
+)
+def test_faults_are_classified_and_bounded_by_the_deadline(behaviour, expected):
+    assert run(_call(behaviour, timeout_s=0.3)) == [expected]
+
+
+def test_5xx_is_a_response_not_an_exception():
+    assert run(_call(_error_500)) == [(500, b"")]
+
+
+def test_connection_refused_is_a_connect_error():
+    async def main():
+        client = FanoutClient()
+        try:
+            await client.post("http://127.0.0.1:1/bid", b"{}", timeout_s=0.5)
+        except UpstreamError as error:
+            return error.kind
+
+    assert run(main()) == "connect"
+
+
+def test_client_recovers_after_a_timeout_on_the_same_host():
+    state = {"calls": 0}
+
+    async def flaky(head, body, writer):
+        state["calls"] += 1
+        if state["calls"] == 1:
+            await asyncio.sleep(1)
+            return False
+        writer.write(OK)
+        await writer.drain()
+        return True
+
+    assert run(_call(flaky, timeout_s=0.2, calls=3)) == [
+        "timeout",
+        (200, b'{"id":"r1"}'),
+        (200, b'{"id":"r1"}'),
+    ]
+
+
+def test_gzip_request_and_response():
+    seen = {}
+
+    async def gzipped(head, body, writer):
+        seen["head"] = head
+        seen["body"] = gzip.decompress(body)
+        payload = gzip.compress(b'{"id":"r1","seatbid":[]}')
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n%s"
+            % (len(payload), payload)
+        )
+        return True
+
+    assert run(_call(gzipped, gzip_body=True)) == [(200, b'{"id":"r1","seatbid":[]}')]
+    assert seen["body"] == b'{"id":"r1"}'
+    assert b"content-encoding: gzip" in seen["head"]
+
+
+def test_circuit_breaker_opens_probes_and_closes():
+    breaker = CircuitBreaker(failure_threshold=3, cooldown_s=10)
+    for t in range(3):
+        assert breaker.allow(float(t))
+        breaker.record_failure(float(t))
+    assert breaker.state is CircuitState.OPEN
+    assert not breaker.allow(5.0)
+    assert breaker.allow(12.5)  # the probe
+    assert not breaker.allow(12.6)  # only one probe at a time
+    breaker.record_failure(12.7)
+    assert breaker.state is CircuitState.OPEN and not breaker.allow(15.0)
+    assert breaker.allow(23.0)
+    breaker.record_success()
+    assert breaker.state is CircuitState.CLOSED and breaker.allow(23.1)
