@@ -1,0 +1,212 @@
+"""`openbid up --demo`: the whole loop on one machine, with a live summary in the terminal.
+
+Beside the exchange it starts the simulated market's DSPs (real HTTP servers on loopback
+ports), registers them and a demo publisher in the catalog, and sends the market's
+publisher traffic to the exchange at a steady rate. Every second the terminal shows QPS,
+fill rate, latency, revenue and, per DSP, calls, bid rate, errors and wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+
+import msgspec
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from openbid.exchange.client import FanoutClient, UpstreamError
+from openbid.obs import REGISTRY
+from openbid.platform import Platform, Service
+from openbid.sim.market import Market
+from openbid.sim.server import DspServers
+from openbid.stores.catalog import DemandPartner
+
+log = logging.getLogger(__name__)
+
+DEMO_API_KEY = "demo-publisher-key"
+CHUNK_S = 2.0
+RENDER_RATE = 0.9
+
+
+def _value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+class DemoState:
+    """What the summary shows, updated by the traffic loop."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.sent = 0
+        self.latencies_ms: list[float] = []
+        self.statuses: dict[str, int] = {}
+
+
+def _summary(state: DemoState, dsps: list[str]) -> Group:
+    elapsed = max(time.monotonic() - state.started, 1e-9)
+    won = _value("openbid_requests_total", endpoint="auction", outcome="won")
+    no_bid = _value("openbid_requests_total", endpoint="auction", outcome="no_bid")
+    revenue_usd = _value("openbid_won_revenue_micros_total") / 1e6
+    latencies = sorted(state.latencies_ms[-5000:])
+
+    def pct(q: float) -> str:
+        return (
+            f"{latencies[min(int(q * len(latencies)), len(latencies) - 1)]:.1f}"
+            if latencies
+            else "-"
+        )
+
+    head = Table(title="openbid demo: exchange + simulated market", expand=False)
+    for column in (
+        "elapsed",
+        "sent",
+        "QPS",
+        "fill",
+        "p50 ms",
+        "p99 ms",
+        "impressions",
+        "revenue $",
+        "RPM $",
+    ):
+        head.add_column(column, justify="right")
+    auctions = won + no_bid
+    head.add_row(
+        f"{elapsed:.0f}s",
+        f"{state.sent:,}",
+        f"{state.sent / elapsed:,.0f}",
+        f"{won / auctions:.1%}" if auctions else "-",
+        pct(0.5),
+        pct(0.99),
+        f"{_value('openbid_impressions_total', outcome='counted'):,.0f}",
+        f"{revenue_usd:,.2f}",
+        f"{revenue_usd / auctions * 1000:,.2f}" if auctions else "-",
+    )
+    per_dsp = Table(title="demand partners", expand=False)
+    for column in ("dsp", "calls", "bid rate", "timeouts", "errors", "wins", "circuit"):
+        per_dsp.add_column(column, justify="right")
+    for dsp in dsps:
+        outcomes = {
+            o: _value("openbid_dsp_calls_total", dsp=dsp, outcome=o)
+            for o in (
+                "bid",
+                "no_bid",
+                "timeout",
+                "reset",
+                "malformed",
+                "http_status",
+                "invalid_response",
+                "connect",
+            )
+        }
+        calls = sum(outcomes.values())
+        errors = calls - outcomes["bid"] - outcomes["no_bid"] - outcomes["timeout"]
+        state_value = _value("openbid_dsp_circuit_state", dsp=dsp)
+        per_dsp.add_row(
+            dsp,
+            f"{calls:,.0f}",
+            f"{outcomes['bid'] / calls:.1%}" if calls else "-",
+            f"{outcomes['timeout']:,.0f}",
+            f"{errors:,.0f}",
+            f"{_value('openbid_dsp_wins_total', dsp=dsp):,.0f}",
+            ("closed", "half-open", "open")[int(state_value)],
+        )
+    return Group(head, per_dsp)
+
+
+def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> list[Service]:
+    """The tasks `openbid up --demo` runs beside the servers."""
+
+    async def run(platform: Platform) -> None:
+        market = Market.load(market_name)
+        servers = await DspServers(market).start()
+        try:
+            await asyncio.to_thread(_register, platform, market, servers.urls)
+            state = DemoState()
+            target = f"http://127.0.0.1:{platform.port}/openrtb2/auction"
+            console = Console(stderr=True)
+            console.print(
+                f"[bold green]openbid demo[/]: exchange on http://127.0.0.1:{platform.port} "
+                f"(/metrics, /healthz), {len(servers.urls)} simulated DSPs, "
+                f"{rate_per_s:.0f} requests/s; events in {platform.config.events.dir}. "
+                "Ctrl-C stops."
+            )
+            with Live(
+                _summary(state, list(servers.urls)), console=console, refresh_per_second=1
+            ) as live:
+                seed = 0
+                client = FanoutClient()
+                rng = random.Random(0)
+                while True:
+                    batch = market.generate(
+                        int(rate_per_s * CHUNK_S), seed=seed, start_s=time.time(), span_s=CHUNK_S
+                    )
+                    seed += 1
+                    await _send_paced(client, target, batch.bodies, rate_per_s, state, rng)
+                    live.update(_summary(state, list(servers.urls)))
+        finally:
+            await servers.stop()
+
+    return [run]
+
+
+async def _send_paced(
+    client: FanoutClient,
+    target: str,
+    bodies: list[bytes],
+    rate_per_s: float,
+    state: DemoState,
+    rng: random.Random,
+) -> None:
+    """Sends `bodies` at `rate_per_s`; a won ad is rendered (its impression tracker, the
+    bid's `burl`, fires) with probability RENDER_RATE, as a page that loads the ad would."""
+    loop = asyncio.get_running_loop()
+    headers = f"x-api-key: {DEMO_API_KEY}\r\n".encode()
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(body: bytes) -> None:
+        started = time.perf_counter()
+        try:
+            reply = await client.post(target, body, timeout_s=2.0, headers=headers)
+        except UpstreamError as error:
+            state.statuses[error.kind] = state.statuses.get(error.kind, 0) + 1
+            return
+        state.latencies_ms.append((time.perf_counter() - started) * 1000)
+        state.statuses[str(reply.status)] = state.statuses.get(str(reply.status), 0) + 1
+        if reply.status != 200:
+            return
+        for seatbid in msgspec.json.decode(reply.body).get("seatbid", []):
+            for bid in seatbid.get("bid", []):
+                if bid.get("burl") and rng.random() < RENDER_RATE:
+                    with contextlib.suppress(UpstreamError):
+                        await client.get(bid["burl"], timeout_s=2.0)
+
+    start = loop.time()
+    for i, body in enumerate(bodies):
+        delay = start + i / rate_per_s - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = loop.create_task(one(body))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        state.sent += 1
+    if pending:
+        await asyncio.wait(pending)
+    del state.latencies_ms[:-20_000]
+
+
+def _register(platform: Platform, market: Market, urls: dict[str, str]) -> None:
+    catalog = platform.catalog
+    assert catalog is not None and platform.exchange_server is not None
+    if catalog.publisher("demo") is None:
+        catalog.add_publisher("demo", "Demo publisher", api_key=DEMO_API_KEY)
+    vendor_ids = {dsp.name: dsp.vendor_id for dsp in market.config.dsps}
+    for name, url in urls.items():
+        catalog.upsert_demand_partner(
+            DemandPartner(name, url, seat=name, vendor_id=vendor_ids.get(name), timeout_ms=200)
+        )
+    platform.exchange_server.refresh()
