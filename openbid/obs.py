@@ -58,6 +58,9 @@ def setup_logging(level: str = "info", fmt: str = "json", stream: Any = None) ->
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic narrates every plugin it loads at info; only its warnings matter to an operator.
+    if logging.getLevelName(level.upper()) == logging.INFO:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def metrics_payload(registry: CollectorRegistry = REGISTRY) -> bytes:
