@@ -8,7 +8,6 @@ redirect into an open redirect: the redirect only ever goes to the URL that was 
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 import time
@@ -62,7 +61,7 @@ class TrackerSigner:
 
     def _signature(self, kind: str, params: Mapping[str, str]) -> str:
         message = kind + "\x1e" + "\x1f".join(f"{k}={params[k]}" for k in sorted(params))
-        digest = hmac.new(self._secret, message.encode(), hashlib.sha256).digest()
+        digest = hmac.digest(self._secret, message.encode(), "sha256")  # one-shot C path
         return _b64(digest[:16])
 
     def sign(self, kind: str, params: Mapping[str, str]) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from openbid.exchange import metrics
 from openbid.exchange.auction import BidCandidate, Deal, ImpResult, ImpRules, run_auction
 from openbid.exchange.client import FanoutClient, UpstreamError, UpstreamResponse
 from openbid.exchange.features import auction_features
+from openbid.exchange.ids import IdSource
 from openbid.exchange.notices import NoticeSender
 from openbid.exchange.redact import apply_redaction
 from openbid.obs import LoopMetric
@@ -226,6 +226,7 @@ class Exchange:
         self.signer = signer
         self.event_log = event_log
         self.shaper: Shaper = shaper or PassThroughShaper()
+        self._ids = IdSource()
         # A shaper in another process is awaited; one that learns from outcomes is told them.
         self._decide_async = getattr(self.shaper, "decide_async", None)
         self._observe = getattr(self.shaper, "observe", None)
@@ -251,7 +252,7 @@ class Exchange:
         """Runs one auction end to end and returns the winners (possibly none)."""
         loop = asyncio.get_running_loop()
         deadline = started + self._deadline_s(request)
-        auction_id = secrets.token_hex(8)
+        auction_id = self._ids.next()
         outcome = AuctionOutcome(auction_id)
         context = build_auction_context(
             request, geo_reader=self.geo_reader, ua_parser=self.ua_parser, gpc_header=gpc_header
