@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gzip
 import ssl
+import time
 import zlib
 from collections import deque
 from types import SimpleNamespace
@@ -43,7 +44,7 @@ class UpstreamResponse:
         self.raw_headers = raw_headers
         self.body = body
         self.received_at = received_at
-        """Event-loop time at which the response was complete."""
+        """`time.perf_counter()` when the response was complete (the loop clock is too coarse)."""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -129,7 +130,7 @@ class _Connection(asyncio.Protocol):
         self._pool.release(self)
         waiter.set_result(
             UpstreamResponse(
-                self._parser.get_status_code(), self._headers, body, waiter.get_loop().time()
+                self._parser.get_status_code(), self._headers, body, time.perf_counter()
             )
         )
 

@@ -246,10 +246,18 @@ class Exchange:
         publisher: Publisher | None,
         *,
         started: float,
+        measured_from: float | None = None,
         extra_floor_micros: int = 0,
         gpc_header: str | None = None,
     ) -> AuctionOutcome:
-        """Runs one auction end to end and returns the winners (possibly none)."""
+        """Runs one auction end to end and returns the winners (possibly none).
+
+        `started` is the loop time the request arrived at (deadlines run on the loop's clock);
+        `measured_from` its `time.perf_counter()`, for the latency we log: uvloop's clock
+        has millisecond resolution, too coarse for an auction that takes one.
+        """
+        if measured_from is None:
+            measured_from = time.perf_counter()
         loop = asyncio.get_running_loop()
         deadline = started + self._deadline_s(request)
         auction_id = self._ids.next()
@@ -309,7 +317,7 @@ class Exchange:
             future = self.client.start_post(
                 partner.endpoint, body, timeout_s=timeout_s, gzip_body=partner.gzip
             )
-            in_flight.append((call, future, loop.time()))
+            in_flight.append((call, future, time.perf_counter()))
         if in_flight:
             await asyncio.wait([future for _, future, _ in in_flight])
             for call, future, sent in in_flight:
@@ -362,7 +370,7 @@ class Exchange:
             )
             if winner is not None:
                 outcome.winners.append(winner)
-        self._log(request, publisher, features, outcome, results, started)
+        self._log(request, publisher, features, outcome, results, measured_from)
         return outcome
 
     def _outgoing_base(
@@ -402,7 +410,7 @@ class Exchange:
         error = future.exception()
         if error is not None:
             kind = error.kind if isinstance(error, UpstreamError) else "internal"
-            self._fail(call, kind, str(error), future.get_loop().time() - sent)
+            self._fail(call, kind, str(error), time.perf_counter() - sent)
             return
         reply = future.result()
         call.latency_ms = (reply.received_at - sent) * 1000.0
@@ -556,9 +564,9 @@ class Exchange:
         features: dict[str, str],
         outcome: AuctionOutcome,
         results: list[ImpResult],
-        started: float,
+        measured_from: float,
     ) -> None:
-        latency_us = int((asyncio.get_running_loop().time() - started) * 1e6)
+        latency_us = int((time.perf_counter() - measured_from) * 1e6)
         if self.event_log is None:
             return
         ts = now_micros()
