@@ -17,11 +17,14 @@ import time
 import zlib
 from collections import deque
 from types import SimpleNamespace
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httptools
 
 from openbid.errors import OpenbidError
+
+# Characters left as they are when percent-encoding a DSP's URL (the reserved set and `%`).
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
 
 class UpstreamError(OpenbidError):
@@ -210,6 +213,8 @@ class _Pool:
             raise UpstreamError("timeout", "timed out connecting") from None
         except OSError as exc:
             raise UpstreamError("connect", f"cannot connect: {exc.strerror or exc}") from None
+        except (UnicodeError, ValueError) as exc:  # a host name getaddrinfo cannot encode
+            raise UpstreamError("connect", f"cannot connect: {exc}") from None
         return protocol
 
     def release(self, connection: _Connection) -> None:
@@ -256,17 +261,29 @@ class FanoutClient:
     def _target(self, url: str, method: str = "POST") -> tuple[_Pool, bytes]:
         target = self._targets.get(method + url)
         if target is None:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise UpstreamError("connect", f"not an http(s) URL: {url!r}")
+            # URLs come from DSPs (nurl, burl, lurl): anything malformed is that DSP's
+            # failure (UpstreamError), never ours.
+            try:
+                parts = urlsplit(url)
+                port = parts.port
+                host = parts.hostname
+                if parts.scheme not in ("http", "https") or not host:
+                    raise ValueError("not an http(s) URL")
+                host_header = host.encode("idna").decode("ascii")
+                if port is not None:
+                    host_header += f":{port}"
+            except (ValueError, UnicodeError) as exc:
+                raise UpstreamError("connect", f"bad URL {url[:200]!r}: {exc}") from None
             tls = parts.scheme == "https"
-            host, port = parts.hostname, parts.port or (443 if tls else 80)
+            port = port or (443 if tls else 80)
             pool = self._pools.get((parts.scheme, host, port))
             if pool is None:
                 pool = _Pool(host, port, self._max_idle, self._max_body_bytes, tls)
                 self._pools[(parts.scheme, host, port)] = pool
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            head = f"{method} {path} HTTP/1.1\r\nhost: {parts.netloc}\r\n"
+            if not path.isascii():  # what a browser sends for non-ASCII characters
+                path = quote(path, safe=_URL_SAFE)
+            head = f"{method} {path} HTTP/1.1\r\nhost: {host_header}\r\n"
             if method == "POST":
                 head += "content-type: application/json\r\nx-openrtb-version: 2.6\r\n"
             target = (pool, head.encode("latin-1"))
@@ -344,6 +361,10 @@ class FanoutClient:
         except UpstreamError as error:
             if not waiter.done():
                 waiter.set_exception(error)
+            return
+        except Exception as exc:  # the waiter must settle whatever happens
+            if not waiter.done():
+                waiter.set_exception(UpstreamError("connect", f"cannot connect: {exc!r}"))
             return
         if waiter.done():  # abandoned meanwhile
             pool.release(connection)

@@ -271,7 +271,7 @@ class Exchange:
         now = time.monotonic()
         eligible: list[DemandState] = []
         for state in self.registry.states:
-            if not state.breaker.allow(now):
+            if not state.breaker.available(now):
                 _dsp_metrics(state.partner.id).calls["circuit_open"].inc()
                 continue
             eligible.append(state)
@@ -309,6 +309,10 @@ class Exchange:
                 call.outcome = "no_time"
                 counters.calls["no_time"].inc()
                 continue
+            if not call.state.breaker.allow(now):  # last: only a call that leaves probes
+                call.outcome = "circuit_open"
+                counters.calls["circuit_open"].inc()
+                continue
             body = encoded.get(redaction)
             if body is None:
                 body = encode(apply_redaction(outgoing, redaction))
@@ -319,7 +323,12 @@ class Exchange:
             )
             in_flight.append((call, future, time.perf_counter()))
         if in_flight:
-            await asyncio.wait([future for _, future, _ in in_flight])
+            # Every future settles by its own deadline; the timeout is a second line of
+            # defence so that no fault of ours or a DSP's can hold the auction past tmax.
+            futures = [future for _, future, _ in in_flight]
+            _, late = await asyncio.wait(futures, timeout=max(deadline - loop.time(), 0.0))
+            for future in late:
+                future.set_exception(UpstreamError("timeout", "no reply by the auction deadline"))
             for call, future, sent in in_flight:
                 self._reply(call, future, sent, outgoing)
                 if self._observe is not None:
@@ -487,6 +496,9 @@ class Exchange:
                 served = await self.client.get(nurl, timeout_s=max(deadline - loop.time(), 0.005))
                 adm = served.body.decode("utf-8", "replace") if served.status == 200 else ""
             except UpstreamError:
+                adm = ""
+            except Exception:  # a DSP's URL must never cost more than its own bid
+                log.exception("fetching a winner's markup failed", extra={"dsp": winner.dsp})
                 adm = ""
             if not adm:
                 metrics.RENDER_FAILURES.labels(media).inc()
