@@ -8,6 +8,7 @@ TOML syntax, bare words as strings). Unknown keys and bad values are refused wit
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -27,6 +28,7 @@ RESERVED_ENV = frozenset({"OPENBID_CONFIG", "OPENBID_REQUIRE_SERVICES"})
 Port = Annotated[int, Meta(ge=0, le=65535)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
 PositiveInt = Annotated[int, Meta(gt=0)]
+_CURRENCY_RE = re.compile(r"[A-Z]{3}")
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -83,7 +85,8 @@ class ExchangeConfig(_Section):
     currency_rates: dict[str, PositiveFloat] = msgspec.field(
         default_factory=lambda: {"USD": 1.0, "EUR": 1.08, "GBP": 1.27, "JPY": 0.0067}
     )
-    """Value of one unit of each currency in USD, the exchange currency."""
+    """Value of one unit of each currency in USD, the exchange currency (USD = 1.0 must be
+    there). Floors in a currency missing here are refused (400), never read as no floor."""
     breaker_failures: PositiveInt = 5
     breaker_cooldown_s: PositiveFloat = 5.0
     demand_refresh_s: PositiveFloat = 30.0
@@ -97,6 +100,16 @@ class ExchangeConfig(_Section):
     """A shaping service (`openbid.shaping.service`) to ask instead of an in-process model."""
     exploration_share: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.01
     """Share of calls the model would filter that are sent anyway, to keep learning."""
+
+    def __post_init__(self) -> None:
+        rates = self.currency_rates
+        for code, rate in rates.items():
+            if not _CURRENCY_RE.fullmatch(code):
+                raise ValueError(f"currency_rates: {code!r} is not an ISO-4217 code like EUR")
+            if not math.isfinite(rate):
+                raise ValueError(f"currency_rates.{code} must be a finite number, got {rate}")
+        if rates.get("USD") != 1.0:
+            raise ValueError("currency_rates must hold USD = 1.0: USD is the exchange currency")
 
 
 class LoggingConfig(_Section):

@@ -89,3 +89,18 @@ def test_secrets_are_not_shown():
     assert config.exchange.tracker_secret == "hunter2-hunter2-hunter2"
     shown = config_to_toml(config)
     assert "hunter2" not in shown and 'tracker_secret = "(set, not shown)"' in shown
+
+
+@pytest.mark.parametrize(
+    ("rates", "reason"),
+    [
+        ("{EUR = 1.08}", "must hold USD = 1.0"),
+        ("{USD = 1.0, EUR = inf}", "currency_rates.EUR must be a finite number"),
+        ("{USD = 1.0, eur = 1.08}", "'eur' is not an ISO-4217 code"),
+        ("{USD = 2.0}", "must hold USD = 1.0"),
+    ],
+)
+def test_currency_rates_are_checked_at_load(rates, reason):
+    # Without USD every USD floor would read as "no rate": floors lost, bids dropped.
+    with pytest.raises(ConfigError, match=reason):
+        load_config(environ={"OPENBID_EXCHANGE__CURRENCY_RATES": rates})

@@ -7,10 +7,33 @@ list keeps the state of partners that stay.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from openbid.exchange.breaker import CircuitBreaker
 from openbid.stores.catalog import DemandPartner
+
+log = logging.getLogger(__name__)
+
+
+def partner_problem(partner: DemandPartner) -> str | None:
+    """Why a partner cannot be called as configured, or None.
+
+    The bid adjustment is the exchange's haircut on a partner's bids: in (0, 1]. Zero would
+    divide the clearing price by zero; above 1 the publisher would be told more than the DSP
+    pays (the exchange makes up the difference).
+
+    >>> partner_problem(DemandPartner("d", "http://d.example/bid", bid_adjustment=0.9)) is None
+    True
+    >>> partner_problem(DemandPartner("d", "http://d.example/bid", bid_adjustment=1.5))
+    'bid_adjustment must be in (0, 1], got 1.5'
+    """
+    adjustment = partner.bid_adjustment
+    if not (0.0 < adjustment <= 1.0):  # also refuses NaN
+        return f"bid_adjustment must be in (0, 1], got {adjustment}"
+    if not partner.endpoint.startswith(("http://", "https://")):
+        return f"endpoint must be an http(s) URL, got {partner.endpoint!r}"
+    return None
 
 
 class QpsLimiter:
@@ -69,6 +92,10 @@ class DemandRegistry:
         """Replaces the partner list; breakers of partners that stay keep their state."""
         states = []
         for partner in sorted((p for p in partners if p.enabled), key=lambda p: p.id):
+            problem = partner_problem(partner)
+            if problem is not None:
+                log.error("demand partner refused: %s", problem, extra={"dsp": partner.id})
+                continue
             previous = self.by_id.get(partner.id)
             breaker = (
                 previous.breaker

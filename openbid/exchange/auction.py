@@ -110,7 +110,9 @@ class ImpResult(msgspec.Struct, frozen=True):
 
 
 def _adjusted(bid: BidCandidate) -> int:
-    return int(bid.price_micros * bid.adjustment)
+    # The epsilon keeps `ceil(floor / adjustment) * adjustment` (what a partner is told to
+    # bid, see `orchestrator.with_floors`) from flooring one micro under the floor.
+    return int(bid.price_micros * bid.adjustment + 1e-6)
 
 
 def _tie_key(bid: BidCandidate, seed: int) -> int:

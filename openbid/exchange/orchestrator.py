@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from openbid.obs import LoopMetric
 from openbid.openrtb import (
     BidRequest,
     BidResponse,
+    InvalidBidRequest,
     InvalidBidResponse,
     decode_bid_response,
     encode,
@@ -65,6 +67,43 @@ def to_micros(amount: float, currency: str | None, rates: Mapping[str, float]) -
     return round(amount * rate * MICROS)
 
 
+def _floor_fields(micros: int) -> dict[str, Any]:
+    if not micros:
+        return {"bidfloor": None, "bidfloorcur": None}
+    return {"bidfloor": micros / MICROS, "bidfloorcur": "USD"}
+
+
+def with_floors(request: BidRequest, rules: Sequence[ImpRules], adjustment: float) -> BidRequest:
+    """`request` with every imp and deal floor set to what the auction applies, in USD, as a
+    partner with this bid adjustment must bid it: the auction compares `price * adjustment`
+    with the floor, so the partner sees `floor / adjustment`, rounded up to the micro.
+
+    >>> from openbid.openrtb import decode_bid_request
+    >>> req = decode_bid_request(b'{"id":"r","imp":[{"id":"1","banner":{},"bidfloor":0.9,'
+    ...                          b'"bidfloorcur":"EUR"}]}')
+    >>> rules = build_imp_rules(req, None, ExchangeConfig())
+    >>> [(imp.bidfloor, imp.bidfloorcur) for imp in with_floors(req, rules, 0.8).imp]
+    [(1.215, 'USD')]
+    """
+    replace = msgspec.structs.replace
+    imps = []
+    for imp, rule in zip(request.imp, rules, strict=True):
+        pmp = imp.pmp
+        if pmp is not None and pmp.deals:
+            deals = []
+            for deal in pmp.deals:
+                known = rule.deals.get(deal.id)
+                if known is not None:
+                    deal = replace(
+                        deal, **_floor_fields(math.ceil(known.floor_micros / adjustment))
+                    )
+                deals.append(deal)
+            pmp = replace(pmp, deals=deals)
+        floor = math.ceil(rule.floor_micros / adjustment)
+        imps.append(replace(imp, pmp=pmp, **_floor_fields(floor)))
+    return replace(request, imp=imps)
+
+
 def imp_sizes(imp: Imp) -> frozenset[tuple[int, int]]:
     """The (w, h) a banner impression accepts; empty (any) for other formats."""
     banner = imp.banner
@@ -83,8 +122,23 @@ def build_imp_rules(
     extra_floor_micros: int = 0,
 ) -> list[ImpRules]:
     """The auction rules of every impression: floors in the exchange currency (the highest
-    of the request's, the publisher's and the placement's), deals, blocks, sizes."""
+    of the request's, the publisher's and the placement's), deals, blocks, sizes.
+
+    A floor in a currency without a configured rate raises `InvalidBidRequest` naming it:
+    selling that impression with no floor would be the publisher's loss.
+    """
     rates = config.currency_rates
+
+    def floor_micros(amount: float | None, currency: str | None, field: str) -> int:
+        micros = to_micros(amount or 0.0, currency, rates)
+        if micros is None:
+            raise InvalidBidRequest(
+                field,
+                f"must be one of the currencies this exchange converts "
+                f"({', '.join(sorted(rates))}), got {currency!r}",
+            )
+        return micros
+
     blocked_categories = frozenset(request.bcat or ()) | frozenset(
         publisher.blocked_categories if publisher else ()
     )
@@ -94,14 +148,18 @@ def build_imp_rules(
     base_floor = max(publisher.floor_micros if publisher else 0, extra_floor_micros)
     auction_type = request.at if request.at in (1, 2) else 2
     rules = []
-    for imp in request.imp:
-        floor = to_micros(imp.bidfloor or 0.0, imp.bidfloorcur, rates)
+    for index, imp in enumerate(request.imp):
+        floor = floor_micros(imp.bidfloor, imp.bidfloorcur, f"request.imp[{index}].bidfloorcur")
         deals: dict[str, Deal] = {}
         private = False
         if imp.pmp is not None:
             private = imp.pmp.private_auction == 1
-            for deal in imp.pmp.deals or ():
-                deal_floor = to_micros(deal.bidfloor or 0.0, deal.bidfloorcur, rates) or 0
+            for number, deal in enumerate(imp.pmp.deals or ()):
+                deal_floor = floor_micros(
+                    deal.bidfloor,
+                    deal.bidfloorcur,
+                    f"request.imp[{index}].pmp.deals[{number}].bidfloorcur",
+                )
                 deals[deal.id] = Deal(
                     deal.id,
                     floor_micros=max(deal_floor, base_floor),
@@ -111,7 +169,7 @@ def build_imp_rules(
         rules.append(
             ImpRules(
                 imp.id,
-                floor_micros=max(floor or 0, base_floor),
+                floor_micros=max(floor, base_floor),
                 deals=deals,
                 private_auction=private,
                 blocked_categories=blocked_categories,
@@ -287,7 +345,7 @@ class Exchange:
 
         budget_s = deadline - loop.time() - self.config.own_budget_ms / 1000.0
         outgoing = self._outgoing_base(request, auction_id, rules, max(int(budget_s * 1000), 1))
-        encoded: dict[Redaction, bytes] = {}
+        encoded: dict[tuple[Redaction, float], bytes] = {}
         in_flight: list[tuple[DspCall, asyncio.Future[UpstreamResponse], float]] = []
         for call in calls:
             partner = call.state.partner
@@ -313,10 +371,14 @@ class Exchange:
                 call.outcome = "circuit_open"
                 counters.calls["circuit_open"].inc()
                 continue
-            body = encoded.get(redaction)
+            adjustment = partner.bid_adjustment
+            body = encoded.get((redaction, adjustment))
             if body is None:
-                body = encode(apply_redaction(outgoing, redaction))
-                encoded[redaction] = body
+                shown = outgoing
+                if adjustment != 1.0:
+                    shown = with_floors(outgoing, rules, adjustment)
+                body = encode(apply_redaction(shown, redaction))
+                encoded[(redaction, adjustment)] = body
             # Every request leaves now; the futures settle as replies arrive (no task each).
             future = self.client.start_post(
                 partner.endpoint, body, timeout_s=timeout_s, gzip_body=partner.gzip
@@ -385,22 +447,13 @@ class Exchange:
     def _outgoing_base(
         self, request: BidRequest, auction_id: str, rules: Sequence[ImpRules], tmax_ms: int
     ) -> BidRequest:
-        """The request as every partner sees it: our id, the time left, floors in USD,
-        merged blocks."""
-        imps = [
-            msgspec.structs.replace(
-                imp,
-                bidfloor=rule.floor_micros / MICROS if rule.floor_micros else None,
-                bidfloorcur="USD" if rule.floor_micros else None,
-            )
-            for imp, rule in zip(request.imp, rules, strict=True)
-        ]
+        """The request as every partner sees it: our id, the time left, floors (deal floors
+        too) in USD as the auction applies them, merged blocks."""
         first = rules[0]
         return msgspec.structs.replace(
-            request,
+            with_floors(request, rules, 1.0),
             id=auction_id,
             tmax=tmax_ms,
-            imp=imps,
             cur=["USD"],
             bcat=sorted(first.blocked_categories) or None,
             badv=sorted(first.blocked_adomains) or None,

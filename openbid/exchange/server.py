@@ -117,13 +117,17 @@ class ExchangeServer:
         except InvalidBidRequest as exc:
             metrics.REQUESTS.labels("auction", "invalid").inc()
             return _error(400, str(exc), exc.field)
-        outcome = await self.exchange.auction(
-            bid_request,
-            publisher,
-            started=started,
-            measured_from=measured_from,
-            gpc_header=request.headers.get("sec-gpc"),
-        )
+        try:
+            outcome = await self.exchange.auction(
+                bid_request,
+                publisher,
+                started=started,
+                measured_from=measured_from,
+                gpc_header=request.headers.get("sec-gpc"),
+            )
+        except InvalidBidRequest as exc:  # found by the auction rules (a floor's currency)
+            metrics.REQUESTS.labels("auction", "invalid").inc()
+            return _error(400, str(exc), exc.field)
         metrics.AUCTION_LATENCY.observe(time.perf_counter() - measured_from)
         if not outcome.winners:
             metrics.REQUESTS.labels("auction", "no_bid").inc()

@@ -25,3 +25,16 @@ def test_qps_limiter_refills_at_its_rate():
     assert granted == 100
     granted_later = sum(limiter.allow(0.5) for _ in range(500))
     assert granted_later == 50
+
+
+def test_partners_with_an_impossible_bid_adjustment_are_refused_not_called(caplog):
+    partners = [
+        DemandPartner("ok", "http://ok.example/bid", bid_adjustment=0.85),
+        DemandPartner("zero", "http://zero.example/bid", bid_adjustment=0.0),
+        DemandPartner("boost", "http://boost.example/bid", bid_adjustment=1.5),
+        DemandPartner("nan", "http://nan.example/bid", bid_adjustment=float("nan")),
+    ]
+    registry = DemandRegistry(partners)
+    assert [state.partner.id for state in registry.states] == ["ok"]
+    refused = {r.dsp for r in caplog.records if r.getMessage().startswith("demand partner refused")}
+    assert refused == {"zero", "boost", "nan"}

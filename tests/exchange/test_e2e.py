@@ -393,8 +393,22 @@ def test_tampered_click_and_impression_links_are_rejected(tmp_path):
         (b"not json", API_KEY, 400, ""),
         (json.dumps(bid_request()).encode(), "wrong-key", 401, ""),
         (b"{" + b" " * 70_000 + b"}", API_KEY, 413, ""),
+        (
+            b'{"id":"r","imp":[{"id":"1","banner":{"w":300,"h":250},'
+            b'"bidfloor":5.0,"bidfloorcur":"CHF"}]}',
+            API_KEY,
+            400,
+            "request.imp[0].bidfloorcur",
+        ),
+        (
+            b'{"id":"r","imp":[{"id":"1","banner":{"w":300,"h":250},"pmp":{"deals":'
+            b'[{"id":"d1","bidfloor":8.0,"bidfloorcur":"CHF"}]}}]}',
+            API_KEY,
+            400,
+            "request.imp[0].pmp.deals[0].bidfloorcur",
+        ),
     ],
-    ids=["bad field", "not json", "unknown key", "oversize"],
+    ids=["bad field", "not json", "unknown key", "oversize", "floor currency", "deal currency"],
 )
 def test_bad_requests_get_4xx_with_the_field(tmp_path, body, key, status, field):
     async def main():

@@ -191,3 +191,32 @@ def test_non_ascii_url_characters_are_percent_encoded_on_the_wire():
 
     assert asyncio.run(main()) == 204
     assert seen[0].startswith(b"GET /win?x=%C3%A9&p=1 HTTP/1.1\r\n")
+
+
+def test_a_partner_with_a_bid_adjustment_is_shown_the_floor_it_must_bid():
+    # Floors are compared with price * adjustment: a partner with adjustment 0.8 shown the
+    # raw floor of 1.00 would bid 1.00 and always lose (0.80 < 1.00).
+    seen = []
+
+    async def main():
+        async def answer(body):
+            floor = body["imp"][0]["bidfloor"]
+            seen.append((floor, body["imp"][0]["bidfloorcur"]))
+            return bid_response(body, price=floor)
+
+        dsp = await Dsp(answer).start()
+        partner = DemandPartner("d1", dsp.url, bid_adjustment=0.8)
+        exchange = make_exchange([partner])
+        loop = asyncio.get_running_loop()
+        outcome = await exchange.auction(
+            request(imp=[{"id": "1", "banner": {"w": 300, "h": 250}, "bidfloor": 1.0}]),
+            None,
+            started=loop.time(),
+        )
+        await dsp.server.stop()
+        return outcome
+
+    outcome = asyncio.run(main())
+    assert seen == [(1.25, "USD")]
+    (winner,) = outcome.winners
+    assert winner.result.revenue_micros >= 1_000_000  # the publisher's floor holds
