@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Mapping
 from urllib.parse import quote
 
+import msgspec
+
 from openbid.errors import OpenbidError
 
 
@@ -21,6 +23,7 @@ class InvalidTracker(OpenbidError):
     """A tracking URL whose signature does not match, or that has expired."""
 
 
+_MESSAGE = msgspec.json.Encoder()
 _PLAIN = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
@@ -60,8 +63,10 @@ class TrackerSigner:
         self._clock = clock
 
     def _signature(self, kind: str, params: Mapping[str, str]) -> str:
-        message = kind + "\x1e" + "\x1f".join(f"{k}={params[k]}" for k in sorted(params))
-        digest = hmac.digest(self._secret, message.encode(), "sha256")  # one-shot C path
+        # JSON of the sorted pairs: unambiguous whatever the values hold (a DSP chooses some,
+        # like the creative id), so no other parameter set can have the same message.
+        message = _MESSAGE.encode([kind, sorted(params.items())])
+        digest = hmac.digest(self._secret, message, "sha256")  # one-shot C path
         return _b64(digest[:16])
 
     def sign(self, kind: str, params: Mapping[str, str]) -> str:
@@ -75,7 +80,9 @@ class TrackerSigner:
         """The signed parameters, or `InvalidTracker` if tampered with or expired."""
         params = dict(query)
         signature = params.pop("sig", "")
-        if not hmac.compare_digest(signature, self._signature(kind, params)):
+        if not signature.isascii() or not hmac.compare_digest(
+            signature, self._signature(kind, params)
+        ):
             raise InvalidTracker(f"{kind} tracker signature does not match")
         try:
             expires = int(params["exp"])

@@ -380,9 +380,13 @@ class Exchange:
                 body = encode(apply_redaction(shown, redaction))
                 encoded[(redaction, adjustment)] = body
             # Every request leaves now; the futures settle as replies arrive (no task each).
-            future = self.client.start_post(
-                partner.endpoint, body, timeout_s=timeout_s, gzip_body=partner.gzip
-            )
+            try:
+                future = self.client.start_post(
+                    partner.endpoint, body, timeout_s=timeout_s, gzip_body=partner.gzip
+                )
+            except UpstreamError as error:  # e.g. a malformed endpoint: that partner's loss
+                self._fail(call, error.kind, str(error), 0.0)
+                continue
             in_flight.append((call, future, time.perf_counter()))
         if in_flight:
             # Every future settles by its own deadline; the timeout is a second line of

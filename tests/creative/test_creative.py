@@ -156,3 +156,33 @@ def test_native_links_go_through_the_click_tracker():
     )
     native = rendered.get("native", rendered)
     assert native["link"]["url"] == "https://ex/click?u=http://i.am.a/URL"
+
+
+def test_a_signed_value_holding_separators_cannot_be_re_split_into_other_parameters():
+    # A DSP chooses the creative id; with values joined by a separator and not escaped, a
+    # crid holding that separator re-split into a higher price and an expiry in year 5138.
+    from urllib.parse import parse_qsl, urlencode
+
+    from openbid.creative.trackers import InvalidTracker, TrackerSigner
+
+    signer = TrackerSigner(b"s" * 32, ttl_s=3600, clock=lambda: 1_000_000.0)
+    crid = "cr1\x1fexp=99999999999\x1fprice=99000000\x1fzz="
+    genuine = dict(parse_qsl(signer.sign("imp", {"crid": crid, "price": "1000000"})))
+    forged = {
+        "crid": "cr1",
+        "exp": "99999999999",
+        "price": "99000000",
+        "zz": f"\x1fexp={genuine['exp']}\x1fprice=1000000",
+        "sig": genuine["sig"],
+    }
+    with pytest.raises(InvalidTracker):
+        signer.verify("imp", dict(parse_qsl(urlencode(forged))))
+    assert signer.verify("imp", genuine)["crid"] == crid
+
+
+def test_a_non_ascii_signature_is_an_invalid_tracker_not_a_crash():
+    from openbid.creative.trackers import InvalidTracker, TrackerSigner
+
+    signer = TrackerSigner(b"s" * 32)
+    with pytest.raises(InvalidTracker):
+        signer.verify("imp", {"bid": "x", "exp": "1", "sig": "\u00e9"})

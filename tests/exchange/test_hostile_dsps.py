@@ -220,3 +220,21 @@ def test_a_partner_with_a_bid_adjustment_is_shown_the_floor_it_must_bid():
     assert seen == [(1.25, "USD")]
     (winner,) = outcome.winners
     assert winner.result.revenue_micros >= 1_000_000  # the publisher's floor holds
+
+
+def test_a_partner_with_a_malformed_endpoint_costs_only_its_own_bid():
+    async def main():
+        async def answer(body):
+            return bid_response(body, price=2.0)
+
+        good = await Dsp(answer).start()
+        exchange = make_exchange(
+            [DemandPartner("good", good.url), DemandPartner("typo", "http://dsp.example:70000/b")]
+        )
+        outcome = await exchange.auction(request(), None, started=asyncio.get_running_loop().time())
+        await good.server.stop()
+        return outcome
+
+    outcome = asyncio.run(main())
+    assert [winner.dsp for winner in outcome.winners] == ["good"]
+    assert {call.state.partner.id: call.outcome for call in outcome.calls}["typo"] == "connect"
