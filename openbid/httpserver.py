@@ -1,8 +1,12 @@
 """A lean HTTP/1.1 server on asyncio + httptools for openbid's hot paths.
 
 Frameworks cost more per request than an auction can spare, so the servers share this small
-core: keep-alive, pipelined requests answered in order, a body size limit (413), a bound on
-requests in flight (503 with `Retry-After`, never a hang), and graceful stop.
+core: keep-alive, pipelined requests answered in order, a body size limit (413, answered as
+soon as the headers announce it), limits on the request line (414) and headers (431), a
+bound on requests in flight (503 with `Retry-After`, never a hang), backpressure both ways
+(a client that pipelines without reading stops being read; a client that does not read its
+responses stops being written to), and graceful stop. Header values that would split a
+response (CR, LF) or that HTTP/1.1 cannot carry are refused as the handler's error (500).
 """
 
 from __future__ import annotations
@@ -19,6 +23,15 @@ import httptools
 log = logging.getLogger(__name__)
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+MAX_URL_BYTES = 8192
+MAX_HEADER_BYTES = 32768
+"""Request line and header limits, like common proxies' defaults (nginx: 4 x 8 KiB)."""
+MAX_PIPELINED = 32
+"""Requests parsed ahead of their responses before the connection stops being read."""
+
+
+class _Reject(Exception):
+    """Raised in a parser callback to stop parsing a request we answer with an error."""
 
 
 class Request:
@@ -76,7 +89,10 @@ def _serialize(response: Response, keep_alive: bool) -> bytes:
     if response.body or response.status not in (204, 304):
         head.append(b"content-type: %s\r\n" % response.content_type.encode())
     for name, value in response.headers:
-        head.append(f"{name}: {value}\r\n".encode("latin-1"))
+        line = f"{name}: {value}"
+        if "\r" in line or "\n" in line or "\0" in line:
+            raise ValueError(f"header {name!r} holds a line break or NUL")
+        head.append(line.encode("latin-1") + b"\r\n")  # UnicodeEncodeError is a ValueError
     if not keep_alive:
         head.append(b"connection: close\r\n")
     head.append(b"\r\n")
@@ -109,8 +125,12 @@ class _HttpProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_bytes = 0
         self._too_large = False
+        self._head_bytes = 0
         self._queue: deque[tuple[Request | Response, bool]] = deque()
         self._busy = False
+        self._reading = True
+        self._writable: asyncio.Future[None] | None = None
+        self._drain_task: asyncio.Task[None] | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
 
@@ -127,10 +147,29 @@ class _HttpProtocol(asyncio.Protocol):
         self._transport = None
         if self._idle_handle:
             self._idle_handle.cancel()
+        self._resume_writing()
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        self._resume_writing()
+
+    def _resume_writing(self) -> None:
+        if self._writable is not None:
+            if not self._writable.done():
+                self._writable.set_result(None)
+            self._writable = None
 
     def data_received(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
+        except _Reject:
+            pass
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, _Reject):
+                self._reply_and_close(Response(400, b'{"error":"malformed HTTP request"}'))
         except httptools.HttpParserUpgrade:
             self._reply_and_close(Response(400, b'{"error":"upgrades are not supported"}'))
         except httptools.HttpParserError:
@@ -143,17 +182,34 @@ class _HttpProtocol(asyncio.Protocol):
         self._body = []
         self._body_bytes = 0
         self._too_large = False
+        self._head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        if len(self._url) > MAX_URL_BYTES:
+            self._reject(414, b'{"error":"request line exceeds %d bytes"}' % MAX_URL_BYTES)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > MAX_HEADER_BYTES:
+            self._reject(431, b'{"error":"headers exceed %d bytes"}' % MAX_HEADER_BYTES)
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._state.max_body_bytes:
-            self._too_large = True
+            # Answer now rather than read (and drop) a body we will refuse.
+            limit = self._state.max_body_bytes
+            self._reject(413, b'{"error":"request body exceeds %d bytes"}' % limit)
+
+    def _reject(self, status: int, body: bytes) -> None:
+        """Answers the request being parsed with an error (after those queued before it),
+        stops reading the connection and closes it after that answer."""
+        self._enqueue(Response(status, body), keep_alive=False)
+        if self._transport is not None:
+            self._transport.pause_reading()
+            self._reading = False
+        raise _Reject
 
     def on_body(self, body: bytes) -> None:
         if self._too_large:
@@ -183,16 +239,26 @@ class _HttpProtocol(asyncio.Protocol):
                 b"".join(self._body),
                 self._client,
             )
+        self._enqueue(item, keep_alive)
+
+    def _enqueue(self, item: Request | Response, keep_alive: bool) -> None:
         self._queue.append((item, keep_alive))
+        if len(self._queue) >= MAX_PIPELINED and self._reading and self._transport is not None:
+            self._transport.pause_reading()  # resumed as the queue drains
+            self._reading = False
         if not self._busy:
             self._busy = True
-            self._loop.create_task(self._drain())
+            # Referenced here: the loop holds tasks only weakly.
+            self._drain_task = self._loop.create_task(self._drain())
 
     async def _drain(self) -> None:
         state = self._state
         try:
             while self._queue and self._transport is not None:
                 item, keep_alive = self._queue.popleft()
+                if not self._reading and keep_alive and len(self._queue) < MAX_PIPELINED // 2:
+                    self._transport.resume_reading()
+                    self._reading = True
                 if isinstance(item, Response):
                     response = item
                 elif state.in_flight >= state.max_in_flight:
@@ -211,7 +277,16 @@ class _HttpProtocol(asyncio.Protocol):
                 if self._transport is None:
                     return
                 keep_alive = keep_alive and not state.closing
-                self._transport.write(_serialize(response, keep_alive))
+                try:
+                    data = _serialize(response, keep_alive)
+                except ValueError:
+                    log.exception("response cannot be sent", extra={"status": response.status})
+                    data = _serialize(Response(500, b'{"error":"internal error"}'), keep_alive)
+                if self._writable is not None:  # the client is not reading: wait for it
+                    await self._writable
+                    if self._transport is None:
+                        return
+                self._transport.write(data)
                 if not keep_alive:
                     self._transport.close()
                     self._queue.clear()
@@ -309,13 +384,20 @@ class HttpServer:
 
 
 class Router:
-    """Dispatches on (method, path); 404 for an unknown path, 405 for a wrong method."""
+    """Dispatches on (method, path); 404 for an unknown path, 405 for a wrong method.
+
+    HEAD runs the GET handler only for routes added with `safe=True` (no side effects): a
+    link checker's HEAD must not run an auction or count an impression.
+    """
 
     def __init__(self) -> None:
         self._routes: dict[str, dict[str, Handler]] = {}
+        self._safe: set[str] = set()
 
-    def add(self, method: str, path: str, handler: Handler) -> None:
+    def add(self, method: str, path: str, handler: Handler, *, safe: bool = False) -> None:
         self._routes.setdefault(path, {})[method.upper()] = handler
+        if safe and method.upper() == "GET":
+            self._safe.add(path)
 
     async def __call__(self, request: Request) -> Response:
         methods = self._routes.get(request.path)
@@ -323,7 +405,7 @@ class Router:
             return Response(404, b'{"error":"not found"}')
         handler = methods.get(request.method)
         if handler is None:
-            if request.method == "HEAD" and "GET" in methods:
+            if request.method == "HEAD" and request.path in self._safe:
                 response = await methods["GET"](request)
                 return Response(response.status, b"", response.content_type, response.headers)
             return Response(

@@ -44,8 +44,8 @@ class Platform:
         self.exchange: Exchange | None = None
         self.exchange_server: ExchangeServer | None = None
         self._background: list[asyncio.Task[None]] = []
-        self.router.add("GET", "/healthz", self._healthz)
-        self.router.add("GET", "/metrics", self._metrics)
+        self.router.add("GET", "/healthz", self._healthz, safe=True)
+        self.router.add("GET", "/metrics", self._metrics, safe=True)
 
     def open(self) -> None:
         """Opens the stores and the event log (blocking work, done before serving)."""

@@ -142,7 +142,8 @@ def test_stop_lets_requests_in_flight_finish():
 def test_router_method_not_allowed_and_head():
     async def main():
         router = Router()
-        router.add("GET", "/healthz", _echo)
+        router.add("GET", "/healthz", _echo, safe=True)
+        router.add("GET", "/ad", _echo)  # runs an auction: HEAD must not
         server = HttpServer(router)
         port = await server.start()
         post = await _exchange(
@@ -151,9 +152,93 @@ def test_router_method_not_allowed_and_head():
         head = await _exchange(
             port, b"HEAD /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
         )
+        head_ad = await _exchange(
+            port, b"HEAD /ad HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
         await server.stop()
-        return post, head
+        return post, head, head_ad
 
-    post, head = _run(main())
+    post, head, head_ad = _run(main())
     assert post.startswith(b"HTTP/1.1 405") and b"allow: GET" in post
     assert head.startswith(b"HTTP/1.1 200")
+    assert head_ad.startswith(b"HTTP/1.1 405")
+
+
+def test_an_announced_oversize_body_is_refused_before_it_is_sent():
+    async def main():
+        server = HttpServer(_echo, max_body_bytes=10)
+        port = await server.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 10000000000\r\n\r\n")
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(), 5)  # no body sent: answered anyway
+        writer.close()
+        await server.stop()
+        return reply
+
+    assert _run(main()).startswith(b"HTTP/1.1 413")
+
+
+def test_request_line_and_header_limits():
+    async def main():
+        server = HttpServer(_echo)
+        port = await server.start()
+        long_url = await _exchange(port, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nhost: x\r\n\r\n")
+        many = b"".join(b"x-h%d: %s\r\n" % (i, b"v" * 100) for i in range(400))
+        big_head = await _exchange(port, b"GET / HTTP/1.1\r\nhost: x\r\n" + many + b"\r\n")
+        await server.stop()
+        return long_url, big_head
+
+    long_url, big_head = _run(main())
+    assert long_url.startswith(b"HTTP/1.1 414")
+    assert big_head.startswith(b"HTTP/1.1 431")
+
+
+def test_a_header_value_with_a_line_break_is_never_written():
+    async def splitting(request):
+        return Response(302, headers=[("location", "https://a.example/\r\nset-cookie: s=1")])
+
+    async def main():
+        server = HttpServer(splitting)
+        port = await server.start()
+        reply = await _exchange(port, b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        await server.stop()
+        return reply
+
+    reply = _run(main())
+    assert reply.startswith(b"HTTP/1.1 500")
+    assert b"set-cookie" not in reply
+
+
+def test_a_client_that_pipelines_without_reading_is_not_buffered_without_bound():
+    served = []
+
+    async def count(request):
+        served.append(1)
+        return Response(200, b"x" * 4096)
+
+    async def main():
+        server = HttpServer(count)
+        port = await server.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.transport.set_write_buffer_limits(high=1 << 24)
+        writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n" * 20_000)  # never reads
+        deadline = asyncio.get_running_loop().time() + 5
+        last = -1
+        while len(served) != last and asyncio.get_running_loop().time() < deadline:
+            last = len(served)
+            await asyncio.sleep(0.2)
+        stalled_at = len(served)
+        # Reading lets it go on.
+        total = 0
+        while total < 200 * 4096:
+            total += len(await asyncio.wait_for(reader.read(1 << 16), 5))
+        await asyncio.sleep(0.2)
+        writer.transport.abort()
+        await server.stop(grace_s=0.5)
+        return stalled_at, len(served)
+
+    stalled_at, after_reading = _run(main())
+    # 80 MB of responses were asked for; the server stopped after the socket buffers filled.
+    assert stalled_at < 2_000
+    assert after_reading > stalled_at

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import secrets
 import time
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import msgspec
 
@@ -39,6 +39,8 @@ from openbid.stores import CounterStore, MemoryCounterStore, StoreUnavailable
 from openbid.stores.catalog import Catalog, Placement, Publisher, hash_api_key
 
 log = logging.getLogger(__name__)
+# Left as they are in a click redirect: the reserved characters and `%` (already encoded).
+_LOCATION_SAFE = ":/?#[]@!$&'()*+,;=%~"
 
 _json = msgspec.json.Encoder()
 IMPRESSION_DEDUP_TTL_S = 7 * 86_400
@@ -336,7 +338,10 @@ class ExchangeServer:
                     creative_id=params.get("crid", ""),
                 )
             )
-        return Response(302, b"", "text/plain", headers=[("location", target)])
+        # A landing URL may be an IRI (non-ASCII) and a DSP's markup may hold anything:
+        # send what a browser would, percent-encoded, and never a raw line break.
+        location = quote(target, safe=_LOCATION_SAFE)
+        return Response(302, b"", "text/plain", headers=[("location", location)])
 
     async def handle_video_error(self, request: Request) -> Response:
         query = request.query()

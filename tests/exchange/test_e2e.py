@@ -381,6 +381,29 @@ def test_tampered_click_and_impression_links_are_rejected(tmp_path):
     run(main())
 
 
+def test_click_redirects_carry_no_line_breaks_and_encode_iris(tmp_path):
+    async def main():
+        h = await start(tmp_path, [ScriptedDsp("alpha", 2.0)])
+        try:
+            signer = h.platform.exchange.signer
+            got = []
+            for url in (
+                "https://shop.example/\r\nset-cookie: s=1",
+                "https://shop.example/caf\u00e9",
+            ):
+                link = f"{h.base}/t/click?" + signer.sign("click", {"bid": "b1", "url": url})
+                status, headers, _ = await h.get(link)
+                got.append((status, headers.get("location"), headers.get("set-cookie")))
+            return got
+        finally:
+            await stop(h)
+
+    assert run(main()) == [
+        (302, "https://shop.example/%0D%0Aset-cookie:%20s=1", None),
+        (302, "https://shop.example/caf%C3%A9", None),
+    ]
+
+
 @pytest.mark.parametrize(
     ("body", "key", "status", "field"),
     [
