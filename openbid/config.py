@@ -82,6 +82,8 @@ class ExchangeConfig(_Section):
     """Default per-partner timeout when the catalog sets none."""
     increment_micros: Annotated[int, Meta(ge=0)] = 10_000
     auction_seed: int = 0
+    """Seed of the hash that breaks price ties; 0 means a random secret per process (a
+    public seed would let a DSP pick bid ids that win ties). Set it to replay auctions."""
     currency_rates: dict[str, PositiveFloat] = msgspec.field(
         default_factory=lambda: {"USD": 1.0, "EUR": 1.08, "GBP": 1.27, "JPY": 0.0067}
     )

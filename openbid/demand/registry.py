@@ -28,6 +28,8 @@ def partner_problem(partner: DemandPartner) -> str | None:
     >>> partner_problem(DemandPartner("d", "http://d.example/bid", bid_adjustment=1.5))
     'bid_adjustment must be in (0, 1], got 1.5'
     """
+    if partner.qps_cap is not None and partner.qps_cap < 0:
+        return f"qps_cap must be >= 0 (0: no cap), got {partner.qps_cap}"
     adjustment = partner.bid_adjustment
     if not (0.0 < adjustment <= 1.0):  # also refuses NaN
         return f"bid_adjustment must be in (0, 1], got {adjustment}"
@@ -50,6 +52,17 @@ class QpsLimiter:
         self.qps = float(qps)
         self._tokens = float(qps)
         self._updated: float | None = None
+
+    def with_rate(self, qps: float) -> QpsLimiter:
+        """This bucket at a new rate: tokens kept, clamped to the new burst.
+
+        >>> limiter = QpsLimiter(1000).with_rate(10)
+        >>> sum(limiter.allow(0.0) for _ in range(50))
+        10
+        """
+        self.qps = float(qps)
+        self._tokens = min(self._tokens, self.qps)
+        return self
 
     def allow(self, now: float) -> bool:
         if self._updated is not None:
@@ -104,7 +117,8 @@ class DemandRegistry:
             )
             state = DemandState(partner, breaker)
             if previous and previous.limiter and state.limiter:
-                state.limiter = previous.limiter
+                # Keep the bucket's tokens, at the cap the catalog now gives.
+                state.limiter = previous.limiter.with_rate(state.limiter.qps)
             states.append(state)
         self.states = states
         self.by_id = {s.partner.id: s for s in states}

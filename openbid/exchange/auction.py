@@ -12,6 +12,7 @@ Money is integer micros (1 USD = 1,000,000) in the exchange currency throughout.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import mmh3
@@ -183,7 +184,8 @@ def run_imp_auction(rules: ImpRules, bids: Iterable[BidCandidate], seed: int = 0
     else:
         clearing_adjusted = adjusted_price
     # Back to the winner's own terms, never above what it bid.
-    clearing = min(winner.price_micros, round(clearing_adjusted / winner.adjustment))
+    # Rounded up (less float noise), so payment * adjustment never falls under the clearing.
+    clearing = min(winner.price_micros, math.ceil(clearing_adjusted / winner.adjustment - 1e-6))
     for entry in ranked[1:]:
         reason = (
             LossReason.LOST_TO_PMP_DEAL

@@ -119,10 +119,17 @@ class _Connection(asyncio.Protocol):
             return
         body = b"".join(self._body)
         if self._gzip:
+            # The size cap counts wire bytes; inflation gets its own, or a 200 KB body could
+            # inflate to 200 MB on the event loop.
+            inflater = zlib.decompressobj(31)
             try:
-                body = zlib.decompress(body, 31)
+                body = inflater.decompress(body, self._max_body_bytes)
             except zlib.error as exc:
                 self._fail(UpstreamError("malformed", f"bad gzip body: {exc}"))
+                return
+            if inflater.unconsumed_tail:
+                limit = self._max_body_bytes
+                self._fail(UpstreamError("too_large", f"response inflates over {limit} bytes"))
                 return
         self._waiter = None
         if self._timer is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -285,6 +286,9 @@ class Exchange:
         self.event_log = event_log
         self.shaper: Shaper = shaper or PassThroughShaper()
         self._ids = IdSource()
+        # Ties are broken by a hash of (dsp, bid id) under this seed; a secret one by default,
+        # so a DSP cannot choose bid ids that win ties.
+        self._tie_seed = config.auction_seed or secrets.randbits(31)
         # A shaper in another process is awaited; one that learns from outcomes is told them.
         self._decide_async = getattr(self.shaper, "decide_async", None)
         self._observe = getattr(self.shaper, "observe", None)
@@ -426,9 +430,7 @@ class Exchange:
                     )
                     candidates.append(candidate)
                     bids_by_key[(candidate.dsp, candidate.bid_id)] = (call, bid)
-        results = (
-            run_auction(rules, candidates, seed=self.config.auction_seed) if candidates else []
-        )
+        results = run_auction(rules, candidates, seed=self._tie_seed) if candidates else []
         media_by_imp = {imp.id: _media(imp) for imp in request.imp}
         for result in results:
             for loss in result.losses:

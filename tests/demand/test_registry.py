@@ -38,3 +38,10 @@ def test_partners_with_an_impossible_bid_adjustment_are_refused_not_called(caplo
     assert [state.partner.id for state in registry.states] == ["ok"]
     refused = {r.dsp for r in caplog.records if r.getMessage().startswith("demand partner refused")}
     assert refused == {"zero", "boost", "nan"}
+
+
+def test_a_lowered_qps_cap_takes_effect_on_reload():
+    registry = DemandRegistry([DemandPartner("d", "http://d.example/bid", qps_cap=1000)])
+    registry.reload([DemandPartner("d", "http://d.example/bid", qps_cap=10)])
+    limiter = registry.by_id["d"].limiter
+    assert sum(limiter.allow(0.0) for _ in range(100)) == 10

@@ -226,7 +226,7 @@ bids_strategy = st.lists(
         imp_id=st.just("1"),
         price_micros=st.integers(min_value=0, max_value=50 * USD),
         deal_id=st.sampled_from(["", "", "d1", "g1"]),
-        adjustment=st.sampled_from([1.0, 0.85, 0.5, 1.1]),
+        adjustment=st.sampled_from([1.0, 0.85, 0.5, 0.9, 0.333]),  # the registry's (0, 1]
     ),
     max_size=8,
 )
@@ -253,6 +253,8 @@ def test_never_charges_more_than_the_bid_nor_less_than_the_floor(rules, bids, se
     assert 0 <= result.clearing_price_micros <= result.winner.price_micros
     assert result.revenue_micros >= result.floor_micros
     assert result.revenue_micros <= int(result.winner.price_micros * result.winner.adjustment)
+    # What the DSP pays, in adjusted terms, covers what the publisher is told it earned.
+    assert result.clearing_price_micros * result.winner.adjustment >= result.revenue_micros - 1e-3
     # the winner is never outranked by an eligible bid of a higher tier
     assert all(loss.bid is not result.winner for loss in result.losses)
     assert len(result.losses) + 1 == len(bids)

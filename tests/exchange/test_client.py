@@ -220,3 +220,18 @@ def test_reply_time_is_on_the_precise_clock_under_uvloop():
 
     before, received_at, after = uvloop.run(main())
     assert before < received_at <= after
+
+
+def test_a_gzip_bomb_is_refused_without_inflating_it():
+    bomb = gzip.compress(b"\0" * (50 << 20), compresslevel=9)  # 50 MiB in about 50 KB
+
+    async def answer(head, body, writer):
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n%s"
+            % (len(bomb), bomb)
+        )
+        await writer.drain()
+        return True
+
+    assert len(bomb) < (1 << 20)  # under the wire cap: only the inflated size is over it
+    assert run(_call(answer, timeout_s=2.0, gzip_body=True)) == ["too_large"]
