@@ -129,6 +129,9 @@ class LoopMetric:
     def observe(self, value: float) -> None:
         self.labels().observe(value)
 
+    def set(self, value: float) -> None:
+        self.labels().set(value)
+
     def describe(self) -> list[Any]:
         return []
 

@@ -89,8 +89,11 @@ class ExchangeServer:
                 placements[placement.id] = (placement, publisher)
         self._placements = placements
         self.exchange.registry.reload(self.catalog.demand_partners())
+        metrics.CATALOG_REFRESHED.set(time.time())
 
     async def refresh_forever(self, interval_s: float) -> None:
+        """Reloads the catalog every `interval_s`; a failure keeps the last one and retries
+        (the age shows in `openbid_catalog_refreshed_timestamp_seconds`)."""
         while True:
             await asyncio.sleep(interval_s)
             try:
@@ -99,6 +102,8 @@ class ExchangeServer:
                 log.warning(
                     "catalog refresh failed; keeping the last one", extra={"error": str(exc)}
                 )
+            except Exception:  # whatever it is, the next refresh may work: never stop
+                log.exception("catalog refresh failed; keeping the last one")
 
     # --- OpenRTB
     async def handle_auction(self, request: Request) -> Response:

@@ -238,3 +238,31 @@ def test_a_partner_with_a_malformed_endpoint_costs_only_its_own_bid():
     outcome = asyncio.run(main())
     assert [winner.dsp for winner in outcome.winners] == ["good"]
     assert {call.state.partner.id: call.outcome for call in outcome.calls}["typo"] == "connect"
+
+
+def test_catalog_refresh_survives_any_error_and_retries():
+    from openbid.exchange import metrics
+    from openbid.exchange.server import ExchangeServer
+
+    class FlakyServer:
+        refresh_forever = ExchangeServer.refresh_forever
+
+        def __init__(self):
+            self.calls = 0
+
+        def refresh(self):
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("the database went away")  # not a StoreUnavailable
+            metrics.CATALOG_REFRESHED.set(123.0)
+
+    async def main():
+        server = FlakyServer()
+        task = asyncio.create_task(server.refresh_forever(0.01))
+        deadline = asyncio.get_running_loop().time() + 5
+        while server.calls < 3 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        return server.calls
+
+    assert asyncio.run(main()) >= 3
