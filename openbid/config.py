@@ -8,6 +8,7 @@ TOML syntax, bare words as strings). Unknown keys and bad values are refused wit
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -102,6 +103,10 @@ class ExchangeConfig(_Section):
     """A shaping service (`openbid.shaping.service`) to ask instead of an in-process model."""
     exploration_share: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.01
     """Share of calls the model would filter that are sent anyway, to keep learning."""
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+    """Networks (CIDR) of the load balancers in front of us: only their `X-Forwarded-For`
+    is believed for the user's IP (the right-most address they did not add). Empty: the
+    connection's own address, whatever the header says."""
 
     def __post_init__(self) -> None:
         rates = self.currency_rates
@@ -112,6 +117,13 @@ class ExchangeConfig(_Section):
                 raise ValueError(f"currency_rates.{code} must be a finite number, got {rate}")
         if rates.get("USD") != 1.0:
             raise ValueError("currency_rates must hold USD = 1.0: USD is the exchange currency")
+        for network in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {network!r} is not a network like 10.0.0.0/8"
+                ) from None
 
 
 class LoggingConfig(_Section):

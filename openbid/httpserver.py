@@ -12,9 +12,10 @@ response (CR, LF) or that HTTP/1.1 cannot carry are refused as the handler's err
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from urllib.parse import parse_qsl
 
@@ -79,6 +80,40 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def client_address(request: Request, trusted: Sequence[Network]) -> str:
+    """The client's IP: the connection's peer, or, when the peer is one of our `trusted`
+    proxies, the right-most `X-Forwarded-For` address that no trusted proxy added (anything
+    left of it is whatever the client chose to send).
+
+    >>> lb = [ipaddress.ip_network("10.0.0.0/8")]
+    >>> req = Request("GET", "/", "", {"x-forwarded-for": "6.6.6.6, 203.0.113.9"}, b"", "10.1.2.3")
+    >>> client_address(req, lb), client_address(req, [])
+    ('203.0.113.9', '10.1.2.3')
+    """
+    address = request.client
+    forwarded = request.headers.get("x-forwarded-for")
+    if not trusted or not forwarded:
+        return address
+    hops = [hop.strip() for hop in forwarded.split(",")]
+    while hops and _in_networks(address, trusted):
+        candidate = hops.pop()
+        try:
+            ipaddress.ip_address(candidate)
+        except ValueError:
+            break  # a malformed hop: keep the last address we can vouch for
+        address = candidate
+    return address
+
+
+def _in_networks(address: str, networks: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 def _serialize(response: Response, keep_alive: bool) -> bytes:

@@ -104,3 +104,10 @@ def test_currency_rates_are_checked_at_load(rates, reason):
     # Without USD every USD floor would read as "no rate": floors lost, bids dropped.
     with pytest.raises(ConfigError, match=reason):
         load_config(environ={"OPENBID_EXCHANGE__CURRENCY_RATES": rates})
+
+
+def test_trusted_proxies_must_be_networks():
+    config = load_config(environ={"OPENBID_EXCHANGE__TRUSTED_PROXIES": '["10.0.0.0/8"]'})
+    assert config.exchange.trusted_proxies == ["10.0.0.0/8"]
+    with pytest.raises(ConfigError, match="'ten' is not a network"):
+        load_config(environ={"OPENBID_EXCHANGE__TRUSTED_PROXIES": '["ten"]'})

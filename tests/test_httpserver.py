@@ -230,10 +230,9 @@ def test_a_client_that_pipelines_without_reading_is_not_buffered_without_bound()
             await asyncio.sleep(0.2)
         stalled_at = len(served)
         # Reading lets it go on.
-        total = 0
-        while total < 200 * 4096:
-            total += len(await asyncio.wait_for(reader.read(1 << 16), 5))
-        await asyncio.sleep(0.2)
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(served) <= stalled_at and asyncio.get_running_loop().time() < deadline:
+            await asyncio.wait_for(reader.read(1 << 16), 5)
         writer.transport.abort()
         await server.stop(grace_s=0.5)
         return stalled_at, len(served)
@@ -242,3 +241,26 @@ def test_a_client_that_pipelines_without_reading_is_not_buffered_without_bound()
     # 80 MB of responses were asked for; the server stopped after the socket buffers filled.
     assert stalled_at < 2_000
     assert after_reading > stalled_at
+
+
+def test_client_address_believes_only_trusted_proxies():
+    import ipaddress
+
+    from openbid.httpserver import Request, client_address
+
+    lb = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128")]
+
+    def ip(peer, xff=None, trusted=lb):
+        headers = {"x-forwarded-for": xff} if xff is not None else {}
+        return client_address(Request("GET", "/ad", "", headers, b"", peer), trusted)
+
+    # A client talking to us directly cannot choose its IP.
+    assert ip("198.51.100.7", "1.2.3.4") == "198.51.100.7"
+    # Behind our balancer: the address it saw, not what the client prepended.
+    assert ip("10.0.0.5", "1.2.3.4, 198.51.100.7") == "198.51.100.7"
+    # Two of our proxies in a row.
+    assert ip("10.0.0.5", "198.51.100.7, 10.9.9.9") == "198.51.100.7"
+    # Garbage in the chain stops at the last address we can vouch for.
+    assert ip("10.0.0.5", "198.51.100.7, not-an-ip") == "10.0.0.5"
+    assert ip("::1", "2001:db8::1") == "2001:db8::1"
+    assert ip("10.0.0.5", "1.2.3.4", trusted=[]) == "10.0.0.5"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import logging
 import secrets
 import time
@@ -25,7 +26,7 @@ from openbid.creative import InvalidTracker, RenderError, render_banner, render_
 from openbid.events import ClickEvent, ImpressionEvent, now_micros
 from openbid.exchange import metrics
 from openbid.exchange.orchestrator import AuctionOutcome, Exchange, Winner
-from openbid.httpserver import Request, Response, Router
+from openbid.httpserver import Request, Response, Router, client_address
 from openbid.openrtb import (
     BidRequest,
     InvalidBidRequest,
@@ -70,6 +71,9 @@ class ExchangeServer:
         self.config = config
         self.limits = limits or Limits()
         self._local_dedup = MemoryCounterStore()
+        self._trusted_proxies = [
+            ipaddress.ip_network(network, strict=False) for network in config.trusted_proxies
+        ]
         self._publishers_by_key: dict[str, Publisher] = {}
         self._placements: dict[str, tuple[Placement, Publisher]] = {}
 
@@ -236,7 +240,7 @@ class ExchangeServer:
             },
             "device": {
                 "ua": request.headers.get("user-agent", ""),
-                "ip": request.headers.get("x-forwarded-for", request.client).split(",")[0].strip(),
+                "ip": client_address(request, self._trusted_proxies),
             },
             "tmax": self.config.default_tmax_ms,
             "at": 1,
