@@ -60,3 +60,8 @@ CATALOG_REFRESHED = loop_gauge(
     "openbid_catalog_refreshed_timestamp_seconds",
     "When publishers, placements and demand partners were last loaded from the catalog",
 )
+WINS_NOTIFIED = loop_counter(
+    "openbid_win_notices_received",
+    "Win notices from our OpenRTB callers (/t/win) by outcome",
+    ("outcome",),
+)

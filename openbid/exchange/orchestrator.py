@@ -209,6 +209,9 @@ class Winner:
     crid: str
     w: int
     h: int
+    nurl: str = ""
+    """Our signed win-notice URL, when the DSP's win notice waits for the caller's decision
+    (`auction(final=False)`); empty when it was fired at once."""
 
 
 @dataclass(slots=True)
@@ -311,8 +314,13 @@ class Exchange:
         measured_from: float | None = None,
         extra_floor_micros: int = 0,
         gpc_header: str | None = None,
+        final: bool = True,
     ) -> AuctionOutcome:
         """Runs one auction end to end and returns the winners (possibly none).
+
+        `final`: our auction decides the impression (an ad tag we render), so winners' win
+        notices go out now. When we answer an OpenRTB caller that runs its own auction
+        (`final=False`), a winner's notice waits for that caller to hit our signed `nurl`.
 
         `started` is the loop time the request arrived at (deadlines run on the loop's clock);
         `measured_from` its `time.perf_counter()`, for the latency we log: uvloop's clock
@@ -443,7 +451,7 @@ class Exchange:
                 continue
             call, bid = bids_by_key[(result.winner.dsp, result.winner.bid_id)]
             winner = await self._settle(
-                result, call, bid, auction_id, media_by_imp[result.imp_id], request, deadline
+                result, call, bid, auction_id, media_by_imp[result.imp_id], deadline, final
             )
             if winner is not None:
                 outcome.winners.append(winner)
@@ -529,8 +537,8 @@ class Exchange:
         bid: Bid,
         auction_id: str,
         media: str,
-        request: BidRequest,
         deadline: float,
+        final: bool = True,
     ) -> Winner | None:
         """Macros, markup (fetched from nurl when the bid carries none), trackers, notices."""
         winner = result.winner
@@ -564,7 +572,8 @@ class Exchange:
                 return None
             nurl = ""  # fetching the markup was the win notice
         adm = substitute_macros(adm, macros)
-        if nurl:
+        our_nurl = ""
+        if nurl and final:
             self.notices.fire(
                 "win",
                 nurl,
@@ -573,6 +582,18 @@ class Exchange:
                 dsp=winner.dsp,
                 price_micros=result.clearing_price_micros,
             )
+        elif nurl:
+            win = self.signer.sign(
+                "win",
+                {
+                    "auc": auction_id,
+                    "bid": our_bid_id,
+                    "dsp": winner.dsp,
+                    "price": str(result.clearing_price_micros),
+                    "nurl": nurl,
+                },
+            )
+            our_nurl = f"{self.config.public_url}/t/win?{win}"
         dsp_burl = bid.burl or ""
         tracker = self.signer.sign(
             "imp",
@@ -600,6 +621,7 @@ class Exchange:
             bid.crid or "",
             winner.w,
             winner.h,
+            our_nurl,
         )
 
     def _fire_notice(

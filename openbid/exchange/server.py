@@ -82,6 +82,7 @@ class ExchangeServer:
         router.add("GET", "/ad", self.handle_ad)
         router.add("GET", "/t/imp", self.handle_impression)
         router.add("GET", "/t/click", self.handle_click)
+        router.add("GET", "/t/win", self.handle_win)
         router.add("GET", "/t/err", self.handle_video_error)
 
     def refresh(self) -> None:
@@ -135,6 +136,7 @@ class ExchangeServer:
                 started=started,
                 measured_from=measured_from,
                 gpc_header=request.headers.get("sec-gpc"),
+                final=False,  # the caller runs its own auction: win notices wait for it
             )
         except InvalidBidRequest as exc:  # found by the auction rules (a floor's currency)
             metrics.REQUESTS.labels("auction", "invalid").inc()
@@ -157,6 +159,7 @@ class ExchangeServer:
                     impid=winner.result.imp_id,
                     price=winner.result.revenue_micros / 1_000_000,
                     adm=winner.adm,
+                    nurl=winner.nurl or None,
                     burl=winner.burl,
                     adomain=list(source.adomain) or None,
                     cat=list(source.categories) or None,
@@ -289,15 +292,7 @@ class ExchangeServer:
             metrics.IMPRESSIONS.labels("invalid").inc()
             return _error(403, str(exc))
         bid_id = params["bid"]
-        key = f"imp:{bid_id}"
-        try:
-            first = self.counters.set_once(key, IMPRESSION_DEDUP_TTL_S)
-        except StoreUnavailable:
-            # Degrade to this worker's own memory: duplicates reaching the same worker are
-            # still caught; across workers they are not, which the error log makes visible.
-            log.error("impression dedup store unavailable", extra={"bid_id": bid_id})
-            first = self._local_dedup.set_once(key, IMPRESSION_DEDUP_TTL_S)
-        if not first:
+        if not self._first_time(f"imp:{bid_id}"):
             metrics.IMPRESSIONS.labels("duplicate").inc()
             return _pixel()
         metrics.IMPRESSIONS.labels("counted").inc()
@@ -325,6 +320,39 @@ class ExchangeServer:
                 price_micros=price,
             )
         return _pixel()
+
+    async def handle_win(self, request: Request) -> Response:
+        """Our caller's win notice: passes the DSP's own win notice on, once per bid."""
+        try:
+            params = self.exchange.signer.verify("win", request.query())
+        except InvalidTracker as exc:
+            metrics.WINS_NOTIFIED.labels("invalid").inc()
+            return _error(403, str(exc))
+        bid_id = params["bid"]
+        if not self._first_time(f"win:{bid_id}"):
+            metrics.WINS_NOTIFIED.labels("duplicate").inc()
+            return Response(204)
+        metrics.WINS_NOTIFIED.labels("counted").inc()
+        self.exchange.notices.fire(
+            "win",
+            params["nurl"],
+            auction_id=params["auc"],
+            bid_id=bid_id,
+            dsp=params["dsp"],
+            price_micros=int(params["price"]),
+        )
+        return Response(204)
+
+    def _first_time(self, key: str) -> bool:
+        """Whether `key` is new (idempotency of notices by bid id, across workers when the
+        counter store is shared)."""
+        try:
+            return self.counters.set_once(key, IMPRESSION_DEDUP_TTL_S)
+        except StoreUnavailable:
+            # Degrade to this worker's own memory: duplicates reaching the same worker are
+            # still caught; across workers they are not, which the error log makes visible.
+            log.error("dedup store unavailable", extra={"key": key})
+            return self._local_dedup.set_once(key, IMPRESSION_DEDUP_TTL_S)
 
     async def handle_click(self, request: Request) -> Response:
         try:

@@ -227,7 +227,17 @@ def test_winning_auction_second_price_notices_and_events(tmp_path):
             assert response["id"] == "req-1" and response["cur"] == "USD"
             assert bid["price"] == pytest.approx(1.51)  # second price + 1 cent
             assert "alpha paid 1.51" in bid["adm"]  # ${AUCTION_PRICE} substituted
-            await poll(lambda: h.dsps["alpha"].notices["win"] and h.dsps["beta"].notices["loss"])
+            await poll(lambda: h.dsps["beta"].notices["loss"])
+            # We answered an OpenRTB caller with its own auction: alpha's win notice waits
+            # until the caller tells us we won (our signed nurl), once however often.
+            assert h.dsps["alpha"].notices["win"] == []
+            for _ in range(2):
+                status, _, _ = await h.get(bid["nurl"])
+                assert status == 204
+            await poll(lambda: h.dsps["alpha"].notices["win"])
+            tampered = bid["nurl"].replace("price=", "price=9")
+            assert (await h.get(tampered))[0] == 403
+            await asyncio.sleep(0.1)
             assert h.dsps["alpha"].notices["win"] == ["p=1.51"]
             assert h.dsps["beta"].notices["loss"] == ["r=102"]
             seen = h.dsps["alpha"].requests[0]
