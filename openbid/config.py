@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
+import msgspec.inspect
 from msgspec import Meta
 
 from openbid.errors import ConfigError
@@ -117,6 +118,16 @@ class ExchangeConfig(_Section):
                 raise ValueError(f"currency_rates.{code} must be a finite number, got {rate}")
         if rates.get("USD") != 1.0:
             raise ValueError("currency_rates must hold USD = 1.0: USD is the exchange currency")
+        if self.default_tmax_ms > self.max_tmax_ms:
+            raise ValueError(
+                f"default_tmax_ms ({self.default_tmax_ms}) must not exceed "
+                f"max_tmax_ms ({self.max_tmax_ms})"
+            )
+        if self.own_budget_ms >= self.default_tmax_ms:
+            raise ValueError(
+                f"own_budget_ms ({self.own_budget_ms}) must be under default_tmax_ms "
+                f"({self.default_tmax_ms}), or no partner would ever have time to answer"
+            )
         for network in self.trusted_proxies:
             try:
                 ipaddress.ip_network(network, strict=False)
@@ -158,11 +169,30 @@ def _describe(error: msgspec.ValidationError) -> tuple[str, str]:
     return path or "(root)", reason.replace("`", "")
 
 
-def _parse_env_value(raw: str) -> Any:
+def _parse_env_value(raw: str, section: str = "", key: str = "") -> Any:
+    """An environment value as TOML (`8080`, `true`, `["a"]`), except for string keys, which
+    take the text verbatim: a secret may well be all digits or look like a date."""
+    if _is_string_key(section, key):
+        return raw
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+
+
+def _is_string_key(section: str, key: str) -> bool:
+    sections = {field.encode_name: field.type for field in msgspec.inspect.type_info(Config).fields}
+    section_type = sections.get(section)
+    if not isinstance(section_type, msgspec.inspect.StructType):
+        return False
+    for field in section_type.fields:
+        if field.encode_name == key:
+            kind = field.type
+            return isinstance(kind, msgspec.inspect.StrType) or (
+                isinstance(kind, msgspec.inspect.LiteralType)
+                and all(isinstance(value, str) for value in kind.values)
+            )
+    return False
 
 
 def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -178,7 +208,7 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str
                 f"environment variable {name}: expected OPENBID_<SECTION>__<KEY>, "
                 f"for example OPENBID_SERVER__PORT"
             )
-        overrides.setdefault(parts[0], {})[parts[1]] = _parse_env_value(raw)
+        overrides.setdefault(parts[0], {})[parts[1]] = _parse_env_value(raw, *parts)
         sources[".".join(parts)] = name
     return overrides, sources
 

@@ -111,3 +111,23 @@ def test_trusted_proxies_must_be_networks():
     assert config.exchange.trusted_proxies == ["10.0.0.0/8"]
     with pytest.raises(ConfigError, match="'ten' is not a network"):
         load_config(environ={"OPENBID_EXCHANGE__TRUSTED_PROXIES": '["ten"]'})
+
+
+def test_string_keys_take_environment_text_verbatim():
+    # A generated secret may be all digits, or look like a TOML date.
+    for secret in ("12345678901234567890", "2024-01-01", "true"):
+        config = load_config(environ={"OPENBID_EXCHANGE__TRACKER_SECRET": secret})
+        assert config.exchange.tracker_secret == secret
+    assert load_config(environ={"OPENBID_SERVER__PORT": "9090"}).server.port == 9090
+
+
+@pytest.mark.parametrize(
+    ("environ", "reason"),
+    [
+        ({"OPENBID_EXCHANGE__DEFAULT_TMAX_MS": "3000"}, "must not exceed max_tmax_ms"),
+        ({"OPENBID_EXCHANGE__OWN_BUDGET_MS": "200"}, "no partner would ever have time"),
+    ],
+)
+def test_deadline_settings_must_leave_partners_time(environ, reason):
+    with pytest.raises(ConfigError, match=reason):
+        load_config(environ=environ)

@@ -188,6 +188,12 @@ class ExchangeServer:
         placement, publisher = found
         try:
             bid_request = self._tag_request(request, query, placement)
+        except RequestTooLarge as exc:
+            metrics.REQUESTS.labels("ad", "too_large").inc()
+            return _error(413, str(exc))
+        except InvalidBidRequest as exc:  # e.g. an over-long page URL or user id
+            metrics.REQUESTS.labels("ad", "invalid").inc()
+            return _error(400, str(exc), exc.field)
         except ValueError as exc:
             metrics.REQUESTS.labels("ad", "invalid").inc()
             return _error(400, str(exc), "size")
