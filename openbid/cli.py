@@ -6,6 +6,7 @@ import asyncio
 import sys
 
 import click
+import msgspec
 
 from openbid.config import Config, ConfigError, config_to_toml, load_config
 from openbid.obs import setup_logging
@@ -59,6 +60,9 @@ def up(config_path: str | None, demo: bool, market: str, rate: float) -> None:
     setup_logging(settings.logging.level, settings.logging.format)
     services = []
     if demo:
+        # The simulated DSPs, their notice URLs included, live on loopback.
+        exchange = msgspec.structs.replace(settings.exchange, notice_private_hosts=True)
+        settings = msgspec.structs.replace(settings, exchange=exchange)
         from openbid.demo import demo_services
 
         services = demo_services(market, rate)

@@ -104,6 +104,12 @@ class ExchangeConfig(_Section):
     """A shaping service (`openbid.shaping.service`) to ask instead of an in-process model."""
     exploration_share: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.01
     """Share of calls the model would filter that are sent anyway, to keep learning."""
+    notice_private_hosts: bool = False
+    """Let URLs a DSP chose (win, billing and loss notices, markup fetched from `nurl`)
+    reach loopback and private addresses. Off in production: a DSP must not make us call
+    our own network. The demo and tests, whose DSPs run on loopback, turn it on."""
+    max_notices_in_flight: PositiveInt = 10_000
+    """Notices being sent or retried at once; past it new ones are dropped and counted."""
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
     """Networks (CIDR) of the load balancers in front of us: only their `X-Forwarded-For`
     is believed for the user's IP (the right-most address they did not add). Empty: the

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import ipaddress
+import socket
 import ssl
 import time
 import zlib
@@ -25,6 +27,7 @@ from openbid.errors import OpenbidError
 
 # Characters left as they are when percent-encoding a DSP's URL (the reserved set and `%`).
 _URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
+_MAX_POOLS = 1024
 
 
 class UpstreamError(OpenbidError):
@@ -87,6 +90,7 @@ class _Connection(asyncio.Protocol):
         self.transport = None
         self.reusable = False
         self._pool.forget(self)
+        self._pool.open_connections -= 1
         self._fail(UpstreamError("reset", f"connection closed: {exc or 'by peer'}"))
 
     def data_received(self, data: bytes) -> None:
@@ -181,18 +185,27 @@ class _Connection(asyncio.Protocol):
 
 
 class _Pool:
-    """Idle keep-alive connections to one host:port."""
+    """Keep-alive connections to one host:port: at most `max_connections` open or opening
+    (a slow host must not take every file descriptor), `max_idle` of them kept idle."""
 
     def __init__(
-        self, host: str, port: int, max_idle: int, max_body_bytes: int, tls: bool = False
+        self,
+        host: str,
+        port: int,
+        max_idle: int,
+        max_body_bytes: int,
+        tls: bool = False,
+        max_connections: int = 1024,
     ) -> None:
         self.host = host
         self.port = port
         self.ssl = ssl.create_default_context() if tls else None
         self.max_idle = max_idle
         self.max_body_bytes = max_body_bytes
+        self.max_connections = max_connections
         self.idle: deque[_Connection] = deque()
         self.open_connections = 0
+        """Connections made and not yet lost, plus those being opened."""
 
     def forget(self, connection: _Connection) -> None:
         with contextlib.suppress(ValueError):
@@ -206,22 +219,36 @@ class _Pool:
                 return connection
         return None
 
-    async def connect(self, deadline: float) -> _Connection:
+    async def connect(self, deadline: float, public_only: bool = False) -> _Connection:
+        """A new connection; with `public_only`, refused unless the host resolves only to
+        public addresses (URLs a DSP chose must not reach our own network)."""
+        if self.open_connections >= self.max_connections:
+            raise UpstreamError("busy", f"{self.max_connections} connections open to {self.host}")
+        self.open_connections += 1  # the slot is ours until connection_lost gives it back
+        made = False
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout_at(deadline):
+                host: str = self.host
+                if public_only:
+                    host = await _public_address(loop, self.host, self.port)
                 _, protocol = await loop.create_connection(
                     lambda: _Connection(self, self.max_body_bytes),
-                    self.host,
+                    host,
                     self.port,
                     ssl=self.ssl,
+                    server_hostname=self.host if self.ssl else None,
                 )
+                made = True
         except TimeoutError:
             raise UpstreamError("timeout", "timed out connecting") from None
         except OSError as exc:
             raise UpstreamError("connect", f"cannot connect: {exc.strerror or exc}") from None
         except (UnicodeError, ValueError) as exc:  # a host name getaddrinfo cannot encode
             raise UpstreamError("connect", f"cannot connect: {exc}") from None
+        finally:
+            if not made:
+                self.open_connections -= 1
         return protocol
 
     def release(self, connection: _Connection) -> None:
@@ -237,6 +264,21 @@ class _Pool:
     def close(self) -> None:
         while self.idle:
             self.idle.pop().abort()
+
+
+async def _public_address(loop: asyncio.AbstractEventLoop, host: str, port: int) -> str:
+    """The first address of `host`, if every address it resolves to is public."""
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise UpstreamError("connect", f"cannot resolve {host}: {exc}") from None
+    addresses = [info[4][0] for info in infos]
+    for address in addresses:
+        if not ipaddress.ip_address(address.split("%")[0]).is_global:
+            raise UpstreamError("forbidden", f"{host} resolves to a non-public address {address}")
+    if not addresses:
+        raise UpstreamError("connect", f"cannot resolve {host}")
+    return addresses[0]
 
 
 class FanoutClient:
@@ -258,7 +300,14 @@ class FanoutClient:
     (200, b'{"id":"1"}')
     """
 
-    def __init__(self, *, max_idle_per_host: int = 256, max_body_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        *,
+        max_idle_per_host: int = 256,
+        max_body_bytes: int = 1 << 20,
+        max_connections_per_host: int = 1024,
+    ) -> None:
+        self._max_connections = max_connections_per_host
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._targets: dict[str, tuple[_Pool, bytes]] = {}
         self._max_idle = max_idle_per_host
@@ -285,7 +334,14 @@ class FanoutClient:
             port = port or (443 if tls else 80)
             pool = self._pools.get((parts.scheme, host, port))
             if pool is None:
-                pool = _Pool(host, port, self._max_idle, self._max_body_bytes, tls)
+                if len(self._pools) >= _MAX_POOLS:  # notice hosts vary: forget unused ones
+                    for key, unused in list(self._pools.items()):
+                        if unused.open_connections == 0:
+                            del self._pools[key]
+                    self._targets.clear()
+                pool = _Pool(
+                    host, port, self._max_idle, self._max_body_bytes, tls, self._max_connections
+                )
                 self._pools[(parts.scheme, host, port)] = pool
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             if not path.isascii():  # what a browser sends for non-ASCII characters
@@ -333,13 +389,24 @@ class FanoutClient:
             url, body, timeout_s=timeout_s, gzip_body=gzip_body, headers=headers
         )
 
-    async def get(self, url: str, *, timeout_s: float) -> UpstreamResponse:
-        """A GET (notices, pixels); raises `UpstreamError` like `post`."""
+    async def get(
+        self, url: str, *, timeout_s: float, public_only: bool = False
+    ) -> UpstreamResponse:
+        """A GET (notices, pixels); raises `UpstreamError` like `post`. `public_only`: for
+        URLs a DSP chose, refuse hosts that resolve to loopback or private addresses."""
         pool, head = self._target(url, "GET")
-        return await self._start(pool, head + b"\r\n", timeout_s, want_headers=True)
+        return await self._start(
+            pool, head + b"\r\n", timeout_s, want_headers=True, public_only=public_only
+        )
 
     def _start(
-        self, pool: _Pool, request: bytes, timeout_s: float, *, want_headers: bool
+        self,
+        pool: _Pool,
+        request: bytes,
+        timeout_s: float,
+        *,
+        want_headers: bool,
+        public_only: bool = False,
     ) -> asyncio.Future[UpstreamResponse]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -349,7 +416,7 @@ class FanoutClient:
             connection.send(request, waiter, deadline, want_headers)
         else:
             task = loop.create_task(
-                self._connect_and_send(pool, request, waiter, deadline, want_headers)
+                self._connect_and_send(pool, request, waiter, deadline, want_headers, public_only)
             )
             self._connecting.add(task)
             task.add_done_callback(self._connecting.discard)
@@ -362,9 +429,10 @@ class FanoutClient:
         waiter: asyncio.Future[UpstreamResponse],
         deadline: float,
         want_headers: bool,
+        public_only: bool = False,
     ) -> None:
         try:
-            connection = await pool.connect(deadline)
+            connection = await pool.connect(deadline, public_only)
         except UpstreamError as error:
             if not waiter.done():
                 waiter.set_exception(error)

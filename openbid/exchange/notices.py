@@ -37,8 +37,12 @@ class NoticeSender:
         attempts: int = 3,
         timeout_s: float = 2.0,
         backoff_s: float = 0.2,
+        max_in_flight: int = 10_000,
+        public_only: bool = True,
     ) -> None:
         self._client = client
+        self.max_in_flight = max_in_flight
+        self.public_only = public_only
         self._event_log = event_log
         self.attempts = attempts
         self.timeout_s = timeout_s
@@ -56,7 +60,11 @@ class NoticeSender:
         price_micros: int = 0,
         loss_reason: int = 0,
     ) -> None:
-        """Schedules one notice; returns at once."""
+        """Schedules one notice; returns at once. Past `max_in_flight` notices being sent
+        (a slow or dead notice host, retried), a new one is dropped and counted."""
+        if len(self._tasks) >= self.max_in_flight:
+            NOTICES.labels(kind, "dropped").inc()
+            return
         task = asyncio.get_running_loop().create_task(
             self._send(kind, url, auction_id, bid_id, dsp, price_micros, loss_reason)
         )
@@ -77,13 +85,17 @@ class NoticeSender:
         attempt = 0
         for attempt in range(1, self.attempts + 1):
             try:
-                response = await self._client.get(url, timeout_s=self.timeout_s)
+                response = await self._client.get(
+                    url, timeout_s=self.timeout_s, public_only=self.public_only
+                )
                 status = response.status
                 if status < 500:
                     break
             except UpstreamError as error:
                 status = 0
                 log.debug("notice failed", extra={"kind": kind, "dsp": dsp, "error": str(error)})
+                if error.kind == "forbidden":  # will not get better
+                    break
             if attempt < self.attempts:
                 await asyncio.sleep(self.backoff_s * attempt)
         outcome = "ok" if 200 <= status < 400 else "failed"

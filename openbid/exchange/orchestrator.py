@@ -298,7 +298,12 @@ class Exchange:
         self.geo_reader = geo_reader
         # Built here, not on the first request: loading the parser's rules takes ~0.3 s.
         self.ua_parser = default_ua_parser()
-        self.notices = NoticeSender(client, event_log)
+        self.notices = NoticeSender(
+            client,
+            event_log,
+            max_in_flight=config.max_notices_in_flight,
+            public_only=not config.notice_private_hosts,
+        )
         self._bid_seq = 0
 
     def _deadline_s(self, request: BidRequest) -> float:
@@ -560,7 +565,11 @@ class Exchange:
         if not adm and nurl:
             loop = asyncio.get_running_loop()
             try:
-                served = await self.client.get(nurl, timeout_s=max(deadline - loop.time(), 0.005))
+                served = await self.client.get(
+                    nurl,
+                    timeout_s=max(deadline - loop.time(), 0.005),
+                    public_only=not self.config.notice_private_hosts,
+                )
                 adm = served.body.decode("utf-8", "replace") if served.status == 200 else ""
             except UpstreamError:
                 adm = ""

@@ -235,3 +235,73 @@ def test_a_gzip_bomb_is_refused_without_inflating_it():
 
     assert len(bomb) < (1 << 20)  # under the wire cap: only the inflated size is over it
     assert run(_call(answer, timeout_s=2.0, gzip_body=True)) == ["too_large"]
+
+
+def test_urls_a_dsp_chose_cannot_reach_our_own_network():
+    async def ok(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(OK)
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(ok, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = FanoutClient()
+        try:
+            with pytest.raises(UpstreamError) as refused:
+                await client.get(f"http://127.0.0.1:{port}/win", timeout_s=1.0, public_only=True)
+            allowed = await client.get(f"http://127.0.0.1:{port}/win", timeout_s=1.0)
+        finally:
+            client.close()
+            server.close()
+        return refused.value.kind, allowed.status
+
+    assert run(main()) == ("forbidden", 200)
+
+
+def test_connections_per_host_are_capped():
+    async def main():
+        server, port = await _serve(_never)
+        client = FanoutClient(max_connections_per_host=2)
+        url = f"http://127.0.0.1:{port}/bid"
+        futures = [client.start_post(url, b"{}", timeout_s=0.3) for _ in range(3)]
+        outcomes = []
+        for future in futures:
+            try:
+                await future
+                outcomes.append("ok")
+            except UpstreamError as error:
+                outcomes.append(error.kind)
+        # The slots come back when the connections close: the next call may open one.
+        try:
+            await client.post(url, b"{}", timeout_s=0.2)
+        except UpstreamError as error:
+            outcomes.append(error.kind)
+        client.close()
+        server.close()
+        return outcomes
+
+    assert run(main()) == ["timeout", "timeout", "busy", "timeout"]
+
+
+def test_notices_past_the_in_flight_bound_are_dropped_and_counted():
+    from openbid.exchange.notices import NOTICES, NoticeSender
+
+    async def main():
+        server, port = await _serve(_never)
+        client = FanoutClient()
+        sender = NoticeSender(client, None, max_in_flight=2, timeout_s=0.2, public_only=False)
+        before = NOTICES.labels("loss", "dropped")._value.get()
+        for i in range(5):
+            sender.fire(
+                "loss", f"http://127.0.0.1:{port}/l", auction_id="a", bid_id=f"b{i}", dsp="d"
+            )
+        in_flight = sender.in_flight
+        dropped = NOTICES.labels("loss", "dropped")._value.get() - before
+        await sender.drain(timeout_s=5)
+        client.close()
+        server.close()
+        return in_flight, dropped
+
+    assert run(main()) == (2, 3)

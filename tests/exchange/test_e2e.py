@@ -168,6 +168,7 @@ async def start(tmp_path: Path, dsps: list[ScriptedDsp], *, vendor_ids=None, **e
         "OPENBID_EVENTS__FLUSH_INTERVAL_S": "0.05",
         "OPENBID_STORES__CATALOG_URL": f"sqlite:///{tmp_path}/catalog.db",
         "OPENBID_EXCHANGE__TRACKER_SECRET": "test-secret-0123456789abcdef",
+        "OPENBID_EXCHANGE__NOTICE_PRIVATE_HOSTS": "true",  # the test DSPs are on loopback
     }
     for key, value in exchange.items():
         env[f"OPENBID_EXCHANGE__{key.upper()}"] = str(value)

@@ -45,7 +45,7 @@ class Dsp:
 
 
 def make_exchange(partners, shaper=None, **config) -> Exchange:
-    cfg = ExchangeConfig(**config)
+    cfg = ExchangeConfig(**{"notice_private_hosts": True, **config})
     registry = DemandRegistry(
         partners, failure_threshold=cfg.breaker_failures, cooldown_s=cfg.breaker_cooldown_s
     )
