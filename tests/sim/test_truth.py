@@ -47,6 +47,17 @@ def test_every_dsp_bids_at_its_true_mean_probability(market, outcomes):
         assert _within(bids, p), (dsp.name, bids, p.sum())
 
 
+def test_most_requests_are_near_zero_for_each_dsp(market, outcomes):
+    """Like real DSPs, each buys a niche: at least half of all requests have a bid
+    probability under 1% (gated out, or far from what the DSP buys), and they carry a small
+    share of its bids."""
+    for dsp in market.dsps:
+        p = outcomes.probability[:, dsp.index]
+        low = p < 0.01
+        assert low.mean() >= 0.5, (dsp.name, low.mean())
+        assert p[low].sum() <= 0.02 * p.sum(), (dsp.name, p[low].sum() / p.sum())
+
+
 def test_bid_rates_hold_within_slices_of_traffic(market, batch, outcomes):
     """Planted effects show up where they are planted, not just on average."""
     video = batch.column("format") == market.vocab["format"].code("video")
@@ -69,8 +80,9 @@ def test_gates_give_probability_zero(market, batch, outcomes):
     assert refused.any() and np.all(outcomes.probability[refused, dune.index] == 0.0)
 
 
-def test_a_higher_floor_never_raises_the_bid_probability(market, batch):
-    features = batch.features(0)
+def test_a_higher_floor_never_raises_the_bid_probability(market, batch, outcomes):
+    # A request inside fjord's gates (outside them the probability is 0 at any floor).
+    features = batch.features(int(np.argmax(outcomes.probability[:, market.dsp("fjord").index])))
     probabilities = [
         true_bid_probability(market, msgspec.structs.replace(features, floor_cpm=floor), "fjord")
         for floor in (0.0, 0.1, 0.3, 1.0, 3.0)
