@@ -18,6 +18,7 @@ import ssl
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 from types import SimpleNamespace
 from urllib.parse import quote, urlsplit
 
@@ -82,6 +83,8 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_bytes = 0
         self.reusable = False
+        self._answered = False
+        self._retry: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -91,9 +94,20 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         self._pool.forget(self)
         self._pool.open_connections -= 1
+        retry, self._retry = self._retry, None
+        if retry is not None and not self._answered and self._waiter is not None:
+            # A reused connection the peer had closed while idle (its keep-alive timeout):
+            # the request never reached it, so it goes again on a new connection.
+            self._waiter = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            retry()
+            return
         self._fail(UpstreamError("reset", f"connection closed: {exc or 'by peer'}"))
 
     def data_received(self, data: bytes) -> None:
+        self._answered = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -136,6 +150,7 @@ class _Connection(asyncio.Protocol):
                 self._fail(UpstreamError("too_large", f"response inflates over {limit} bytes"))
                 return
         self._waiter = None
+        self._retry = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -152,6 +167,7 @@ class _Connection(asyncio.Protocol):
         """Ends the request in flight (if any) with `error`; the connection is not reused."""
         waiter = self._waiter
         self._waiter = None
+        self._retry = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -169,8 +185,13 @@ class _Connection(asyncio.Protocol):
         waiter: asyncio.Future[UpstreamResponse],
         deadline: float,
         want_headers: bool,
+        retry: Callable[[], None] | None = None,
     ) -> None:
+        """Sends `request`; `retry` (for a reused connection) resends it elsewhere if the
+        connection turns out closed before any byte of a response arrives."""
         self._waiter = waiter
+        self._retry = retry
+        self._answered = False
         self.reusable = False
         self._parser = httptools.HttpResponseParser(self if want_headers else self._lean)
         self._timer = waiter.get_loop().call_at(deadline, self.on_deadline)
@@ -412,14 +433,18 @@ class FanoutClient:
         deadline = loop.time() + timeout_s
         waiter: asyncio.Future[UpstreamResponse] = loop.create_future()
         connection = pool.take_idle()
-        if connection is not None:
-            connection.send(request, waiter, deadline, want_headers)
-        else:
+
+        def connect() -> None:
             task = loop.create_task(
                 self._connect_and_send(pool, request, waiter, deadline, want_headers, public_only)
             )
             self._connecting.add(task)
             task.add_done_callback(self._connecting.discard)
+
+        if connection is not None:
+            connection.send(request, waiter, deadline, want_headers, retry=connect)
+        else:
+            connect()
         return waiter
 
     async def _connect_and_send(

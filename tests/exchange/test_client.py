@@ -305,3 +305,38 @@ def test_notices_past_the_in_flight_bound_are_dropped_and_counted():
         return in_flight, dropped
 
     assert run(main()) == (2, 3)
+
+
+def test_a_keep_alive_connection_closed_while_idle_is_retried_on_a_new_one():
+    # A DSP closes idle connections after its keep-alive timeout; the next request written
+    # to such a pooled connection gets no response byte: it goes again, it is not a loss.
+    connections = []
+
+    async def handle(reader, writer):
+        connections.append(writer)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            writer.write(OK)
+            await writer.drain()
+            await reader.read()  # wait for the client to go
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = FanoutClient()
+        url = f"http://127.0.0.1:{port}/bid"
+        first = await client.post(url, b"{}", timeout_s=1.0)
+        connections[0].transport.abort()  # the DSP drops the idle connection
+        await asyncio.sleep(0)  # (the FIN may or may not have arrived: both must work)
+        second = await client.post(url, b"{}", timeout_s=1.0)
+        client.close()
+        server.close()
+        return first.status, second.status, len(connections)
+
+    assert run(main()) == (200, 200, 2)
