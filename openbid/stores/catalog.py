@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,12 +28,18 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from openbid.stores.base import StoreError, StoreUnavailable
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+# What a database that is down, restarting, unreachable, out of connections or missing its
+# schema raises: every DBAPI error (OperationalError, ProgrammingError for a missing table on
+# PostgreSQL, InterfaceError for a closed connection ...) and the pool's checkout timeout.
+_UNAVAILABLE = (DBAPIError, PoolTimeoutError)
 
 
 class Base(DeclarativeBase):
@@ -160,6 +168,9 @@ def _enable_sqlite_foreign_keys(engine: Engine) -> None:
 class Catalog:
     """Publishers, placements and demand partners in a SQL database.
 
+    Every read and write raises `StoreUnavailable` when the database cannot answer (down,
+    restarting, a dropped connection or table), never a driver exception.
+
     >>> catalog = Catalog("sqlite://")
     >>> catalog.migrate()
     >>> catalog.add_publisher("pub-1", "News Site", api_key="secret-key", floor_micros=200_000)
@@ -189,24 +200,31 @@ class Catalog:
 
         config = AlembicConfig()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with self._errors_as_unavailable(), self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+
+    @contextmanager
+    def _errors_as_unavailable(self) -> Iterator[None]:
+        """Every database error becomes `StoreUnavailable`, which callers degrade on (a refresh
+        keeps its last catalog and retries) instead of dying on a driver exception."""
         try:
-            with self.engine.begin() as connection:
-                config.attributes["connection"] = connection
-                command.upgrade(config, revision)
-        except OperationalError as exc:
-            raise StoreUnavailable(f"catalog at {self.engine.url!r}: {exc.orig}") from exc
+            yield
+        except _UNAVAILABLE as exc:
+            reason = getattr(exc, "orig", None) or exc
+            raise StoreUnavailable(f"catalog at {self.engine.url!r}: {reason}") from exc
 
     def _session(self) -> Session:
         return self._sessions()
 
     def _write(self, row: Base) -> None:
-        try:
-            with self._session() as session, session.begin():
-                session.add(row)
-        except IntegrityError as exc:
-            raise StoreError(f"catalog refused {type(row).__tablename__}: {exc.orig}") from exc
-        except OperationalError as exc:
-            raise StoreUnavailable(f"catalog at {self.engine.url!r}: {exc.orig}") from exc
+        with self._errors_as_unavailable():
+            try:
+                with self._session() as session, session.begin():
+                    session.add(row)
+            except IntegrityError as exc:
+                table = type(row).__tablename__
+                raise StoreError(f"catalog refused {table}: {exc.orig}") from exc
 
     def add_publisher(
         self,
@@ -244,31 +262,28 @@ class Catalog:
         )
 
     def upsert_demand_partner(self, partner: DemandPartner) -> None:
-        try:
-            with self._session() as session, session.begin():
-                session.merge(DemandPartnerRow(**msgspec.structs.asdict(partner)))
-        except OperationalError as exc:
-            raise StoreUnavailable(f"catalog at {self.engine.url!r}: {exc.orig}") from exc
+        with self._errors_as_unavailable(), self._session() as session, session.begin():
+            session.merge(DemandPartnerRow(**msgspec.structs.asdict(partner)))
 
     def publisher(self, publisher_id: str) -> Publisher | None:
-        with self._session() as session:
+        with self._errors_as_unavailable(), self._session() as session:
             row = session.get(PublisherRow, publisher_id)
             return _publisher(row) if row else None
 
     def publisher_by_api_key(self, api_key: str) -> Publisher | None:
-        with self._session() as session:
+        with self._errors_as_unavailable(), self._session() as session:
             row = session.scalars(
                 select(PublisherRow).where(PublisherRow.api_key_sha256 == hash_api_key(api_key))
             ).first()
             return _publisher(row) if row else None
 
     def placement(self, placement_id: str) -> Placement | None:
-        with self._session() as session:
+        with self._errors_as_unavailable(), self._session() as session:
             row = session.get(PlacementRow, placement_id)
             return _placement(row) if row else None
 
     def placements(self, publisher_id: str) -> list[Placement]:
-        with self._session() as session:
+        with self._errors_as_unavailable(), self._session() as session:
             rows = session.scalars(
                 select(PlacementRow)
                 .where(PlacementRow.publisher_id == publisher_id)
@@ -277,7 +292,7 @@ class Catalog:
             return [_placement(r) for r in rows]
 
     def demand_partners(self, *, enabled_only: bool = True) -> list[DemandPartner]:
-        with self._session() as session:
+        with self._errors_as_unavailable(), self._session() as session:
             query = select(DemandPartnerRow).order_by(DemandPartnerRow.id)
             if enabled_only:
                 query = query.where(DemandPartnerRow.enabled.is_(True))
@@ -285,7 +300,7 @@ class Catalog:
 
     def api_keys(self) -> dict[str, Publisher]:
         """Every publisher by its hashed API key, for a server's in-memory cache."""
-        with self._session() as session:
+        with self._errors_as_unavailable(), self._session() as session:
             return {r.api_key_sha256: _publisher(r) for r in session.scalars(select(PublisherRow))}
 
     def close(self) -> None:

@@ -1,5 +1,7 @@
 """One suite for every Catalog backend: SQLite file and real PostgreSQL, via migrations."""
 
+import secrets
+
 import pytest
 
 from openbid.stores import Catalog, DemandPartner, Placement, StoreError, StoreUnavailable
@@ -89,3 +91,70 @@ def test_unreachable_database_is_store_unavailable():
     catalog = Catalog("postgresql://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 1})
     with pytest.raises(StoreUnavailable, match="catalog at"):
         catalog.migrate()
+
+
+READS = {
+    "publisher": lambda c: c.publisher("pub-1"),
+    "publisher_by_api_key": lambda c: c.publisher_by_api_key("k"),
+    "placement": lambda c: c.placement("pl-1"),
+    "placements": lambda c: c.placements("pub-1"),
+    "demand_partners": lambda c: c.demand_partners(),
+    "all_demand_partners": lambda c: c.demand_partners(enabled_only=False),
+    "api_keys": lambda c: c.api_keys(),
+}
+
+
+def test_reads_from_a_missing_schema_are_store_unavailable(catalog):
+    """A table gone (a restore in progress, a failover to an empty replica) fails each read with
+    `StoreUnavailable` (SQLite: OperationalError, PostgreSQL: ProgrammingError underneath)."""
+    from openbid.stores.catalog import Base
+
+    catalog.add_publisher("pub-1", "A", api_key="k")
+    Base.metadata.drop_all(catalog.engine)
+    for name, read in READS.items():
+        with pytest.raises(StoreUnavailable, match="catalog at"):
+            read(catalog)
+            pytest.fail(f"{name} did not raise")
+    with pytest.raises(StoreUnavailable, match="catalog at"):
+        catalog.add_publisher("pub-2", "B", api_key="k2")
+    with pytest.raises(StoreUnavailable, match="catalog at"):
+        catalog.upsert_demand_partner(DemandPartner("dsp-a", "http://127.0.0.1:9001/bid"))
+
+
+def test_reads_from_an_unreachable_database_are_store_unavailable():
+    catalog = Catalog("postgresql://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 1})
+    for name, read in READS.items():
+        with pytest.raises(StoreUnavailable, match="catalog at"):
+            read(catalog)
+            pytest.fail(f"{name} did not raise")
+    catalog.close()
+
+
+def test_a_dropped_postgresql_connection_costs_one_read(postgres_url):
+    """The server ends our pooled connection (a restart, an idle timeout, a failover): the next
+    read is `StoreUnavailable`, and the one after it works on a fresh connection."""
+    import psycopg
+
+    application = f"openbid-test-{secrets.token_hex(4)}"
+    catalog = Catalog(postgres_url, connect_args={"application_name": application})
+    catalog.migrate()
+    try:
+        catalog.add_publisher("pub-1", "A", api_key="k")
+        assert catalog.publisher("pub-1") is not None  # a connection now waits in the pool
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (application,),
+            ).fetchone()
+        assert ended == (1,)
+        with pytest.raises(StoreUnavailable, match="catalog at"):
+            catalog.publisher("pub-1")
+        assert catalog.publisher("pub-1") is not None
+    finally:
+        from openbid.stores.catalog import Base
+
+        Base.metadata.drop_all(catalog.engine)
+        with catalog.engine.begin() as connection:
+            connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+        catalog.close()
