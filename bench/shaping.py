@@ -1,10 +1,13 @@
 """Traffic shaping on the simulated market: callouts saved at a bid-recall target.
 
 A training window (the event log of an exchange calling every DSP) trains the shaping
-model; a later test window measures, at 99% bid recall: the callouts saved by our model,
-by the oracle (the simulator's true bid probabilities: the limit) and by random throttling;
-the share of winning revenue kept; the scoring time per request for all DSPs; and, when the
-exchange can run in-process, auctions/s with shaping on and off.
+model; a later test window measures, at the threshold target (by default the shaping
+default: 99.5% of each DSP's bid value; `--target-kind recall --target 0.99` for 99% bid
+recall): the callouts saved by our model, by the oracle (the simulator's true bid
+probabilities: the limit) and by random throttling; the bid recall; the share of winning
+revenue kept; the same for recall and value targets of 99% and 99.5% side by side; the
+scoring time per request for all DSPs; and, when the exchange can run in-process,
+auctions/s with shaping on and off.
 
 Features are made exactly as the exchange makes them: the request bytes decoded with
 `openbid.openrtb`, enriched with `build_auction_context` at the request's simulated time,
@@ -12,6 +15,7 @@ and `auction_features`. Calls the exchange would not send for consent (TCF vendo
 purpose refused) are not callouts and are left out of every figure.
 
     .venv/bin/python bench/shaping.py [--quick] [--market default] [--layout both]
+        [--target-kind value|recall] [--target 0.995]
 """
 
 from __future__ import annotations
@@ -35,11 +39,18 @@ from openbid.privacy.consent import redaction_for
 from openbid.shaping import ModelShaper, rows_from_events, save_shaping_model, train_shaping
 from openbid.shaping.cli import frontier_table
 from openbid.shaping.thresholds import threshold_for_share
-from openbid.shaping.training import ShapingScorerOffline
+from openbid.shaping.training import (
+    DEFAULT_TARGET,
+    DEFAULT_TARGET_KIND,
+    ShapingScorerOffline,
+    choose_thresholds,
+    split_holdout,
+)
 from openbid.sim import Market
 
 DAY_S = 86_400.0
-TARGET = 0.99
+COMPARED = (("recall", 0.99), ("value", 0.99), ("recall", 0.995), ("value", 0.995))
+"""Targets measured side by side (kind, share)."""
 
 
 def featurize(batch) -> tuple[list[dict[str, str]], list]:
@@ -108,13 +119,21 @@ def winning_revenue(price_micros: np.ndarray, delivered: np.ndarray, sent: np.nd
     return int(np.where(delivered & sent, price_micros, 0).max(axis=1).sum())
 
 
-def evaluate_scores(scores, labels, eligible, targets_for=TARGET):
-    """Per DSP thresholds at exactly `TARGET` recall on these rows; (sent mask, thresholds)."""
+def target_amounts(kind: str, delivered: np.ndarray, price: np.ndarray) -> np.ndarray:
+    """What a threshold keeps a share of: each delivered bid (recall) or its price (value)."""
+    if kind == "recall":
+        return delivered.astype(float)
+    return np.where(delivered, price, 0).astype(float)
+
+
+def evaluate_scores(scores, amounts, eligible, target):
+    """Per DSP thresholds keeping exactly `target` of `amounts` on these rows; (sent mask,
+    thresholds)."""
     sent = np.zeros_like(eligible)
     thresholds = []
     for j in range(scores.shape[1]):
         rows = eligible[:, j]
-        t = threshold_for_share(scores[rows, j], labels[rows, j].astype(float), targets_for)
+        t = threshold_for_share(scores[rows, j], amounts[rows, j], target)
         thresholds.append(t)
         sent[:, j] = rows & (scores[:, j] >= t)
     return sent, thresholds
@@ -223,7 +242,11 @@ def main() -> int:
     parser.add_argument("--train", type=int, default=0, help="training requests")
     parser.add_argument("--test", type=int, default=0, help="test requests")
     parser.add_argument("--no-exchange", action="store_true", help="skip the exchange part")
+    parser.add_argument("--target-kind", choices=["recall", "value"], default=DEFAULT_TARGET_KIND)
+    parser.add_argument("--target", type=float, default=DEFAULT_TARGET)
     args = parser.parse_args()
+    kind, target = args.target_kind, args.target
+    label = f"{kind} {target:g}"
     n_train = args.train or (60_000 if args.quick else 300_000)
     n_test = args.test or (20_000 if args.quick else 100_000)
     layouts = ["per_dsp", "shared"] if args.layout == "both" else [args.layout]
@@ -256,10 +279,11 @@ def main() -> int:
     dsp_names = [d.name for d in market.dsps]
 
     results = []
-    oracle_sent, _ = evaluate_scores(test_out.probability, delivered, eligible)
+    amounts = target_amounts(kind, delivered, price)
+    oracle_sent, _ = evaluate_scores(test_out.probability, amounts, eligible, target)
     oracle = summarize("oracle", oracle_sent, eligible, delivered, price, delivered)
     rng = np.random.default_rng(7)
-    random_sent = eligible & (rng.random(eligible.shape) < TARGET)
+    random_sent = eligible & (rng.random(eligible.shape) < target)
     random = summarize("random", random_sent, eligible, delivered, price, delivered)
 
     test_rows = rows_from_events(
@@ -268,7 +292,7 @@ def main() -> int:
     models = {}
     for layout in layouts:
         t0 = time.perf_counter()
-        trained = train_shaping(rows, layout=layout, target=TARGET)
+        trained = train_shaping(rows, layout=layout, target_kind=kind, target=target)
         train_s = time.perf_counter() - t0
         scorer = ShapingScorerOffline(layout, trained.spec, trained.learners)
         row_scores = scorer.score(test_rows)
@@ -277,10 +301,11 @@ def main() -> int:
         req_index = np.array([index[r] for r in test_rows.auction_id[test_rows.request]])
         dsp_col = np.array([dsp_names.index(d) for d in test_rows.dsp])
         scores[req_index, dsp_col] = np.nan_to_num(row_scores, nan=1.0)
-        exact_sent, _ = evaluate_scores(scores, delivered, eligible)
+        exact_sent, _ = evaluate_scores(scores, amounts, eligible, target)
         exact = summarize(
-            f"{layout} at 99% on test", exact_sent, eligible, delivered, price, delivered
-        )
+            f"{layout}, thresholds of the test day", exact_sent, eligible, delivered, price,
+            delivered,
+        )  # fmt: skip
         deployed_thresholds = np.array([trained.thresholds.get(d, 0.0) for d in dsp_names])
         deployed_sent = eligible & (scores >= deployed_thresholds)
         deployed = summarize(
@@ -291,6 +316,7 @@ def main() -> int:
         print(f"{layout}: trained on {len(rows)} rows in {train_s:.1f} s")
 
     print()
+    print(f"at {label} per DSP (recall: bids kept; revenue: winning revenue kept)")
     print(f"{'policy':<34} {'saved':>8} {'recall':>8} {'revenue':>8} {'vs oracle':>10}")
     for r in [oracle, random, *results]:
         print(
@@ -307,13 +333,32 @@ def main() -> int:
     )
     print(frontier_table(trained))
     print()
-    print(f"per DSP, {best_layout} at 99% recall on the test window (saved share of callouts):")
+    compared = compare_targets(
+        rows, trained, scores, test_out.probability, eligible, delivered, price, dsp_names
+    )
+    print(
+        f"targets side by side ({best_layout}; held out: thresholds of the training log's last day)"
+    )
+    print(
+        f"{'target':<13} {'oracle':>8} {'rev':>7} {'ours':>8} {'recall':>7} {'rev':>7} "
+        f"{'vs oracle':>9} {'held out':>9} {'recall':>7} {'rev':>7}"
+    )
+    for name, r in compared.items():
+        print(
+            f"{name:<13} {r['oracle_saved']:>8.2%} {r['oracle_revenue_kept']:>7.2%} "
+            f"{r['saved']:>8.2%} {r['recall']:>7.2%} {r['revenue_kept']:>7.2%} "
+            f"{r['saved'] / r['oracle_saved']:>9.2%} {r['deployed_saved']:>9.2%} "
+            f"{r['deployed_recall']:>7.2%} {r['deployed_revenue_kept']:>7.2%}"
+        )
+
+    print()
+    print(f"per DSP, {best_layout} at {label} on the test window (saved share of callouts):")
     print(f"  {'dsp':<11} {'bid rate':>9} {'oracle':>8} {'ours':>8} {'vs oracle':>10}")
     for j, name in enumerate(dsp_names):
         rows_j = eligible[:, j]
         labels = delivered[rows_j, j].astype(float)
-        mine = threshold_for_share(scores[rows_j, j], labels, TARGET)
-        best = threshold_for_share(test_out.probability[rows_j, j], labels, TARGET)
+        mine = threshold_for_share(scores[rows_j, j], amounts[rows_j, j], target)
+        best = threshold_for_share(test_out.probability[rows_j, j], amounts[rows_j, j], target)
         saved_mine = float((scores[rows_j, j] < mine).mean())
         saved_best = float((test_out.probability[rows_j, j] < best).mean())
         print(
@@ -353,6 +398,8 @@ def main() -> int:
         "bench": "shaping",
         "market": market.name,
         "layout": best_layout,
+        "target_kind": kind,
+        "target": target,
         "recall": round(float(exact["recall"]), 4),
         "saved": round(float(exact["saved"]), 4),
         "oracle_saved": round(float(oracle["saved"]), 4),
@@ -369,9 +416,43 @@ def main() -> int:
         "baseline_scoring_us": round(timing["baseline_us"], 2),
         "auctions_per_cpu_s_on": round(throughput["on"]) if throughput else None,
         "auctions_per_cpu_s_off": round(throughput["off"]) if throughput else None,
+        "targets": {
+            name: {key: round(float(value), 4) for key, value in r.items()}
+            for name, r in compared.items()
+        },
     }
     print(json.dumps(record))
     return 0
+
+
+def compare_targets(rows, trained, scores, probability, eligible, delivered, price, dsp_names):
+    """For each of `COMPARED`: the oracle and our model with thresholds chosen on the test
+    day itself, and ours with the thresholds the trainer would choose on its held-out day."""
+    _, holdout = split_holdout(rows, DAY_S)
+    scorer = ShapingScorerOffline(trained.layout, trained.spec, trained.learners)
+    holdout_scores = scorer.score(holdout)
+    out = {}
+    for kind, target in COMPARED:
+        amounts = target_amounts(kind, delivered, price)
+        oracle_sent, _ = evaluate_scores(probability, amounts, eligible, target)
+        oracle = summarize("oracle", oracle_sent, eligible, delivered, price, delivered)
+        exact_sent, _ = evaluate_scores(scores, amounts, eligible, target)
+        exact = summarize("ours", exact_sent, eligible, delivered, price, delivered)
+        chosen = choose_thresholds(holdout, holdout_scores, kind, target)
+        deployed_sent = eligible & (scores >= np.array([chosen.get(d, 0.0) for d in dsp_names]))
+        deployed = summarize("held out", deployed_sent, eligible, delivered, price, delivered)
+        out[f"{kind}@{target:g}"] = {
+            "saved": exact["saved"],
+            "recall": exact["recall"],
+            "revenue_kept": exact["revenue_kept"],
+            "oracle_saved": oracle["saved"],
+            "oracle_recall": oracle["recall"],
+            "oracle_revenue_kept": oracle["revenue_kept"],
+            "deployed_saved": deployed["saved"],
+            "deployed_recall": deployed["recall"],
+            "deployed_revenue_kept": deployed["revenue_kept"],
+        }
+    return out
 
 
 def _serving_us(model_path, trained, features) -> dict[str, float]:

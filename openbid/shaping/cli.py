@@ -21,6 +21,8 @@ from openbid.shaping.model import save_shaping_model
 from openbid.shaping.thresholds import RECALL_TARGETS
 from openbid.shaping.training import (
     DEFAULT_EXPLORATION_SHARE,
+    DEFAULT_TARGET,
+    DEFAULT_TARGET_KIND,
     FTRLParams,
     TrainedShaping,
     rows_from_events,
@@ -82,9 +84,15 @@ def frontier_table(trained: TrainedShaping) -> str:
     show_default=True,
     help="Model directory to write (replaced atomically).",
 )
-@click.option("--target", default=0.99, show_default=True, help="Share of bids (or value) kept.")
 @click.option(
-    "--target-kind", type=click.Choice(["recall", "value"]), default="recall", show_default=True
+    "--target", default=DEFAULT_TARGET, show_default=True, help="Share of bids (or value) kept."
+)
+@click.option(
+    "--target-kind",
+    type=click.Choice(["recall", "value"]),
+    default=DEFAULT_TARGET_KIND,
+    show_default=True,
+    help="Keep a share of each DSP's bids (recall) or of their value.",
 )
 @click.option(
     "--exploration-share",

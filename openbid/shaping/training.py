@@ -44,6 +44,14 @@ MIN_ROWS_PER_DSP = 50
 
 TargetKind = Literal["recall", "value"]
 
+DEFAULT_TARGET_KIND: TargetKind = "value"
+DEFAULT_TARGET = 0.995
+"""Thresholds keep 99.5% of each DSP's bid value by default. Bids a recall target loses
+are the rare ones, often on high floors, so they are pricier than average and usually
+alone in their auction: at 99% bid recall about 1.1% of winning revenue goes with them.
+Keeping 99.5% of the value keeps 99.5% of the winning revenue and over 99.5% of the
+bids, for about one point less of callouts saved (docs/shaping.md, "Thresholds")."""
+
 
 @dataclass(slots=True)
 class ShapingRows:
@@ -274,12 +282,38 @@ def fit_learners(
     return learners
 
 
+def target_amounts(rows: ShapingRows, mask: np.ndarray, kind: TargetKind) -> np.ndarray:
+    """What a threshold keeps a share of, for the rows in `mask`: their weighted bids
+    (`recall`) or the weighted value of those bids in micros (`value`). Bids logged without
+    a price (all zero) count one each: a value target then keeps that share of the bids."""
+    weight = rows.weight[mask]
+    bids = weight * rows.label[mask]
+    if kind == "recall":
+        return bids
+    value = weight * rows.value_micros[mask]
+    return value if value.sum() > 0 else bids
+
+
+def choose_thresholds(
+    rows: ShapingRows, scores: np.ndarray, kind: TargetKind, target: float
+) -> dict[str, float]:
+    """Per DSP, the threshold keeping `target` of its `kind` on these (held-out) rows."""
+    thresholds = {}
+    for dsp in rows.dsps:
+        mask = (rows.dsp == dsp) & ~np.isnan(scores)
+        if mask.any():
+            thresholds[dsp] = threshold_for_share(
+                scores[mask], target_amounts(rows, mask, kind), target
+            )
+    return thresholds
+
+
 def train_shaping(
     rows: ShapingRows,
     *,
     layout: Layout = "per_dsp",
-    target_kind: TargetKind = "recall",
-    target: float = 0.99,
+    target_kind: TargetKind = DEFAULT_TARGET_KIND,
+    target: float = DEFAULT_TARGET,
     exploration_share: float = DEFAULT_EXPLORATION_SHARE,
     holdout_s: float = 86_400.0,
     params: FTRLParams | None = None,
@@ -304,8 +338,7 @@ def train_shaping(
         if (layout == "per_dsp" and dsp not in learners) or not mask.any():
             continue
         s, y, w = scores[mask], holdout.label[mask], holdout.weight[mask]
-        amounts = w * y if target_kind == "recall" else w * holdout.value_micros[mask]
-        thresholds[dsp] = threshold_for_share(s, amounts, target)
+        thresholds[dsp] = threshold_for_share(s, target_amounts(holdout, mask, target_kind), target)
         points += frontier(dsp, s, w * y, w, frontier_targets)
         dsp_metrics = {
             "holdout_rows": float(mask.sum()),
