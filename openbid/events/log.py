@@ -9,13 +9,22 @@ into immutable Parquet segments, partitioned by event kind and hour, each writte
 name, fsync'd and renamed; only then is the log file deleted. A writer that starts finds the
 log files of dead writers (their `flock` is free) and rolls them too.
 
+Records go into the log file whole or not at all: a short write (disk full, file size limit)
+is completed, or cut off again with `ftruncate` and retried, so no record is ever appended
+after a torn one, and `flush()` does not return while bytes are missing. A failed fsync makes
+the file suspect (the kernel may have dropped its dirty pages): it is cut back to its durable
+prefix and the rest is rewritten to a new file. While writes fail, the queue behind them is
+bounded and new events are dropped and counted.
+
 `EventReader` yields the segments and the not-yet-rolled tail; a damaged record (the torn
-end of a file after a crash) is skipped with a warning and counted, never raised.
+end of a file after a crash, a bad sector) is skipped with a warning and counted, never raised,
+and reading resumes at the next record whose header and CRC check out.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import fcntl
 import logging
 import operator
@@ -48,6 +57,9 @@ _CODE_KINDS = {code: kind for kind, code in _KIND_CODES.items()}
 _WAL_SUFFIX = ".log"
 ENCODE_INTERVAL_S = 0.1
 ENCODE_BATCH = 2_000
+# Bytes written since the last good fsync are kept until the next one, to be rewritten to a new
+# file if that fsync fails; past this many the flusher fsyncs early.
+UNSYNCED_MAX_BYTES = 16 * 1024 * 1024
 _HOUR_MICROS = 3_600_000_000
 
 EVENTS_EMITTED = Counter(
@@ -59,6 +71,12 @@ EVENTS_DROPPED = Counter(
 EVENTS_BAD_RECORDS = Counter(
     "openbid_events_bad_records",
     "Damaged log records skipped while reading or rolling",
+    registry=REGISTRY,
+)
+EVENTS_IO_ERRORS = Counter(
+    "openbid_events_io_errors",
+    "Failed writes, fsyncs and file opens of the event log (each is retried)",
+    ["op"],
     registry=REGISTRY,
 )
 EVENTS_QUEUED = Gauge(
@@ -104,46 +122,64 @@ def _encode_record(kind: str, events: list[Event]) -> bytes:
     return header + payload
 
 
-def read_log_file(path: Path) -> tuple[list[_Record], int]:
-    """The intact records of a log file and the number of damaged ones skipped.
+def _record_at(data: bytes, offset: int) -> tuple[_Record, int] | None:
+    """The intact record starting at `offset` and the offset after it, or None."""
+    if len(data) - offset < _HEADER.size:
+        return None
+    magic, version, code, length, crc = _HEADER.unpack_from(data, offset)
+    start = offset + _HEADER.size
+    if (
+        magic != _MAGIC
+        or code not in _CODE_KINDS
+        or version > SCHEMA_VERSION
+        or start + length > len(data)
+    ):
+        return None
+    payload = data[start : start + length]
+    if zlib.crc32(payload) != crc:
+        return None
+    try:
+        batch = pa.ipc.open_stream(payload).read_next_batch()
+    except (pa.ArrowInvalid, StopIteration):
+        return None
+    return _Record(_CODE_KINDS[code], version, batch), start + length
 
-    Reading stops at the first damaged record: what follows a torn write cannot be trusted
-    to start on a record boundary.
+
+def parse_log(data: bytes, name: str = "") -> tuple[list[_Record], int]:
+    """The intact records of a log file's bytes and the number of damaged stretches skipped.
+
+    After a damaged record (a torn write, bad sectors) reading resumes at the next offset
+    holding a record whose header and CRC check out, so damage costs only the damaged bytes.
     """
-    data = path.read_bytes()
     records: list[_Record] = []
     offset = 0
     bad = 0
+    skipped_bytes = 0
     while offset < len(data):
-        if len(data) - offset < _HEADER.size:
-            bad += 1
-            break
-        magic, version, code, length, crc = _HEADER.unpack_from(data, offset)
-        start = offset + _HEADER.size
-        payload = data[start : start + length]
-        if (
-            magic != _MAGIC
-            or code not in _CODE_KINDS
-            or version > SCHEMA_VERSION
-            or len(payload) != length
-            or zlib.crc32(payload) != crc
-        ):
-            bad += 1
-            break
-        try:
-            batch = pa.ipc.open_stream(payload).read_next_batch()
-        except (pa.ArrowInvalid, StopIteration):
-            bad += 1
-            break
-        records.append(_Record(_CODE_KINDS[code], version, batch))
-        offset = start + length
+        found = _record_at(data, offset)
+        if found is not None:
+            records.append(found[0])
+            offset = found[1]
+            continue
+        bad += 1
+        resume = data.find(_MAGIC, offset + 1)
+        while resume != -1 and _record_at(data, resume) is None:
+            resume = data.find(_MAGIC, resume + 1)
+        end = len(data) if resume == -1 else resume
+        skipped_bytes += end - offset
+        offset = end
     if bad:
         EVENTS_BAD_RECORDS.inc(bad)
         log.warning(
             "skipped damaged event log records",
-            extra={"file": str(path), "offset": offset, "bad_records": bad},
+            extra={"file": name, "bad_records": bad, "skipped_bytes": skipped_bytes},
         )
     return records, bad
+
+
+def read_log_file(path: Path) -> tuple[list[_Record], int]:
+    """The intact records of a log file and the number of damaged stretches skipped."""
+    return parse_log(path.read_bytes(), str(path))
 
 
 def _records_to_tables(records: list[_Record]) -> dict[tuple[str, int], pa.Table]:
@@ -287,11 +323,15 @@ class EventLog:
         self._idle_rolls = threading.Condition()
         self._rolls_pending = 0
         self._fd: int | None = None
-        self._pending = b""
-        self._unsynced = False
+        self._pending = b""  # encoded records not yet (wholly) in the log file
+        self._unsynced: list[bytes] = []  # written since the last good fsync
+        self._unsynced_bytes = 0
+        self._suspect = False  # an fsync failed or a torn write could not be cut off
+        self._io_failing = False
         self._wal_path: Path | None = None
         self._wal_opened = 0.0
-        self._wal_bytes = 0
+        self._wal_bytes = 0  # the log file's length: always a record boundary
+        self._synced_bytes = 0  # the prefix of the log file known to be durable
         self._open_wal()
         self._recover_orphans()
         self._flusher = threading.Thread(target=self._flush_loop, name="event-flush", daemon=True)
@@ -364,12 +404,20 @@ class EventLog:
         self._fd, self._wal_path = fd, path
         self._wal_opened = time.monotonic()
         self._wal_bytes = 0
+        self._synced_bytes = 0
 
     def _rotate(self) -> None:
         old_fd, old_path = self._fd, self._wal_path
-        self._open_wal()
+        try:
+            self._open_wal()
+        except OSError:
+            EVENTS_IO_ERRORS.labels("open").inc()
+            raise
         if old_fd is not None:
-            os.close(old_fd)
+            try:
+                os.close(old_fd)
+            except OSError:  # a late writeback error: the file is rolled as it reads
+                log.warning("closing an event log file failed", exc_info=True)
         if old_path is not None:
             if self._wal_bytes_of(old_path) == 0:
                 old_path.unlink(missing_ok=True)
@@ -416,7 +464,9 @@ class EventLog:
     def _flush_loop(self) -> None:
         # Events are encoded and written every ENCODE_INTERVAL_S in small batches (so the
         # GIL-heavy encoding never stalls the event loop for long) and fsync'd every
-        # `flush_interval_s` (the durability bound) or when a flush is asked for.
+        # `flush_interval_s` (the durability bound) or when a flush is asked for. A flush
+        # generation is only counted when everything taken from the queue is written and
+        # fsync'd, so `flush()` never reports success while bytes are missing.
         last_sync = time.monotonic()
         while True:
             self._wake.wait(min(ENCODE_INTERVAL_S, self.flush_interval_s))
@@ -424,6 +474,8 @@ class EventLog:
             self._wake.clear()
             stopping = self._stopping
             try:
+                if self._suspect:
+                    self._replace_suspect_file()
                 self._write_queued()
                 if forced or stopping or time.monotonic() - last_sync >= self.flush_interval_s:
                     self._sync()
@@ -432,7 +484,15 @@ class EventLog:
                         self._flush_generation += 1
                         self._flushed.notify_all()
             except OSError:
-                log.exception("event log write failed; retrying with the same bytes")
+                # Disk full, quota, I/O error: the bytes stay pending and are retried; the
+                # queue behind them is bounded, so new events are dropped and counted.
+                if not self._io_failing:
+                    log.exception("event log write failed; retrying with the same bytes")
+                self._io_failing = True
+            else:
+                if self._io_failing:
+                    log.warning("event log writes recovered", extra={"dropped": self.dropped})
+                self._io_failing = False
             if stopping:
                 return
 
@@ -452,18 +512,73 @@ class EventLog:
                 )
                 for kind, events in by_kind.items():
                     EVENTS_EMITTED.labels(kind).inc(len(events))
-            assert self._fd is not None
-            os.write(self._fd, self._pending)  # raises: kept in _pending, retried
-            self._wal_bytes += len(self._pending)
+            self._append(self._pending)  # raises: kept in _pending, retried
+            self._unsynced.append(self._pending)
+            self._unsynced_bytes += len(self._pending)
             self._pending = b""
-            self._unsynced = True
+            if self._unsynced_bytes >= UNSYNCED_MAX_BYTES:
+                self._sync_file()
             time.sleep(0)  # let the event loop thread take the GIL between batches
 
-    def _sync(self) -> None:
-        if self._unsynced:
-            assert self._fd is not None
+    def _append(self, data: bytes) -> None:
+        """Writes whole records or nothing: a short write is completed or cut off again."""
+        assert self._fd is not None
+        view = memoryview(data)
+        written = 0
+        try:
+            while written < len(data):
+                n = os.write(self._fd, view[written:])
+                if n <= 0:
+                    raise OSError(errno.EIO, "event log write wrote nothing")
+                written += n
+        except OSError:
+            EVENTS_IO_ERRORS.labels("write").inc()
+            if written:
+                # Never leave a torn record for later records to be appended after.
+                try:
+                    os.ftruncate(self._fd, self._wal_bytes)
+                except OSError:
+                    log.warning("cutting off a torn event log write failed", exc_info=True)
+                    self._suspect = True
+            raise
+        self._wal_bytes += written
+
+    def _sync_file(self) -> None:
+        if not self._unsynced:
+            return
+        assert self._fd is not None
+        try:
             os.fsync(self._fd)
-            self._unsynced = False
+        except OSError:
+            # After a failed fsync the kernel may have dropped the dirty pages and a retry
+            # would "succeed" (fsyncgate): the unsynced bytes are rewritten to a new file.
+            EVENTS_IO_ERRORS.labels("fsync").inc()
+            self._suspect = True
+            raise
+        self._synced_bytes = self._wal_bytes
+        self._unsynced.clear()
+        self._unsynced_bytes = 0
+
+    def _replace_suspect_file(self) -> None:
+        """Cuts the suspect file back to its durable prefix and rewrites the rest to a new one."""
+        assert self._fd is not None
+        try:
+            os.ftruncate(self._fd, self._synced_bytes)
+        except OSError:  # then the rewritten records may be read twice, never lost
+            log.warning("cutting back a suspect event log file failed", exc_info=True)
+        self._wal_bytes = self._synced_bytes
+        self._rotate()  # raises: still suspect, retried
+        log.warning(
+            "event log file replaced after a failed write or fsync",
+            extra={"rewritten_bytes": self._unsynced_bytes},
+        )
+        self._pending = b"".join(self._unsynced) + self._pending
+        self._unsynced.clear()
+        self._unsynced_bytes = 0
+        self._suspect = False
+
+    def _sync(self) -> None:
+        self._sync_file()
         rotate_due = self._wal_bytes and (
             time.monotonic() - self._wal_opened >= self.roll_interval_s
             or self._wal_bytes >= self.roll_max_bytes

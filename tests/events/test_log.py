@@ -1,5 +1,6 @@
 """The durable event log: round trips, rolling, damaged tails, crash safety, fsspec URLs."""
 
+import errno
 import os
 import signal
 import subprocess
@@ -15,11 +16,12 @@ from openbid.events import (
     BidEvent,
     ClickEvent,
     EventLog,
+    EventLogError,
     EventReader,
     NoticeEvent,
     arrow_schema,
 )
-from openbid.events.log import read_log_file
+from openbid.events.log import ENCODE_BATCH, parse_log, read_log_file
 
 HOUR_MICROS = 3_600_000_000
 T0 = 1_795_000_000 * 1_000_000  # an hour boundary in 2026
@@ -209,3 +211,145 @@ def test_sigkill_mid_stream_loses_only_the_last_flush_interval(tmp_path, run_s):
     assert len(recovered) == len(set(recovered))
     assert set(recovered) >= set(range(must_have + 1))
     assert not list(tmp_path.glob("segments/**/.tmp-*"))
+
+
+class _FailingDisk:
+    """Stands in for a disk that fills up under one writer's log file (other files unharmed)."""
+
+    def __init__(self, monkeypatch, log):
+        self.log = log
+        self.full = False
+        self.short_writes = 0
+        self.fsync_failures = 0
+        self.lose_unsynced_from = None  # the file offset from which a failed fsync loses pages
+        real_write, real_fsync = os.write, os.fsync
+
+        def write(fd, data):
+            if fd != log._fd or not self.full:
+                return real_write(fd, data)
+            if self.short_writes:
+                self.short_writes -= 1
+                return real_write(fd, bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def fsync(fd):
+            if fd == log._fd and self.fsync_failures:
+                self.fsync_failures -= 1
+                if self.lose_unsynced_from is not None:
+                    # The kernel dropped the dirty pages: what is on disk is not what was written.
+                    end = os.fstat(fd).st_size
+                    os.pwrite(fd, bytes(end - self.lose_unsynced_from), self.lose_unsynced_from)
+                raise OSError(errno.EIO, "Input/output error")
+            return real_fsync(fd)
+
+        monkeypatch.setattr(os, "write", write)
+        monkeypatch.setattr(os, "fsync", fsync)
+
+
+def _seqs(directory):
+    return EventReader(directory).read_table("bid").column("price_micros").to_pylist()
+
+
+def test_short_write_on_a_full_disk_loses_nothing_and_flush_says_so(tmp_path, monkeypatch):
+    log = EventLog(tmp_path, flush_interval_s=0.05)
+    disk = _FailingDisk(monkeypatch, log)
+    for event in _bids(1000):
+        log.emit(event)
+    log.flush()
+    disk.full, disk.short_writes = True, 1  # half a record lands, then ENOSPC
+    for event in _bids(1000, start=1000):
+        log.emit(event)
+    with pytest.raises(EventLogError, match="did not finish"):
+        log.flush(timeout_s=0.3)
+    # The torn half was cut off: the file holds whole records only.
+    records, bad = read_log_file(log._wal_path)
+    assert bad == 0 and sum(r.batch.num_rows for r in records) == 1000
+    disk.full = False
+    for event in _bids(1000, start=2000):
+        log.emit(event)
+    log.flush()
+    log.close()
+    reader = EventReader(tmp_path)
+    assert sorted(reader.read_table("bid").column("price_micros").to_pylist()) == list(range(3000))
+    assert reader.bad_records == 0
+
+
+def test_file_size_limit_mid_record_loses_nothing(tmp_path):
+    """The same with the kernel's own short write (RLIMIT_FSIZE), in a child process."""
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("fsize_child.py")), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.split("\n")[:2] == ["flush_failed True", "emitted 3000"]
+    reader = EventReader(tmp_path)
+    assert reader.read_table("click").num_rows == 3000
+    assert reader.bad_records == 0
+
+
+def test_full_disk_drops_and_counts_with_bounded_memory(tmp_path, monkeypatch):
+    log = EventLog(tmp_path, flush_interval_s=0.05, buffer_max_events=1000)
+    disk = _FailingDisk(monkeypatch, log)
+    disk.full = True
+    for event in _bids(27_000):
+        log.emit(event)
+        if len(log._queue) >= 1000:  # let the flusher take a batch and fail on it
+            deadline = time.monotonic() + 10
+            while log._queue and not log._pending and time.monotonic() < deadline:
+                time.sleep(0.005)
+    # At most the queue and one batch are held; everything else was dropped and counted.
+    assert len(log._queue) <= 1000
+    assert log.dropped >= 27_000 - 1000 - ENCODE_BATCH
+    assert len(log._pending) < 1_000_000
+    disk.full = False
+    log.close()
+    assert len(_seqs(tmp_path)) == 27_000 - log.dropped
+
+
+def test_reader_resyncs_past_a_damaged_record_mid_file(tmp_path, caplog):
+    log = EventLog(tmp_path, flush_interval_s=0.05)
+    offsets = []
+    for i in range(3):
+        for event in _bids(10, start=10 * i):
+            log.emit(event)
+        log.flush()
+        offsets.append(log._wal_path.stat().st_size)
+    wal = log._wal_path
+    data = bytearray(wal.read_bytes())
+    middle = (offsets[0] + offsets[1]) // 2
+    data[middle : middle + 8] = b"\xff" * 8  # bad sectors inside the second record
+    records, bad = parse_log(bytes(data), "damaged")
+    assert bad == 1
+    assert [r.batch.num_rows for r in records] == [10, 10]
+    assert "skipped damaged event log records" in caplog.text
+    # A record torn in two, with later records appended after it, is skipped alone too.
+    torn = (
+        bytes(data[: offsets[0]])
+        + bytes(data[offsets[0] : offsets[0] + 30])
+        + bytes(data[offsets[1] :])
+    )
+    records, bad = parse_log(torn)
+    got = [r.batch.column("price_micros").to_pylist() for r in records]
+    assert (got, bad) == ([list(range(10)), list(range(20, 30))], 1)
+    log.close()
+
+
+def test_failed_fsync_rewrites_what_was_not_durable(tmp_path, monkeypatch):
+    log = EventLog(tmp_path, flush_interval_s=0.05)
+    disk = _FailingDisk(monkeypatch, log)
+    for event in _bids(100):
+        log.emit(event)
+    log.flush()
+    first_file = log._wal_path
+    disk.lose_unsynced_from = first_file.stat().st_size
+    disk.fsync_failures = 1
+    for event in _bids(100, start=100):
+        log.emit(event)
+    log.flush()  # succeeds only once the lost records are durable in a new file
+    assert log._wal_path != first_file
+    log.close()
+    reader = EventReader(tmp_path)
+    assert sorted(reader.read_table("bid").column("price_micros").to_pylist()) == list(range(200))
+    assert reader.bad_records == 0
