@@ -7,7 +7,8 @@ writer's log file (one CRC-checked Arrow IPC record batch per event kind per bat
 `roll_interval_s` (or `roll_max_bytes`) the log file is closed and a roller thread turns it
 into immutable Parquet segments, partitioned by event kind and hour, each written to a temp
 name, fsync'd and renamed; only then is the log file deleted. A writer that starts finds the
-log files of dead writers (their `flock` is free) and rolls them too.
+log files of dead writers (their `flock` is free) and rolls them too. A roller holds the
+file's `flock` from reading it to deleting it, so two processes never roll the same file.
 
 Records go into the log file whole or not at all: a short write (disk full, file size limit)
 is completed, or cut off again with `ftruncate` and retried, so no record is ever appended
@@ -29,6 +30,7 @@ import fcntl
 import logging
 import operator
 import os
+import re
 import secrets
 import socket
 import struct
@@ -55,6 +57,7 @@ _HEADER = struct.Struct("<2sHBxII")  # magic, schema version, kind code, pad, le
 _KIND_CODES = {kind: code for code, kind in enumerate(EVENT_TYPES, start=1)}
 _CODE_KINDS = {code: kind for kind, code in _KIND_CODES.items()}
 _WAL_SUFFIX = ".log"
+_OPENING_SUFFIX = ".log.new"  # a log file being created: locked before it is named *.log
 ENCODE_INTERVAL_S = 0.1
 ENCODE_BATCH = 2_000
 # Bytes written since the last good fsync are kept until the next one, to be rewritten to a new
@@ -230,7 +233,11 @@ class _SegmentStore:
         if self.local:
             directory = os.path.dirname(path)
             os.makedirs(directory, exist_ok=True)
-            tmp = os.path.join(directory, f".tmp-{os.path.basename(path)}")
+            # Unique per call: two rollers never write into each other's temp file.
+            stem = os.path.basename(path).removesuffix(".parquet")
+            tmp = os.path.join(
+                directory, f".tmp-{stem}-{os.getpid()}-{secrets.token_hex(4)}.parquet"
+            )
             pq.write_table(table, tmp, compression="zstd")
             fd = os.open(tmp, os.O_RDONLY)
             try:
@@ -255,10 +262,13 @@ class _SegmentStore:
             return pq.read_table(handle)
 
     def remove_temp_files(self, stem: str) -> None:
+        """Removes the temp files of an earlier, interrupted roll of the log file `stem`."""
         if not self.local:
             return
-        for tmp in Path(self.root).glob(f"*/hour=*/.tmp-{stem}.parquet"):
-            tmp.unlink(missing_ok=True)
+        own = re.compile(rf"\.tmp-{re.escape(stem)}(-\d+-[0-9a-f]+)?\.parquet")
+        for tmp in Path(self.root).glob(f"*/hour=*/.tmp-{stem}*.parquet"):
+            if own.fullmatch(tmp.name):
+                tmp.unlink(missing_ok=True)
 
 
 def _fsync_dir(directory: str | os.PathLike[str]) -> None:
@@ -273,20 +283,42 @@ def _segments_url(directory: Path, segments_url: str) -> str:
     return segments_url or str(directory / "segments")
 
 
-def roll_log_file(path: Path, segments: _SegmentStore) -> int:
+def roll_log_file(path: Path, segments: _SegmentStore) -> int | None:
     """Turns one closed log file into Parquet segments, then deletes it; returns the rows.
 
-    Segment names derive from the log file's name, so rolling the same file again after a
-    crash overwrites the same segments instead of duplicating events.
+    The file's `flock` is held from reading to deleting, so two processes never roll the same
+    file at once: when another one holds it (its writer, or another roller) nothing is done
+    and None is returned. Segment names derive from the log file's name, so rolling the
+    same file again after a crash overwrites the same segments instead of duplicating events.
     """
-    records, _ = read_log_file(path)
-    tables = _records_to_tables(records)
-    segments.remove_temp_files(path.stem)
-    for (kind, hour), table in tables.items():
-        segments.write(table, segments.path(kind, hour, path.stem))
-    path.unlink()
-    _fsync_dir(path.parent)
-    return sum(t.num_rows for t in tables.values())
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return 0  # rolled by another process
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+        try:
+            named = os.stat(path)
+        except FileNotFoundError:
+            return 0  # rolled and deleted by another process while we waited for the lock
+        opened = os.fstat(fd)
+        if (named.st_dev, named.st_ino) != (opened.st_dev, opened.st_ino):
+            return 0
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read()
+        records, _ = parse_log(data, str(path))
+        tables = _records_to_tables(records)
+        segments.remove_temp_files(path.stem)
+        for (kind, hour), table in tables.items():
+            segments.write(table, segments.path(kind, hour, path.stem))
+        path.unlink()
+        _fsync_dir(path.parent)
+        return sum(t.num_rows for t in tables.values())
+    finally:
+        os.close(fd)
 
 
 class EventLog:
@@ -397,10 +429,20 @@ class EventLog:
 
     def _open_wal(self) -> None:
         self._seq += 1
-        path = self.wal_dir / f"{self._writer_id}-{self._seq:08d}{_WAL_SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        _fsync_dir(self.wal_dir)
+        name = f"{self._writer_id}-{self._seq:08d}"
+        path = self.wal_dir / f"{name}{_WAL_SUFFIX}"
+        # Created under another name and locked before it is renamed: a file named *.log
+        # whose lock is free is always a dead writer's, never one being opened.
+        opening = self.wal_dir / f"{name}{_OPENING_SUFFIX}"
+        fd = os.open(opening, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(opening, path)
+            _fsync_dir(self.wal_dir)
+        except BaseException:
+            os.close(fd)
+            opening.unlink(missing_ok=True)
+            raise
         self._fd, self._wal_path = fd, path
         self._wal_opened = time.monotonic()
         self._wal_bytes = 0
@@ -594,8 +636,10 @@ class EventLog:
             while self._roll_queue:
                 path = self._roll_queue.popleft()
                 try:
-                    if path.exists():
-                        rows = roll_log_file(path, self.segments)
+                    rows = roll_log_file(path, self.segments)
+                    if rows is None:
+                        log.info("event log is being rolled elsewhere", extra={"file": str(path)})
+                    else:
                         log.debug("rolled event log", extra={"file": str(path), "rows": rows})
                 except Exception:
                     log.exception("rolling event log failed", extra={"file": str(path)})

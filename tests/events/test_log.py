@@ -1,6 +1,7 @@
 """The durable event log: round trips, rolling, damaged tails, crash safety, fsspec URLs."""
 
 import errno
+import fcntl
 import os
 import signal
 import subprocess
@@ -21,7 +22,15 @@ from openbid.events import (
     NoticeEvent,
     arrow_schema,
 )
-from openbid.events.log import ENCODE_BATCH, parse_log, read_log_file
+from openbid.events.log import (
+    ENCODE_BATCH,
+    _encode_record,
+    _SegmentStore,
+    hour_label,
+    parse_log,
+    read_log_file,
+    roll_log_file,
+)
 
 HOUR_MICROS = 3_600_000_000
 T0 = 1_795_000_000 * 1_000_000  # an hour boundary in 2026
@@ -353,3 +362,81 @@ def test_failed_fsync_rewrites_what_was_not_durable(tmp_path, monkeypatch):
     reader = EventReader(tmp_path)
     assert sorted(reader.read_table("bid").column("price_micros").to_pylist()) == list(range(200))
     assert reader.bad_records == 0
+
+
+def _write_dead_logs(directory, files, rows_per_file):
+    """Log files of writers that died before rolling: `files` of them, numbered events."""
+    wal = directory / "wal"
+    wal.mkdir(parents=True)
+    for i in range(files):
+        events = _bids(rows_per_file, start=i * rows_per_file)
+        (wal / f"dead-{i:03d}-abcdef-00000001.log").write_bytes(_encode_record("bid", events))
+
+
+def test_a_log_file_locked_by_another_roller_is_left_to_it(tmp_path):
+    _write_dead_logs(tmp_path, 1, 5)
+    path = next((tmp_path / "wal").glob("*.log"))
+    segments = _SegmentStore(str(tmp_path / "segments"))
+    other = os.open(path, os.O_RDONLY)  # another process is rolling it
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert roll_log_file(path, segments) is None
+        assert path.exists() and not list(tmp_path.glob("segments/**/*.parquet"))
+    finally:
+        os.close(other)
+    assert roll_log_file(path, segments) == 5
+    assert not path.exists()
+    assert roll_log_file(path, segments) == 0  # already rolled: nothing to do
+
+
+def test_an_interrupted_rolls_temp_files_are_removed_and_names_never_collide(tmp_path, monkeypatch):
+    _write_dead_logs(tmp_path, 1, 5)
+    path = next((tmp_path / "wal").glob("*.log"))
+    hour_dir = tmp_path / "segments" / "bid" / f"hour={hour_label(T0 // HOUR_MICROS)}"
+    hour_dir.mkdir(parents=True)
+    leftover = hour_dir / f".tmp-{path.stem}-123-abcd.parquet"  # a roller that crashed
+    leftover.write_bytes(b"partial")
+    unrelated = hour_dir / ".tmp-another-writer-00000001-5-ab.parquet"
+    unrelated.write_bytes(b"partial")
+    temp_names = []
+    real_write_table = pq.write_table
+
+    def write_table(table, where, **kwargs):
+        temp_names.append(os.path.basename(where))
+        return real_write_table(table, where, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", write_table)
+    segments = _SegmentStore(str(tmp_path / "segments"))
+    assert roll_log_file(path, segments) == 5
+    assert not leftover.exists() and unrelated.exists()
+    _write_dead_logs(tmp_path / "again", 1, 5)
+    again = next((tmp_path / "again" / "wal").glob("*.log"))
+    roll_log_file(again, _SegmentStore(str(tmp_path / "again" / "segments")))
+    assert len(temp_names) == 2 and temp_names[0] != temp_names[1]
+    assert all(name.startswith(f".tmp-{path.stem}-{os.getpid()}-") for name in temp_names)
+
+
+def test_two_writers_starting_together_roll_each_dead_log_once(tmp_path):
+    _write_dead_logs(tmp_path, 40, 50)
+    script = (
+        "import sys; from openbid.events import EventLog;"
+        "log = EventLog(sys.argv[1], flush_interval_s=0.05); log.close()"
+    )
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for child in children:
+        _, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+        assert "failed" not in err and "Traceback" not in err, err
+    for segment in tmp_path.glob("segments/**/*.parquet"):
+        assert not segment.name.startswith(".tmp-")
+        pq.read_table(segment)
+    assert not list((tmp_path / "wal").iterdir())
+    assert sorted(_seqs(tmp_path)) == list(range(40 * 50))
