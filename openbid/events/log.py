@@ -9,6 +9,7 @@ into immutable Parquet segments, partitioned by event kind and hour, each writte
 name, fsync'd and renamed; only then is the log file deleted. A writer that starts finds the
 log files of dead writers (their `flock` is free) and rolls them too. A roller holds the
 file's `flock` from reading it to deleting it, so two processes never roll the same file.
+A failed roll is retried with backoff; `logs_waiting` (and a gauge) count the files waiting.
 
 Records go into the log file whole or not at all: a short write (disk full, file size limit)
 is completed, or cut off again with `ftruncate` and retried, so no record is ever appended
@@ -28,6 +29,7 @@ import collections
 import errno
 import fcntl
 import logging
+import math
 import operator
 import os
 import re
@@ -63,6 +65,9 @@ ENCODE_BATCH = 2_000
 # Bytes written since the last good fsync are kept until the next one, to be rewritten to a new
 # file if that fsync fails; past this many the flusher fsyncs early.
 UNSYNCED_MAX_BYTES = 16 * 1024 * 1024
+# A failed roll (disk full, object store down) is retried after 1 s, doubling up to a minute.
+ROLL_RETRY_S = 1.0
+ROLL_RETRY_MAX_S = 60.0
 _HOUR_MICROS = 3_600_000_000
 
 EVENTS_EMITTED = Counter(
@@ -80,6 +85,11 @@ EVENTS_IO_ERRORS = Counter(
     "openbid_events_io_errors",
     "Failed writes, fsyncs and file opens of the event log (each is retried)",
     ["op"],
+    registry=REGISTRY,
+)
+EVENTS_LOGS_WAITING = Gauge(
+    "openbid_events_logs_waiting",
+    "Closed log files waiting to be rolled into segments (queued or retrying after a failure)",
     registry=REGISTRY,
 )
 EVENTS_QUEUED = Gauge(
@@ -350,10 +360,14 @@ class EventLog:
         self._flushed = threading.Condition()
         self._flush_generation = 0
         self._stopping = False
-        self._roll_queue: collections.deque[Path] = collections.deque()
+        # Closed log files to roll, with how often rolling each has failed; those that failed
+        # wait in _roll_retry (due time, failures, path) until their backoff has passed.
+        self._roll_queue: collections.deque[tuple[Path, int]] = collections.deque()
+        self._roll_retry: list[tuple[float, int, Path]] = []
         self._roll_wake = threading.Event()
-        self._idle_rolls = threading.Condition()
-        self._rolls_pending = 0
+        self._idle_rolls = threading.Condition()  # guards the counts and _roll_retry
+        self._rolls_pending = 0  # queued or being rolled
+        self._logs_waiting = 0  # queued, being rolled or waiting for a retry
         self._fd: int | None = None
         self._pending = b""  # encoded records not yet (wholly) in the log file
         self._unsynced: list[bytes] = []  # written since the last good fsync
@@ -395,11 +409,16 @@ class EventLog:
                 raise EventLogError(f"event log flush did not finish within {timeout_s} s")
 
     def roll(self, timeout_s: float = 60.0) -> None:
-        """Flushes, closes the current log file and waits until every closed file is rolled."""
+        """Flushes, closes the current log file and waits until every closed file was tried.
+
+        Files whose roll fails (and those waiting for a retry, tried again now) stay queued
+        and are retried with backoff: `logs_waiting` counts them.
+        """
         self.flush(timeout_s)
         with self._flushed:
             self._rotate_requested = True
         self.flush(timeout_s)
+        self._queue_retries(due_by=float("inf"))  # files waiting for a retry get one now
         self._wait_rolls(timeout_s)
 
     def close(self, timeout_s: float = 60.0) -> None:
@@ -491,10 +510,28 @@ class EventLog:
             log.info("recovering event log of a stopped writer", extra={"file": str(path)})
             self._enqueue_roll(path)
 
+    @property
+    def logs_waiting(self) -> int:
+        """Closed log files not rolled yet: queued, being rolled or waiting for a retry."""
+        return self._logs_waiting
+
     def _enqueue_roll(self, path: Path) -> None:
         with self._idle_rolls:
             self._rolls_pending += 1
-        self._roll_queue.append(path)
+            self._logs_waiting += 1
+        EVENTS_LOGS_WAITING.inc()
+        self._roll_queue.append((path, 0))
+        self._roll_wake.set()
+
+    def _queue_retries(self, *, due_by: float) -> None:
+        """Moves the files whose retry is due by `due_by` back to the roll queue."""
+        with self._idle_rolls:
+            due = [item for item in self._roll_retry if item[0] <= due_by]
+            if not due:
+                return
+            self._roll_retry = [item for item in self._roll_retry if item[0] > due_by]
+            self._rolls_pending += len(due)
+        self._roll_queue.extend((path, failures) for _, failures, path in due)
         self._roll_wake.set()
 
     def _wait_rolls(self, timeout_s: float) -> None:
@@ -631,23 +668,47 @@ class EventLog:
 
     def _roll_loop(self) -> None:
         while True:
-            self._roll_wake.wait(1.0)
+            with self._idle_rolls:
+                next_due = min((item[0] for item in self._roll_retry), default=math.inf)
+            self._roll_wake.wait(min(1.0, max(0.0, next_due - time.monotonic())))
             self._roll_wake.clear()
+            self._queue_retries(due_by=time.monotonic())
             while self._roll_queue:
-                path = self._roll_queue.popleft()
+                path, failures = self._roll_queue.popleft()
+                rolled = False
                 try:
                     rows = roll_log_file(path, self.segments)
                     if rows is None:
-                        log.info("event log is being rolled elsewhere", extra={"file": str(path)})
+                        log.info(
+                            "event log is being rolled elsewhere; checking again later",
+                            extra={"file": str(path)},
+                        )
                     else:
+                        rolled = True
                         log.debug("rolled event log", extra={"file": str(path), "rows": rows})
                 except Exception:
-                    log.exception("rolling event log failed", extra={"file": str(path)})
-                finally:
-                    with self._idle_rolls:
-                        self._rolls_pending -= 1
-                        self._idle_rolls.notify_all()
+                    log.exception(
+                        "rolling event log failed; will retry",
+                        extra={"file": str(path), "failures": failures + 1},
+                    )
+                with self._idle_rolls:
+                    if rolled:
+                        self._logs_waiting -= 1
+                        EVENTS_LOGS_WAITING.dec()
+                    else:
+                        backoff = min(ROLL_RETRY_MAX_S, ROLL_RETRY_S * 2**failures)
+                        self._roll_retry.append((time.monotonic() + backoff, failures + 1, path))
+                    self._rolls_pending -= 1
+                    self._idle_rolls.notify_all()
             if self._stopping and not self._roll_queue:
+                with self._idle_rolls:
+                    left = len(self._roll_retry)
+                if left:
+                    log.warning(
+                        "event log files left unrolled for the next start",
+                        extra={"files": [str(item[2]) for item in self._roll_retry]},
+                    )
+                    EVENTS_LOGS_WAITING.dec(left)
                 return
 
 

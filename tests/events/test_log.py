@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+import openbid.events.log as log_module
 from openbid.events import (
     AuctionEvent,
     BidEvent,
@@ -31,6 +32,7 @@ from openbid.events.log import (
     read_log_file,
     roll_log_file,
 )
+from openbid.obs import REGISTRY
 
 HOUR_MICROS = 3_600_000_000
 T0 = 1_795_000_000 * 1_000_000  # an hour boundary in 2026
@@ -440,3 +442,69 @@ def test_two_writers_starting_together_roll_each_dead_log_once(tmp_path):
         pq.read_table(segment)
     assert not list((tmp_path / "wal").iterdir())
     assert sorted(_seqs(tmp_path)) == list(range(40 * 50))
+
+
+class _FailingSegments:
+    """Segment writes fail (object store down, disk full) until `failing` is cleared."""
+
+    def __init__(self, monkeypatch):
+        self.failing = True
+        self.attempts = 0
+        real_write = _SegmentStore.write
+
+        def write(store, table, path):
+            self.attempts += 1
+            if self.failing:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(store, table, path)
+
+        monkeypatch.setattr(_SegmentStore, "write", write)
+        monkeypatch.setattr(log_module, "ROLL_RETRY_S", 0.01)
+        monkeypatch.setattr(log_module, "ROLL_RETRY_MAX_S", 0.05)
+
+
+def _waiting_gauge():
+    return REGISTRY.get_sample_value("openbid_events_logs_waiting") or 0.0
+
+
+def _poll(condition, what):
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_a_failed_roll_is_retried_in_process_and_counted_while_it_waits(tmp_path, monkeypatch):
+    segments = _FailingSegments(monkeypatch)
+    gauge_before = _waiting_gauge()
+    log = EventLog(tmp_path, flush_interval_s=0.05)
+    for event in _bids(20):
+        log.emit(event)
+    log.roll()  # the roll fails: the file waits for a retry
+    assert log.logs_waiting == 1 and _waiting_gauge() == gauge_before + 1
+    _poll(lambda: segments.attempts >= 3, "the failed roll was not retried")
+    assert log.logs_waiting == 1 and len(list((tmp_path / "wal").glob("*.log"))) == 2
+    segments.failing = False  # the store is back: the next retry rolls it, no restart needed
+    _poll(lambda: log.logs_waiting == 0, "the log file was never rolled")
+    assert _waiting_gauge() == gauge_before
+    assert len(list(tmp_path.glob("segments/bid/*/*.parquet"))) == 1
+    assert len(list((tmp_path / "wal").glob("*.log"))) == 1  # only the current one
+    log.close()
+    assert sorted(_seqs(tmp_path)) == list(range(20))
+
+
+def test_close_during_an_outage_leaves_the_file_for_the_next_start(tmp_path, monkeypatch):
+    segments = _FailingSegments(monkeypatch)
+    gauge_before = _waiting_gauge()
+    log = EventLog(tmp_path, flush_interval_s=0.05)
+    for event in _bids(20):
+        log.emit(event)
+    log.close()  # returns: a shutdown is not held up by the outage
+    assert len(list((tmp_path / "wal").glob("*.log"))) == 1
+    assert _waiting_gauge() == gauge_before
+    assert sorted(_seqs(tmp_path)) == list(range(20))  # still readable from the tail
+    segments.failing = False
+    with EventLog(tmp_path, flush_interval_s=0.05):
+        pass
+    assert not list((tmp_path / "wal").glob("*.log"))
+    assert sorted(_seqs(tmp_path)) == list(range(20))
