@@ -69,7 +69,7 @@ def _summary(state: DemoState, dsps: list[str]) -> Group:
         "fill",
         "p50 ms",
         "p99 ms",
-        "impressions",
+        "imps",
         "revenue $",
         "RPM $",
     ):
