@@ -1,5 +1,6 @@
 """One suite for every CounterStore backend: in-process memory and real Redis."""
 
+import asyncio
 import secrets
 import threading
 
@@ -75,6 +76,42 @@ def test_set_once_is_idempotency(store):
 
 def test_ping(store):
     assert store.ping()
+
+
+def test_async_methods_match_the_blocking_ones(store):
+    async def scenario():
+        assert await store.aget("imps") == 0
+        assert await store.aadd("imps") == 1
+        assert await store.aadd("imps", 41, ttl_s=60) == 42
+        assert store.get("imps") == 42  # one store, either API
+        assert await store.aget_many(["imps", "missing"]) == [42, 0]
+        assert await store.aget_many([]) == []
+        assert await store.areserve("budget", 600, limit=1000)
+        assert not await store.areserve("budget", 600, limit=1000)
+        assert await store.aget("budget") == 600
+        assert await store.aset_once("billed:bid-1", ttl_s=60)
+        assert not await store.aset_once("billed:bid-1", ttl_s=60)
+        assert not store.set_once("billed:bid-1", ttl_s=60)
+        await store.adelete("imps")
+        assert await store.aget("imps") == 0
+        assert await store.aping()
+        await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_async_reservations_spend_exactly_the_budget(store):
+    async def scenario():
+        granted = await asyncio.gather(
+            *(store.areserve("shared", 7, limit=1000) for _ in range(200))
+        )
+        total = await store.aget("shared")
+        await store.aclose()
+        return granted, total
+
+    granted, total = asyncio.run(scenario())
+    assert 7 * sum(granted) == total
+    assert 1000 - 7 < total <= 1000
 
 
 def test_expiry_in_memory_starts_with_the_window():
@@ -281,3 +318,175 @@ def test_memory_store_matches_a_model_of_expiring_counters(ops):
     for k in range(6):
         entry = live(f"k{k}")
         assert store.get(f"k{k}") == (entry[0] if entry else 0)
+
+
+ERROR_REPLIES = [
+    b"-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+    b"-READONLY You can't write against a read only replica.\r\n",
+    b"-MISCONF Redis is configured to save RDB snapshots, but it's not able to persist\r\n",
+    b"-LOADING Redis is loading the dataset in memory\r\n",
+]
+
+
+@pytest.mark.parametrize("reply", ERROR_REPLIES, ids=lambda r: r[1:].split()[0].decode())
+def test_redis_error_replies_are_store_unavailable(fake_redis, reply):
+    """A full, read-only or misconfigured Redis answers with an error: callers degrade."""
+    fake_redis.reply = reply
+    store = RedisCounterStore(fake_redis.url, timeout_s=1.0, failure_threshold=100)
+    calls = {
+        "add": lambda: store.add("x", ttl_s=5),
+        "get": lambda: store.get("x"),
+        "get_many": lambda: store.get_many(["x", "y"]),
+        "reserve": lambda: store.reserve("x", 1, limit=2),
+        "set_once": lambda: store.set_once("imp:1", ttl_s=60),
+        "delete": lambda: store.delete("x"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(StoreUnavailable, match="redis at redis://127.0.0.1"):
+            call()
+            pytest.fail(f"{name} did not raise")
+    assert not store.ping()
+
+    async def scenario():
+        for call in (
+            store.aadd("x"),
+            store.aget("x"),
+            store.aget_many(["x"]),
+            store.areserve("x", 1, limit=2),
+            store.aset_once("imp:1", ttl_s=60),
+            store.adelete("x"),
+        ):
+            with pytest.raises(StoreUnavailable, match="redis at redis://127.0.0.1"):
+                await call
+        assert not await store.aping()
+        await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_silent_redis_costs_one_short_timeout_per_call_and_no_retries(fake_redis):
+    """redis-py retries by default; against a Redis that never answers that multiplies the
+    wait. One connection attempt per call, then StoreUnavailable."""
+    store = RedisCounterStore(fake_redis.url, timeout_s=0.02, failure_threshold=100)
+    for attempt in range(1, 4):
+        with pytest.raises(StoreUnavailable, match="Timeout"):
+            store.set_once("imp:1", ttl_s=60)
+        assert fake_redis.connections == attempt
+    options = store._client.connection_pool.connection_kwargs
+    assert (options["socket_timeout"], options["socket_connect_timeout"]) == (0.02, 0.02)
+    store.close()
+    store = RedisCounterStore(fake_redis.url, timeout_s=0.02, connect_timeout_s=0.005)
+    options = store._client.connection_pool.connection_kwargs
+    assert (options["socket_timeout"], options["socket_connect_timeout"]) == (0.02, 0.005)
+    store.close()
+
+
+def test_a_silent_redis_opens_the_circuit_then_calls_fail_without_waiting(fake_redis):
+    store = RedisCounterStore(fake_redis.url, timeout_s=0.02, failure_threshold=2)
+    for _ in range(2):
+        with pytest.raises(StoreUnavailable, match="Timeout"):
+            store.set_once("imp:1", ttl_s=60)
+    assert store.circuit_state == "open"
+    for _ in range(50):
+        with pytest.raises(StoreUnavailable, match="circuit open after 2 failures"):
+            store.set_once("imp:1", ttl_s=60)
+    assert fake_redis.connections == 2  # the open circuit did not ask Redis again
+    store.close()
+
+
+def test_the_circuit_opens_after_failures_in_a_row_and_probes_after_the_cooldown(fake_redis):
+    oom = b"-OOM command not allowed when used memory > 'maxmemory'.\r\n"
+    fake_redis.reply = oom
+    clock = FakeClock()
+    store = RedisCounterStore(
+        fake_redis.url, timeout_s=1.0, failure_threshold=3, cooldown_s=2.0, clock=clock
+    )
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable, match="OutOfMemoryError"):
+            store.set_once("imp:1", ttl_s=60)
+    assert store.circuit_state == "open"
+    asked = len(fake_redis.data_commands())
+    for _ in range(50):  # fail fast: Redis is not asked
+        with pytest.raises(StoreUnavailable, match="circuit open after 3 failures"):
+            store.set_once("imp:1", ttl_s=60)
+    assert not store.ping()
+    clock.now += 1.9
+    with pytest.raises(StoreUnavailable, match="circuit open"):
+        store.get("x")
+    assert len(fake_redis.data_commands()) == asked
+
+    clock.now += 0.1  # one probe goes to Redis; it fails: open for another cooldown
+    with pytest.raises(StoreUnavailable, match="OutOfMemoryError"):
+        store.add("x")
+    assert len(fake_redis.data_commands()) == asked + 1
+    assert store.circuit_state == "open"
+    with pytest.raises(StoreUnavailable, match="circuit open"):
+        store.get("x")
+
+    fake_redis.reply = b"+OK\r\n"  # Redis is back
+    clock.now += 2.0
+    assert store.set_once("imp:2", ttl_s=60)  # the probe succeeds: closed
+    assert store.circuit_state == "closed"
+    assert store.set_once("imp:3", ttl_s=60)
+    assert fake_redis.data_commands()[-2:] == ["SET", "SET"]
+    store.close()
+
+
+def test_the_circuit_counts_failures_in_a_row_only(fake_redis):
+    store = RedisCounterStore(fake_redis.url, timeout_s=1.0, failure_threshold=2)
+    for _ in range(5):
+        fake_redis.reply = b"-OOM command not allowed\r\n"
+        with pytest.raises(StoreUnavailable, match="OutOfMemoryError"):
+            store.set_once("imp:1", ttl_s=60)
+        fake_redis.reply = b"+OK\r\n"
+        assert store.set_once("imp:1", ttl_s=60)
+    assert store.circuit_state == "closed"
+    store.close()
+
+
+def test_the_circuit_guards_the_async_methods(fake_redis):
+    fake_redis.reply = b"-READONLY You can't write against a read only replica.\r\n"
+    clock = FakeClock()
+    store = RedisCounterStore(
+        fake_redis.url, timeout_s=1.0, failure_threshold=2, cooldown_s=5.0, clock=clock
+    )
+
+    async def scenario():
+        for _ in range(2):
+            with pytest.raises(StoreUnavailable, match="ReadOnlyError"):
+                await store.aset_once("imp:1", ttl_s=60)
+        asked = len(fake_redis.data_commands())
+        with pytest.raises(StoreUnavailable, match="circuit open"):
+            await store.aset_once("imp:1", ttl_s=60)
+        assert not await store.aping()
+        assert len(fake_redis.data_commands()) == asked
+        fake_redis.reply = b"+OK\r\n"
+        clock.now += 5.0
+        assert await store.aset_once("imp:1", ttl_s=60)
+        assert store.circuit_state == "closed"
+        await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_async_calls_leave_the_event_loop_free_while_redis_is_silent(fake_redis):
+    store = RedisCounterStore(fake_redis.url, timeout_s=0.3)
+
+    async def scenario():
+        waiting = asyncio.create_task(store.aset_once("imp:1", ttl_s=60))
+        for _ in range(5):  # the loop keeps running other work meanwhile
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        with pytest.raises(StoreUnavailable, match="Timeout"):
+            await waiting
+        await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_error_messages_do_not_show_the_redis_password():
+    store = RedisCounterStore("redis://:s3cret@127.0.0.1:1/0", timeout_s=0.05)
+    with pytest.raises(StoreUnavailable) as raised:
+        store.get("x")
+    assert "s3cret" not in str(raised.value)
+    assert "redis://:***@127.0.0.1:1/0" in str(raised.value)
