@@ -63,6 +63,14 @@ class StoresConfig(_Section):
 
     counters: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout_ms: PositiveInt = 50
+    """Per Redis call: past it the call fails (StoreUnavailable) and the server degrades."""
+    redis_failure_threshold: PositiveInt = 3
+    redis_cooldown_s: PositiveFloat = 2.0
+    """After this many failures in a row, Redis is not asked for `redis_cooldown_s`."""
+    memory_max_keys: PositiveInt = 500_000
+    """Bound of the in-process counter store (about 270 bytes a key); past it the keys
+    closest to expiring are evicted."""
     catalog_url: str = "sqlite:///var/openbid.db"
 
 

@@ -60,7 +60,15 @@ class Platform:
         )
         self.catalog = Catalog(config.stores.catalog_url)
         self.catalog.migrate()
-        self.counters = counter_store_from_config(config.stores.counters, config.stores.redis_url)
+        stores = config.stores
+        self.counters = counter_store_from_config(
+            stores.counters,
+            stores.redis_url,
+            redis_timeout_s=stores.redis_timeout_ms / 1000,
+            redis_failure_threshold=stores.redis_failure_threshold,
+            redis_cooldown_s=stores.redis_cooldown_s,
+            memory_max_keys=stores.memory_max_keys,
+        )
         self._open_exchange()
 
     def _open_exchange(self) -> None:
@@ -159,7 +167,7 @@ class Platform:
         if self.event_log is not None:
             await asyncio.to_thread(self.event_log.close)
         if self.counters is not None:
-            self.counters.close()
+            await self.counters.aclose()
         if self.catalog is not None:
             self.catalog.close()
         log.info("openbid stopped")
@@ -167,7 +175,7 @@ class Platform:
     async def _healthz(self, request: Request) -> Response:
         checks = {"event_log": self.event_log is not None}
         if self.counters is not None:
-            checks["counters"] = self.counters.ping()
+            checks["counters"] = await self.counters.aping()
         healthy = all(checks.values())
         body = msgspec.json.encode({"status": "ok" if healthy else "degraded", "checks": checks})
         return Response(200, body)

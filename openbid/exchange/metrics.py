@@ -60,6 +60,10 @@ CATALOG_REFRESHED = loop_gauge(
     "openbid_catalog_refreshed_timestamp_seconds",
     "When publishers, placements and demand partners were last loaded from the catalog",
 )
+DEDUP_FALLBACKS = loop_counter(
+    "openbid_dedup_fallbacks",
+    "Impressions and win notices deduplicated in this worker only (counter store unavailable)",
+)
 WINS_NOTIFIED = loop_counter(
     "openbid_win_notices_received",
     "Win notices from our OpenRTB callers (/t/win) by outcome",

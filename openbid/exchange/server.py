@@ -71,6 +71,7 @@ class ExchangeServer:
         self.config = config
         self.limits = limits or Limits()
         self._local_dedup = MemoryCounterStore()
+        self._dedup_warned_at = -1e9
         self._trusted_proxies = [
             ipaddress.ip_network(network, strict=False) for network in config.trusted_proxies
         ]
@@ -298,7 +299,7 @@ class ExchangeServer:
             metrics.IMPRESSIONS.labels("invalid").inc()
             return _error(403, str(exc))
         bid_id = params["bid"]
-        if not self._first_time(f"imp:{bid_id}"):
+        if not await self._first_time(f"imp:{bid_id}"):
             metrics.IMPRESSIONS.labels("duplicate").inc()
             return _pixel()
         metrics.IMPRESSIONS.labels("counted").inc()
@@ -335,7 +336,7 @@ class ExchangeServer:
             metrics.WINS_NOTIFIED.labels("invalid").inc()
             return _error(403, str(exc))
         bid_id = params["bid"]
-        if not self._first_time(f"win:{bid_id}"):
+        if not await self._first_time(f"win:{bid_id}"):
             metrics.WINS_NOTIFIED.labels("duplicate").inc()
             return Response(204)
         metrics.WINS_NOTIFIED.labels("counted").inc()
@@ -349,15 +350,23 @@ class ExchangeServer:
         )
         return Response(204)
 
-    def _first_time(self, key: str) -> bool:
+    async def _first_time(self, key: str) -> bool:
         """Whether `key` is new (idempotency of notices by bid id, across workers when the
-        counter store is shared)."""
+        counter store is shared). Never blocks the event loop on the store."""
         try:
-            return self.counters.set_once(key, IMPRESSION_DEDUP_TTL_S)
-        except StoreUnavailable:
+            return await self.counters.aset_once(key, IMPRESSION_DEDUP_TTL_S)
+        except StoreUnavailable as exc:
             # Degrade to this worker's own memory: duplicates reaching the same worker are
-            # still caught; across workers they are not, which the error log makes visible.
-            log.error("dedup store unavailable", extra={"key": key})
+            # still caught; across workers they are not, which the error log makes visible
+            # (once a minute, not once per impression).
+            metrics.DEDUP_FALLBACKS.inc()
+            now = time.monotonic()
+            if now - self._dedup_warned_at >= 60.0:
+                self._dedup_warned_at = now
+                log.error(
+                    "dedup store unavailable: deduplicating in this worker only",
+                    extra={"error": str(exc)},
+                )
             return self._local_dedup.set_once(key, IMPRESSION_DEDUP_TTL_S)
 
     async def handle_click(self, request: Request) -> Response:
