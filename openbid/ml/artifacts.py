@@ -151,8 +151,7 @@ def save_model(
     if learner.kind == "fm":
         arrays["factors"] = learner.factors_
     if include_state:
-        arrays["z"] = learner.state_[:, 0]
-        arrays["n"] = learner.state_[:, 1]
+        arrays["z"], arrays["n"] = learner.z_and_n()
         if learner.kind == "fm":
             arrays["factor_sq_grad"] = learner.factor_sq_grad_
     if not all(np.all(np.isfinite(a)) for a in arrays.values()):

@@ -24,13 +24,17 @@ import math
 import numba
 import numpy as np
 
+from openbid.ml._kernels import KERNEL_OPTIONS, prefetch
 from openbid.ml.errors import TrainingDataError
 from openbid.ml.ftrl import (
     _ftrl_weights,
+    _set_z_and_n,
     _two_columns,
+    _z_and_n,
     ftrl_update,
     ftrl_weight,
     logistic_loss,
+    loss_and_gradient_scale,
     sigmoid,
 )
 from openbid.ml.rows import HashedRows, as_labels, as_rows, as_weights
@@ -59,30 +63,42 @@ def fm_forward(indices, values, start, end, linear, factors, sums) -> float:
     return logit + 0.5 * (interaction - square_sum)
 
 
-@numba.njit(cache=True)
+@numba.njit(**KERNEL_OPTIONS)
 def _fm_train(
     indices, indptr, values, labels, sample_weight,
     state, factors, factor_sq_grad,
     alpha, beta, l1, l2, factor_learning_rate, factor_l2,
 ) -> tuple[float, float]:  # fmt: skip
+    """One pass; the factor arithmetic stays in float32 (the factors' own type) so the loops
+    over the k factors vectorize, while the logit and the linear part use float64."""
     has_values = values.shape[0] > 0
     k = factors.shape[1]
+    n_rows = indptr.shape[0] - 1
     max_len = 0
-    for r in range(indptr.shape[0] - 1):
+    for r in range(n_rows):
         max_len = max(max_len, indptr[r + 1] - indptr[r])
     linear_row = np.empty(max_len, dtype=np.float64)
-    sums = np.empty(k, dtype=np.float64)
+    sums = np.empty(k, dtype=np.float32)
+    learning_rate = np.float32(factor_learning_rate)
+    l2_factors = np.float32(factor_l2)
+    one = np.float32(1.0)
     loss_sum = 0.0
     weight_sum = 0.0
-    for r in range(indptr.shape[0] - 1):
+    for r in range(n_rows):
         start, end = indptr[r], indptr[r + 1]
+        if r + 1 < n_rows:
+            for p in range(end, indptr[r + 2]):
+                j = indices[p]
+                prefetch(state, j)
+                prefetch(factors, j)
+                prefetch(factor_sq_grad, j)
         logit = 0.0
         for f in range(k):
             sums[f] = 0.0
-        square_sum = 0.0
+        square_sum = np.float32(0.0)
         for p in range(start, end):
-            j = indices[p]
-            x = values[p] if has_values else 1.0
+            j = np.uintp(indices[p])
+            x = values[p] if has_values else one
             w = ftrl_weight(state[j, 0], state[j, 1], alpha, beta, l1, l2)
             linear_row[p - start] = w
             logit += w * x
@@ -90,26 +106,28 @@ def _fm_train(
                 v = factors[j, f] * x
                 sums[f] += v
                 square_sum += v * v
-        interaction = 0.0
+        interaction = np.float32(0.0)
         for f in range(k):
             interaction += sums[f] * sums[f]
         logit += 0.5 * (interaction - square_sum)
         sw = sample_weight[r]
-        loss_sum += sw * logistic_loss(logit, labels[r])
+        loss, scale = loss_and_gradient_scale(logit, labels[r])
+        loss_sum += sw * loss
         weight_sum += sw
-        g = (sigmoid(logit) - labels[r]) * sw
+        g = scale * sw
         if g == 0.0:
             continue
         for p in range(start, end):
-            j = indices[p]
-            x = values[p] if has_values else 1.0
+            j = np.uintp(indices[p])
+            x = values[p] if has_values else one
             ftrl_update(state, j, g * x, linear_row[p - start], alpha)
+            gx = np.float32(g * x)
             for f in range(k):
                 v = factors[j, f]
-                grad = g * x * (sums[f] - v * x) + factor_l2 * v
+                grad = gx * (sums[f] - v * x) + l2_factors * v
                 acc = factor_sq_grad[j, f] + grad * grad
                 factor_sq_grad[j, f] = acc
-                factors[j, f] = v - factor_learning_rate * grad / math.sqrt(acc)
+                factors[j, f] = v - learning_rate * grad / np.sqrt(acc)
     return loss_sum, weight_sum
 
 
@@ -153,7 +171,7 @@ class FactorizationMachine:
     linear part's FTRL settings), `factor_learning_rate` and `factor_l2` (AdaGrad step and L2
     on the factors), `init_std` (factors start as N(0, init_std)), `n_passes`, `random_state`.
 
-    Fitted state: `state_` (FTRL z and n), `factors_` (`(n_features, n_factors)` float32),
+    Fitted state: `state_` (FTRL z and sqrt(n); `z_and_n()` gives z and n), `factors_` (`(n_features, n_factors)` float32),
     `factor_sq_grad_` (AdaGrad accumulators), `coef_` (dense linear weights),
     `progressive_logloss_`, `n_seen_`.
     """
@@ -271,6 +289,10 @@ class FactorizationMachine:
         """`(n, 2)` probabilities of class 0 and 1, like scikit-learn."""
         return _two_columns(self.decision_function(X))
 
+    def z_and_n(self) -> tuple[np.ndarray, np.ndarray]:
+        """The linear part's FTRL state as saved in artifacts: z and n."""
+        return _z_and_n(self.state_)
+
     @classmethod
     def from_state(
         cls, state: np.ndarray, factors: np.ndarray, factor_sq_grad: np.ndarray, **params
@@ -279,7 +301,7 @@ class FactorizationMachine:
         model = cls(n_features=state.shape[0], n_factors=factors.shape[1], **params)
         model._check_params()
         model._reset()
-        model.state_[:] = state
+        _set_z_and_n(model.state_, state)
         model.factors_[:] = factors
         model.factor_sq_grad_[:] = factor_sq_grad
         return model

@@ -1,8 +1,9 @@
 """FTRL-Proximal logistic regression (McMahan et al., "Ad Click Prediction: a View from the
 Trenches", KDD 2013), trained by a numba kernel over hashed rows.
 
-Each coordinate keeps `z` and `n` (sum of squared gradients); its weight is computed lazily:
-`w = 0` if `|z| <= l1`, else `-(z - sign(z) * l1) / ((beta + sqrt(n)) / alpha + l2)`. So L1
+Each coordinate keeps `z` and `n` (sum of squared gradients; stored as `sqrt(n)`, the form
+every step uses); its weight is computed lazily: `w = 0` if `|z| <= l1`, else
+`-(z - sign(z) * l1) / ((beta + sqrt(n)) / alpha + l2)`. So L1
 gives truly sparse weights and each coordinate has its own learning rate `alpha / (beta +
 sqrt(n))`. The log loss of each example is recorded *before* it is learned from
 (progressive validation), which is an honest held-out estimate while streaming.
@@ -28,6 +29,7 @@ import math
 import numba
 import numpy as np
 
+from openbid.ml._kernels import KERNEL_OPTIONS, prefetch
 from openbid.ml.errors import TrainingDataError
 from openbid.ml.rows import HashedRows, as_labels, as_rows, as_weights
 
@@ -52,56 +54,75 @@ def logistic_loss(logit: float, label: float) -> float:
 
 
 @numba.njit(cache=True, inline="always")
-def ftrl_weight(z: float, n: float, alpha: float, beta: float, l1: float, l2: float) -> float:
+def ftrl_weight(z: float, root_n: float, alpha: float, beta: float, l1: float, l2: float) -> float:
+    """The lazy FTRL-Proximal weight of a coordinate, from z and sqrt(n)."""
     if abs(z) <= l1:
         return 0.0
-    sign = 1.0 if z > 0 else -1.0
-    return -(z - sign * l1) / ((beta + math.sqrt(n)) / alpha + l2)
+    return -(z - math.copysign(l1, z)) / ((beta + root_n) / alpha + l2)
 
 
 @numba.njit(cache=True, inline="always")
 def ftrl_update(state: np.ndarray, j: int, grad: float, weight: float, alpha: float) -> None:
-    """One FTRL-Proximal step on coordinate j, given its gradient and current weight."""
-    n_old = state[j, 1]
-    n_new = n_old + grad * grad
-    sigma = (math.sqrt(n_new) - math.sqrt(n_old)) / alpha
+    """One FTRL-Proximal step on coordinate j, given its gradient and current weight.
+
+    `state[j]` holds z and sqrt(n): keeping the root costs one sqrt per step instead of the
+    three that n alone would (two for sigma, one for the next weight)."""
+    root_old = np.float64(state[j, 1])
+    root_new = np.float32(math.sqrt(root_old * root_old + grad * grad))
+    sigma = (root_new - root_old) / alpha
     state[j, 0] += grad - sigma * weight
-    state[j, 1] = n_new
+    state[j, 1] = root_new
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
+def loss_and_gradient_scale(logit: float, label: float) -> tuple[float, float]:
+    """(-log p(label | logit), p - label), with one exp and one log1p."""
+    logit = min(max(logit, -MAX_LOGIT), MAX_LOGIT)
+    e = math.exp(-abs(logit))
+    prob = 1.0 / (1.0 + e) if logit >= 0 else e / (1.0 + e)
+    margin = logit if label > 0.5 else -logit
+    loss = math.log1p(e) - min(margin, 0.0)
+    return loss, prob - label
+
+
+@numba.njit(**KERNEL_OPTIONS)
 def _ftrl_train(
     indices, indptr, values, labels, sample_weight, state, alpha, beta, l1, l2
 ) -> tuple[float, float]:
     """One pass over the rows; returns (weighted progressive log loss sum, weight sum)."""
     has_values = values.shape[0] > 0
+    n_rows = indptr.shape[0] - 1
     max_len = 0
-    for r in range(indptr.shape[0] - 1):
+    for r in range(n_rows):
         max_len = max(max_len, indptr[r + 1] - indptr[r])
     weights = np.empty(max_len, dtype=np.float64)
     loss_sum = 0.0
     weight_sum = 0.0
-    for r in range(indptr.shape[0] - 1):
+    for r in range(n_rows):
         start, end = indptr[r], indptr[r + 1]
+        if r + 1 < n_rows:
+            for p in range(end, indptr[r + 2]):
+                prefetch(state, indices[p])
         logit = 0.0
         for p in range(start, end):
-            j = indices[p]
+            j = np.uintp(indices[p])  # unsigned: no negative-index wraparound code
             w = ftrl_weight(state[j, 0], state[j, 1], alpha, beta, l1, l2)
             weights[p - start] = w
             logit += w * (values[p] if has_values else 1.0)
         sw = sample_weight[r]
-        loss_sum += sw * logistic_loss(logit, labels[r])
+        loss, scale = loss_and_gradient_scale(logit, labels[r])
+        loss_sum += sw * loss
         weight_sum += sw
-        g = (sigmoid(logit) - labels[r]) * sw
+        g = scale * sw
         if g == 0.0:
             continue
         for p in range(start, end):
             x = values[p] if has_values else 1.0
-            ftrl_update(state, indices[p], g * x, weights[p - start], alpha)
+            ftrl_update(state, np.uintp(indices[p]), g * x, weights[p - start], alpha)
     return loss_sum, weight_sum
 
 
-@numba.njit(cache=True)
+@numba.njit(**KERNEL_OPTIONS)
 def _ftrl_weights(state, alpha, beta, l1, l2) -> np.ndarray:
     out = np.empty(state.shape[0], dtype=np.float32)
     for j in range(state.shape[0]):
@@ -109,7 +130,7 @@ def _ftrl_weights(state, alpha, beta, l1, l2) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def linear_logits(indices, indptr, values, weights) -> np.ndarray:
     """Logit of each row under dense weights."""
     has_values = values.shape[0] > 0
@@ -117,7 +138,7 @@ def linear_logits(indices, indptr, values, weights) -> np.ndarray:
     for r in range(indptr.shape[0] - 1):
         acc = 0.0
         for p in range(indptr[r], indptr[r + 1]):
-            acc += weights[indices[p]] * (values[p] if has_values else 1.0)
+            acc += weights[np.uintp(indices[p])] * (values[p] if has_values else 1.0)
         out[r] = acc
     return out
 
@@ -145,8 +166,9 @@ class FTRLLogisticRegression:
     `l1` and `l2` (regularization strengths, in units of summed sample weight), `n_passes`
     (epochs run by `fit`).
 
-    Fitted state: `state_` (float32 array `(n_features, 2)` of z and n), `coef_` (the dense
-    weights), `progressive_logloss_` (one weighted mean per pass), `n_seen_` (rows learned).
+    Fitted state: `state_` (float32 array `(n_features, 2)` of z and sqrt(n); `z_and_n()`
+    gives z and n), `coef_` (the dense weights), `progressive_logloss_` (one weighted mean
+    per pass), `n_seen_` (rows learned).
     """
 
     kind = "ftrl_lr"
@@ -234,14 +256,35 @@ class FTRLLogisticRegression:
         """`(n, 2)` probabilities of class 0 and 1, like scikit-learn."""
         return _two_columns(self.decision_function(X))
 
+    def z_and_n(self) -> tuple[np.ndarray, np.ndarray]:
+        """The FTRL state as saved in artifacts: z and n (sum of squared gradients)."""
+        return _z_and_n(self.state_)
+
     @classmethod
     def from_state(cls, state: np.ndarray, **params) -> FTRLLogisticRegression:
-        """A model ready for more `partial_fit`, from a saved `(n_features, 2)` state."""
+        """A model ready for more `partial_fit`, from a saved `(n_features, 2)` array of z
+        and n (as `z_and_n()` gives them)."""
         model = cls(n_features=state.shape[0], **params)
         model._check_params()
         model._reset()
-        model.state_[:] = state
+        _set_z_and_n(model.state_, state)
         return model
+
+
+def _z_and_n(state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    root_n = state[:, 1].astype(np.float32)
+    return state[:, 0].copy(), root_n * root_n
+
+
+def _set_z_and_n(state: np.ndarray, z_and_n: np.ndarray) -> None:
+    z_and_n = np.asarray(z_and_n)
+    if z_and_n.shape != state.shape:
+        raise TrainingDataError(f"FTRL state must be {state.shape} (z, n), got {z_and_n.shape}")
+    n = z_and_n[:, 1]
+    if not np.all(np.isfinite(z_and_n)) or np.any(n < 0):
+        raise TrainingDataError("FTRL state must be finite, with n (squared gradients) >= 0")
+    state[:, 0] = z_and_n[:, 0]
+    state[:, 1] = np.sqrt(n.astype(np.float64))
 
 
 def _two_columns(logits: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
+from openbid.ml._kernels import KERNEL_OPTIONS
 from openbid.ml.calibration import CalibrationTable, validate_table
 from openbid.ml.errors import TrainingDataError
 from openbid.ml.ftrl import MAX_LOGIT
@@ -88,40 +89,62 @@ def _interp(p: float, xs, ys, length: int) -> float:
     return ys[lo] + (ys[hi] - ys[lo]) * (p - xs[lo]) / span
 
 
-@numba.njit(cache=True, inline="always")
-def _score_row(indices, values, start, end, linear, factors, calibration, cal_len, sums, out):
-    """Scores of one row under every model, written to `out` (length n_models)."""
-    n_models = linear.shape[1]
-    k = factors.shape[2]
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _linear_logits(indices, values, start, end, linear, out) -> None:
+    """The linear logit of one row under every model (columns of `linear`) into `out`.
+
+    One model at a time, summing in a register: an accumulator in memory would chain every
+    add through a store-load round trip. No fast-math here: reassociating this sum makes
+    LLVM gather 8 weights at a time, which is slower than the scalar loads."""
     has_values = values.shape[0] > 0
-    # one model at a time, summing in a register: an accumulator in memory would chain
-    # every add through a store-load round trip
-    for m in range(n_models):
+    for m in range(linear.shape[1]):
         total = 0.0
         if has_values:
             for p in range(start, end):
-                total += linear[indices[p], m] * values[p]
+                total += linear[np.uintp(indices[p]), m] * values[p]
         else:
             for p in range(start, end):
-                total += linear[indices[p], m]
+                total += linear[np.uintp(indices[p]), m]
         out[m] = total
-    if k > 0:
-        for m in range(n_models):
-            interaction = 0.0
-            square_sum = 0.0
-            for f in range(k):
-                sums[f] = 0.0
-            for p in range(start, end):
-                j = indices[p]
-                x = values[p] if has_values else 1.0
-                for f in range(k):
-                    v = factors[j, m, f] * x
-                    sums[f] += v
-                    square_sum += v * v
-            for f in range(k):
-                interaction += sums[f] * sums[f]
-            out[m] += 0.5 * (interaction - square_sum)
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def _interaction8(indices, values, start, end, factors, column) -> float:
+    """`sum_f (sum_i v_if x_i)^2 - sum_i (v_if x_i)^2` over the 8 factor columns from
+    `column`: twice the FM interaction term of those factors.
+
+    Sixteen scalar accumulators that LLVM packs into two vector registers; a loop over an
+    accumulator array would keep them in memory and run at scalar speed."""
+    has_values = values.shape[0] > 0
+    zero = np.float32(0.0)
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
+    q0 = q1 = q2 = q3 = q4 = q5 = q6 = q7 = zero
+    c = np.uintp(column)
+    for p in range(start, end):
+        row = factors[np.uintp(indices[p])]
+        x = values[p] if has_values else np.float32(1.0)
+        v0, v1, v2, v3 = row[c] * x, row[c + 1] * x, row[c + 2] * x, row[c + 3] * x
+        v4, v5, v6, v7 = row[c + 4] * x, row[c + 5] * x, row[c + 6] * x, row[c + 7] * x
+        s0, s1, s2, s3 = s0 + v0, s1 + v1, s2 + v2, s3 + v3
+        s4, s5, s6, s7 = s4 + v4, s5 + v5, s6 + v6, s7 + v7
+        q0, q1, q2, q3 = q0 + v0 * v0, q1 + v1 * v1, q2 + v2 * v2, q3 + v3 * v3
+        q4, q5, q6, q7 = q4 + v4 * v4, q5 + v5 * v5, q6 + v6 * v6, q7 + v7 * v7
+    squares = s0 * s0 + s1 * s1 + s2 * s2 + s3 * s3 + s4 * s4 + s5 * s5 + s6 * s6 + s7 * s7
+    return squares - (q0 + q1 + q2 + q3 + q4 + q5 + q6 + q7)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _score_row(indices, values, start, end, linear, factors, calibration, cal_len, out):
+    """Scores of one row under every model, written to `out` (length n_models)."""
+    n_models = linear.shape[1]
+    _linear_logits(indices, values, start, end, linear, out)
+    chunks = factors.shape[1] // (8 * n_models)  # groups of 8 factor columns per model
     for m in range(n_models):
+        if chunks > 0:
+            twice = 0.0
+            for c in range(chunks):
+                twice += _interaction8(indices, values, start, end, factors, (m * chunks + c) * 8)
+            out[m] += 0.5 * twice
         logit = min(max(out[m], -MAX_LOGIT), MAX_LOGIT)
         prob = 1.0 / (1.0 + math.exp(-logit))
         if cal_len[m] > 0:
@@ -129,17 +152,16 @@ def _score_row(indices, values, start, end, linear, factors, calibration, cal_le
         out[m] = prob
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _score_batch(indices, indptr, values, linear, factors, calibration, cal_len, out):
-    sums = np.empty(max(factors.shape[2], 1), dtype=np.float64)
     for r in range(indptr.shape[0] - 1):
         _score_row(
             indices, values, indptr[r], indptr[r + 1], linear, factors, calibration, cal_len,
-            sums, out[r],
+            out[r],
         )  # fmt: skip
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _score_one(indices, values, linear, factors, calibration, cal_len, out) -> bool:
     """Scores into `out`; False (and nothing scored) if an index is out of range. The
     caller allocates `out`: returning a new array from numba costs more than the scoring."""
@@ -147,10 +169,7 @@ def _score_one(indices, values, linear, factors, calibration, cal_len, out) -> b
     for j in indices:
         if j < 0 or j >= n_features:
             return False
-    sums = np.empty(max(factors.shape[2], 1), dtype=np.float64)
-    _score_row(
-        indices, values, 0, indices.shape[0], linear, factors, calibration, cal_len, sums, out
-    )
+    _score_row(indices, values, 0, indices.shape[0], linear, factors, calibration, cal_len, out)
     return True
 
 
@@ -187,12 +206,15 @@ class MultiModelScorer:
         for i, m in enumerate(models):
             linear[:, i] = m.linear
         if k:
-            factors = np.zeros((n_features, n_models, k), dtype=np.float32)
+            # model i's factors in columns [i * padded, (i + 1) * padded), zero-padded to a
+            # multiple of 8 (zero factors add nothing): the kernel sums 8 columns at a time
+            padded = -(-k // 8) * 8
+            factors = np.zeros((n_features, n_models * padded), dtype=np.float32)
             for i, m in enumerate(models):
                 if m.factors is not None:
-                    factors[:, i, : m.factors.shape[1]] = m.factors
+                    factors[:, i * padded : i * padded + m.factors.shape[1]] = m.factors
         else:
-            factors = np.zeros((1, n_models, 0), dtype=np.float32)
+            factors = np.zeros((1, 0), dtype=np.float32)
         knots = max((len(m.calibration.x) for m in models if m.calibration), default=1)
         calibration = np.zeros((n_models, 2, knots))  # per model: knots x, then y
         cal_len = np.zeros(n_models, dtype=np.int64)

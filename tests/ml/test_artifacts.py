@@ -146,3 +146,22 @@ def test_a_model_not_matching_its_spec_cannot_be_saved(tmp_path):
     )
     with pytest.raises(ModelArtifactError, match="hash_bits=18"):
         save_model(model, tmp_path / "m", SPEC)
+
+
+@pytest.mark.parametrize("kind", ["ftrl_lr", "fm"])
+def test_saved_state_files_hold_z_and_n_as_format_1_defines_them(kind, tmp_path):
+    # one row with only feature 0, label 1, from a zero state: the logit is 0, so the
+    # gradient is 0.5 - 1 = -0.5, n = 0.25 and z = -0.5 (the weight was 0 before the step).
+    # Artifacts written by earlier versions hold the same quantities and load the same way.
+    rows = HashedRows.from_matrix(np.array([[0]]), SPEC.n_features)
+    if kind == "fm":
+        model = FactorizationMachine(n_features=SPEC.n_features, n_factors=2, init_std=0.0)
+    else:
+        model = FTRLLogisticRegression(n_features=SPEC.n_features)
+    save_model(model.fit(rows, [1.0]), tmp_path / "m", SPEC)
+    assert np.load(tmp_path / "m" / "n.npy")[0] == np.float32(0.25)
+    assert np.load(tmp_path / "m" / "z.npy")[0] == np.float32(-0.5)
+    # the weight the FTRL formula gives for them: -z / ((beta + sqrt(n)) / alpha + l2)
+    restored = load_model(tmp_path / "m").learner()
+    assert restored.coef_[0] == pytest.approx(0.5 / ((1.0 + 0.5) / 0.05 + 1.0), rel=1e-6)
+    np.testing.assert_array_equal(restored.coef_, model.coef_)

@@ -96,3 +96,17 @@ def test_mismatched_models_and_indices_are_refused(models_and_rows):
     scorer = MultiModelScorer([ScoringModel.from_learner("a", learners[0])])
     with pytest.raises(TrainingDataError, match=r"\[0, 256\)"):
         scorer.score_one(np.array([3, 256], dtype=np.int32))
+
+
+@pytest.mark.parametrize("n_factors", [1, 8, 12])
+def test_factor_counts_beyond_one_group_of_eight_score_like_the_learner(n_factors):
+    rng = np.random.default_rng(n_factors)
+    rows = HashedRows.from_matrix(rng.integers(0, N_FEATURES, size=(500, 9)), N_FEATURES)
+    y = (rng.random(500) < 0.3).astype(float)
+    fm = FactorizationMachine(n_features=N_FEATURES, n_factors=n_factors, init_std=0.2).fit(rows, y)
+    lr = FTRLLogisticRegression(n_features=N_FEATURES).fit(rows, y)
+    scorer = MultiModelScorer(
+        [ScoringModel.from_learner("lr", lr), ScoringModel.from_learner("fm", fm)]
+    )
+    expected = np.stack([lr.predict_proba(rows)[:, 1], fm.predict_proba(rows)[:, 1]], axis=1)
+    np.testing.assert_allclose(scorer.score_batch(rows), expected, rtol=1e-5)
