@@ -13,6 +13,8 @@ from openbid.ml.features import (
     FeatureSpec,
     Featurizer,
     NumericField,
+    bucket_of,
+    bucketize,
     canonical_value,
     murmur3_words,
     spec_hash,
@@ -133,3 +135,22 @@ def test_unreadable_number_names_the_field():
     featurizer = Featurizer(FeatureSpec(numeric=[NumericField("price")], hash_bits=18))
     with pytest.raises(FeatureSpecError, match="price"):
         featurizer.transform_one({"price": "cheap"})
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        NumericField("n"),
+        NumericField("n", log_scale=3.0),
+        NumericField("n", "edges", edges=[-1, 0, 2.5]),
+    ],
+)
+def test_one_value_buckets_like_the_column_path(field):
+    rng = np.random.default_rng(9)
+    # bucket borders of the log scale (2**(b / s) - 1), a hair either side, and random values
+    borders = 2.0 ** (np.arange(-40, 80) / field.log_scale) - 1.0
+    x = np.concatenate(
+        [borders, np.nextafter(borders, np.inf), np.nextafter(borders, -np.inf), -borders,
+         rng.normal(0, 1e3, 2_000), [0.0, -0.0, -1.0, 2.5, np.nan]]
+    )  # fmt: skip
+    assert [bucket_of(field, v) for v in x.tolist()] == bucketize(field, x).tolist()
