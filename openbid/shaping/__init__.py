@@ -1,7 +1,8 @@
 """Traffic shaping: which demand partners are worth calling for a request.
 
 A per-DSP bid-probability model (FTRL logistic regression on the request's raw features),
-thresholds chosen on a held-out day for a bid-recall target, a seeded exploration share of
+thresholds chosen on a held-out day to keep a share of each DSP's bid value (99.7% by
+default) or of its bids, a seeded exploration share of
 filtered calls (weighted by 1 / share in training), QPS caps that keep the best-scored
 requests, and fail-open serving. See docs/shaping.md.
 """
