@@ -326,11 +326,11 @@ class Featurizer:
     def _hash_value(self, f: int, value: object) -> int:
         cache = self._caches[f]
         try:
-            return cache[value]
-        except KeyError:
-            pass
+            h = cache.get(value)  # .get: a raised KeyError costs more than hashing
         except TypeError:  # unhashable raw value (a list, a dict): hash its text, uncached
             return self._hash_token(f, canonical_value(value))
+        if h is not None:
+            return h
         if len(cache) >= _MAX_CACHE_ENTRIES:
             cache.clear()
         h = cache[value] = self._hash_token(f, canonical_value(value))
@@ -370,30 +370,22 @@ class Featurizer:
 
     def _hash_request(self, row: Mapping[str, object]) -> list[int]:
         """The field hashes of a request with values not in the caches (hashing only those)."""
-        hashes = []
         n_cat = self._n_categorical
-        for f, (name, cache) in enumerate(self._request_caches):
-            value = row.get(name)
-            try:
-                hashes.append(cache[value])
-                continue
-            except (KeyError, TypeError):
-                pass
-            if f < n_cat:
-                hashes.append(self._hash_value(f, value))
-            else:
-                hashes.append(self._hash_number(f, self.spec.numeric[f - n_cat], value))
+        hashes = [self._hash_value(f, row.get(self._names[f])) for f in range(n_cat)]
+        for j, field in enumerate(self.spec.numeric):
+            hashes.append(self._hash_number(n_cat + j, field, row.get(field.name)))
         return hashes
 
     def _hash_number(self, f: int, field: NumericField, value: object) -> int:
-        """A numeric value's hash, cached by raw value (bucketing with numpy is ~10 µs)."""
+        """A numeric value's hash, cached by raw value (bucketing costs a few µs)."""
         cache = self._number_caches[f - self._n_categorical]
         try:
-            return cache[value]
-        except KeyError:
+            h = cache.get(value)
             hashable = True
         except TypeError:
-            hashable = False
+            h, hashable = None, False
+        if h is not None:
+            return h
         bucket = bucket_of(field, _to_float(field.name, value))
         h = self._hash_bucket(f, bucket)
         if hashable:
