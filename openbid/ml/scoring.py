@@ -134,17 +134,21 @@ def _interaction8(indices, values, start, end, factors, column) -> float:
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _score_row(indices, values, start, end, linear, factors, calibration, cal_len, out):
-    """Scores of one row under every model, written to `out` (length n_models)."""
-    n_models = linear.shape[1]
-    _linear_logits(indices, values, start, end, linear, out)
+def _add_interactions(indices, values, start, end, factors, out) -> None:
+    """Adds each model's FM interaction term to its logit in `out`."""
+    n_models = out.shape[0]
     chunks = factors.shape[1] // (8 * n_models)  # groups of 8 factor columns per model
     for m in range(n_models):
-        if chunks > 0:
-            twice = 0.0
-            for c in range(chunks):
-                twice += _interaction8(indices, values, start, end, factors, (m * chunks + c) * 8)
-            out[m] += 0.5 * twice
+        twice = 0.0
+        for c in range(chunks):
+            twice += _interaction8(indices, values, start, end, factors, (m * chunks + c) * 8)
+        out[m] += 0.5 * twice
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _probabilities(calibration, cal_len, out) -> None:
+    """Logits in `out` -> (calibrated) probabilities, in place."""
+    for m in range(out.shape[0]):
         logit = min(max(out[m], -MAX_LOGIT), MAX_LOGIT)
         prob = 1.0 / (1.0 + math.exp(-logit))
         if cal_len[m] > 0:
@@ -152,24 +156,54 @@ def _score_row(indices, values, start, end, linear, factors, calibration, cal_le
         out[m] = prob
 
 
+# Linear models and FMs have kernels of their own: the mere presence of the (unused)
+# interaction call in the row loop makes LLVM compile the linear sum about half as fast.
+
+
 @numba.njit(cache=True, error_model="numpy")
-def _score_batch(indices, indptr, values, linear, factors, calibration, cal_len, out):
+def _score_batch_linear(indices, indptr, values, linear, factors, calibration, cal_len, out):
     for r in range(indptr.shape[0] - 1):
-        _score_row(
-            indices, values, indptr[r], indptr[r + 1], linear, factors, calibration, cal_len,
-            out[r],
-        )  # fmt: skip
+        _linear_logits(indices, values, indptr[r], indptr[r + 1], linear, out[r])
+        _probabilities(calibration, cal_len, out[r])
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _score_one(indices, values, linear, factors, calibration, cal_len, out) -> bool:
-    """Scores into `out`; False (and nothing scored) if an index is out of range. The
-    caller allocates `out`: returning a new array from numba costs more than the scoring."""
-    n_features = linear.shape[0]
-    for j in indices:
+def _score_batch_fm(indices, indptr, values, linear, factors, calibration, cal_len, out):
+    for r in range(indptr.shape[0] - 1):
+        start, end = indptr[r], indptr[r + 1]
+        _linear_logits(indices, values, start, end, linear, out[r])
+        _add_interactions(indices, values, start, end, factors, out[r])
+        _probabilities(calibration, cal_len, out[r])
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _in_range(indices, n_features) -> bool:
+    for j in indices:  # noqa: SIM110 (numba does not compile all() over a generator)
         if j < 0 or j >= n_features:
             return False
-    _score_row(indices, values, 0, indices.shape[0], linear, factors, calibration, cal_len, out)
+    return True
+
+
+# score one row into `out`; False (and nothing scored) if an index is out of range. The
+# caller allocates `out`: returning a new array from numba costs more than the scoring.
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _score_one_linear(indices, values, linear, factors, calibration, cal_len, out) -> bool:
+    if not _in_range(indices, linear.shape[0]):
+        return False
+    _linear_logits(indices, values, 0, indices.shape[0], linear, out)
+    _probabilities(calibration, cal_len, out)
+    return True
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _score_one_fm(indices, values, linear, factors, calibration, cal_len, out) -> bool:
+    if not _in_range(indices, linear.shape[0]):
+        return False
+    _linear_logits(indices, values, 0, indices.shape[0], linear, out)
+    _add_interactions(indices, values, 0, indices.shape[0], factors, out)
+    _probabilities(calibration, cal_len, out)
     return True
 
 
@@ -185,7 +219,7 @@ class MultiModelScorer:
 
     __slots__ = (
         "model_names", "n_features", "spec_hash", "_linear", "_factors", "_calibration",
-        "_cal_len",
+        "_cal_len", "_n_models", "_batch_kernel", "_one_kernel",
     )  # fmt: skip
 
     def __init__(self, models: Sequence[ScoringModel]) -> None:
@@ -231,6 +265,9 @@ class MultiModelScorer:
         set_(self, "_factors", factors)
         set_(self, "_calibration", calibration)
         set_(self, "_cal_len", cal_len)
+        set_(self, "_n_models", n_models)
+        set_(self, "_batch_kernel", _score_batch_fm if k else _score_batch_linear)
+        set_(self, "_one_kernel", _score_one_fm if k else _score_one_linear)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("a MultiModelScorer is immutable; build a new one and swap")
@@ -239,8 +276,8 @@ class MultiModelScorer:
         """Probabilities (one per model) of one row of hashed indices (int32, in range)."""
         if indices.dtype != np.int32:
             indices = indices.astype(np.int32)
-        out = np.empty(len(self.model_names))
-        ok = _score_one(
+        out = np.empty(self._n_models)
+        ok = self._one_kernel(
             indices,
             _NO_VALUES if values is None else np.asarray(values, dtype=np.float32),
             self._linear, self._factors, self._calibration, self._cal_len, out,
@@ -252,8 +289,8 @@ class MultiModelScorer:
     def score_batch(self, rows: HashedRows) -> np.ndarray:
         """Probabilities `(n_rows, n_models)`."""
         rows = as_rows(rows, self.n_features)
-        out = np.empty((len(rows), len(self.model_names)))
-        _score_batch(
+        out = np.empty((len(rows), self._n_models))
+        self._batch_kernel(
             rows.indices, rows.indptr, rows.kernel_values(), self._linear, self._factors,
             self._calibration, self._cal_len, out,
         )  # fmt: skip
