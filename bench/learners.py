@@ -155,18 +155,20 @@ def bench_vw(train, y_train, test, bits, speed_rows, speed_y) -> dict:
     }
 
 
-def predictions_per_s(scorer: MultiModelScorer, rows: HashedRows, batch: int, rounds: int):
+def predictions_per_s(scorer: MultiModelScorer, rows: HashedRows, batch: int, seconds: float):
     """Predictions (rows x models) per CPU second, scoring `batch` rows per call."""
     n_batches = max(1, min(len(rows), 200 * 64) // batch)
     batches = [rows.slice(i * batch, (i + 1) * batch) for i in range(n_batches)]
     scorer.score_batch(batches[0])
-    start = clock()
-    done = 0
-    for _ in range(rounds):
-        for b in batches:
-            scorer.score_batch(b)
-            done += len(b)
-    return done * len(scorer.model_names) / (clock() - start)
+    rates = []
+    for _ in range(3):  # the median of 3 windows of at least `seconds` CPU time each
+        start, done = clock(), 0
+        while clock() - start < seconds:
+            for b in batches:
+                scorer.score_batch(b)
+                done += len(b)
+        rates.append(done * len(scorer.model_names) / (clock() - start))
+    return float(np.median(rates))
 
 
 def single_us(fn, n: int) -> float:
@@ -255,14 +257,14 @@ def main() -> None:
     fm_model = ScoringModel.from_learner("fm", fm)
     one_lr, one_fm = MultiModelScorer([lr_model]), MultiModelScorer([fm_model])
     eight_lr = MultiModelScorer([ScoringModel.from_learner(f"dsp{i}", ftrl) for i in range(8)])
-    rounds = 5 if args.quick else 20
-    lr_batch = predictions_per_s(one_lr, speed_rows, 64, rounds)
-    fm_batch = predictions_per_s(one_fm, speed_rows, 64, rounds)
-    eight_batch = predictions_per_s(eight_lr, speed_rows, 64, rounds)
-    lr_large = predictions_per_s(one_lr, speed_rows, 4_096, rounds)
-    fm_large = predictions_per_s(one_fm, speed_rows, 4_096, rounds)
-    lr_spread = predictions_per_s(one_lr, spread, 64, rounds)
-    fm_spread = predictions_per_s(one_fm, spread, 64, rounds)
+    seconds = 0.1 if args.quick else 0.4
+    lr_batch = predictions_per_s(one_lr, speed_rows, 64, seconds)
+    fm_batch = predictions_per_s(one_fm, speed_rows, 64, seconds)
+    eight_batch = predictions_per_s(eight_lr, speed_rows, 64, seconds)
+    lr_large = predictions_per_s(one_lr, speed_rows, 4_096, seconds)
+    fm_large = predictions_per_s(one_fm, speed_rows, 4_096, seconds)
+    lr_spread = predictions_per_s(one_lr, spread, 64, seconds)
+    fm_spread = predictions_per_s(one_fm, spread, 64, seconds)
     row = test.row(0)
     request = test_t.slice(0, 1).to_pylist()[0]
     n_single = 20_000 if args.quick else 100_000
