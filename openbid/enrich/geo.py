@@ -56,12 +56,14 @@ class GeoReader:
 
     def lookup(self, address: str | None) -> IPGeo | None:
         """The record of `address` (IPv4 or IPv6 text); None when absent, not an address,
-        or the database has no record for it."""
-        if not address:
+        or the database has no record for it. Never raises on bad input: `device.ip` is
+        whatever the request carried."""
+        if not address or not isinstance(address, str):
             return None
         try:
             record = self._reader.get(address)
-        except ValueError:
+        except (ValueError, TypeError):
+            # maxminddb raises TypeError, not ValueError, for text with a NUL byte.
             return None
         if not isinstance(record, dict):
             return None

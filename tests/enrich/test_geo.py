@@ -43,6 +43,17 @@ def test_unknown_or_invalid_addresses_give_none(geo_db_path, address):
         assert reader.lookup(address) is None
 
 
+@pytest.mark.parametrize(
+    "address",
+    ["81.2.69.160\x00", "\x00", "81.2.69\x00.160", b"81.2.69.160", 1359103392, ["81.2.69.160"]],
+    ids=["nul-suffix", "nul", "nul-inside", "bytes", "int", "list"],
+)
+def test_non_address_input_gives_none_not_an_error(geo_db_path, address):
+    """A NUL byte made maxminddb raise TypeError (a 500 when a geo database is configured)."""
+    with GeoReader(geo_db_path) as reader:
+        assert reader.lookup(address) is None
+
+
 def test_no_configured_database_gives_no_reader():
     assert open_geo_reader(None) is None
     assert open_geo_reader("") is None
