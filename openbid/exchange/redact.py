@@ -15,12 +15,29 @@ from msgspec.structs import replace
 from openbid.openrtb import BidRequest, Geo
 from openbid.privacy.consent import Redaction
 
+_IPV4_KEEP = 0xFFFFFF00
+"""An IPv4 address keeps its /24."""
+_IPV6_KEEP = ((1 << 56) - 1) << 72
+"""An IPv6 address keeps its /56."""
+_SIX_TO_FOUR_KEEP = ((1 << 40) - 1) << 88
+"""6to4 (2002::/16) carries an IPv4 address in bits 16-48: keep 2002: and that address's /24."""
+_SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_LOW_32 = 0xFFFFFFFF
+
 
 def truncate_ip(ip: str | None) -> str | None:
     """IPv4 to its /24, IPv6 to its /56; an unparsable address is dropped.
 
+    An IPv6 address that embeds an IPv4 one keeps no more of it than its /24: 6to4
+    (2002::/16, where a /56 would keep the whole IPv4 address) to its /40, IPv4-mapped
+    (::ffff:0:0/96) and NAT64 (64:ff9b::/96) to their /120.
+
     >>> truncate_ip("203.0.113.77"), truncate_ip("2001:db8:1234:5678::1"), truncate_ip("x")
     ('203.0.113.0', '2001:db8:1234:5600::', None)
+    >>> truncate_ip("2002:cb00:714d:1234::1"), truncate_ip("64:ff9b::cb00:714d")
+    ('2002:cb00:7100::', '64:ff9b::cb00:7100')
     """
     if not ip:
         return ip
@@ -28,8 +45,16 @@ def truncate_ip(ip: str | None) -> str | None:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return None
-    prefix = 24 if address.version == 4 else 56
-    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
+    if address.version == 4:
+        return str(ipaddress.IPv4Address(int(address) & _IPV4_KEEP))
+    value = int(address)  # drops a scope id (fe80::1%eth0) with the rest of the host part
+    if address in _IPV4_MAPPED or address in _NAT64:
+        kept = (value & ~_LOW_32) | (value & _LOW_32 & _IPV4_KEEP)
+    elif address in _SIX_TO_FOUR:
+        kept = value & _SIX_TO_FOUR_KEEP
+    else:
+        kept = value & _IPV6_KEEP
+    return str(ipaddress.IPv6Address(kept))
 
 
 def _round_geo(geo: Geo | None) -> Geo | None:
