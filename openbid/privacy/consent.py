@@ -8,8 +8,8 @@ out in docs/privacy.md; an unreadable signal never grants more than a readable o
 
 >>> consent = ConsentContext(gdpr_applies=True)  # GDPR applies, no TC string
 >>> redaction = redaction_for(consent, vendor_id=42)
->>> redaction.block, redaction.strip_user_ids, redaction.round_geo, redaction.truncate_ip
-(False, True, True, True)
+>>> redaction.block, redaction.reasons
+(True, ('gdpr_no_valid_tc_string',))
 """
 
 from __future__ import annotations
@@ -277,7 +277,8 @@ def _baseline(consent: ConsentContext) -> Redaction:
     return result
 
 
-_GDPR_NO_CONSENT = Redaction(
+_GDPR_BLOCK_NO_TC_STRING = Redaction(
+    block=True,
     strip_user_ids=True,
     strip_device_ids=True,
     round_geo=True,
@@ -321,7 +322,8 @@ def redaction_for(consent: ConsentContext, vendor_id: int | None = None) -> Reda
 def gdpr_redaction(tc: tcf.TCString | None, vendor_id: int | None) -> Redaction:
     """The GDPR rules alone, for a request where GDPR applies (see docs/privacy.md)."""
     if tc is None:
-        return _GDPR_NO_CONSENT
+        # Missing or unreadable: no more than a readable string without purpose 2 allows.
+        return _GDPR_BLOCK_NO_TC_STRING
     if vendor_id is None:
         return _GDPR_BLOCK_NO_VENDOR_ID
     if not purpose_allowed(tc, vendor_id, PURPOSE_BASIC_ADS, legitimate_interest_ok=True):

@@ -71,13 +71,13 @@ def test_consent_in_user_ext_is_read_when_user_consent_is_absent(make_request):
     assert consent.tc == tcf.decode(text)
 
 
-def test_an_invalid_tc_string_is_unreadable_and_treated_as_no_consent(make_request):
+def test_an_invalid_tc_string_is_unreadable_and_blocks_the_call(make_request):
     consent = ConsentContext.from_request(make_request(regs={"gdpr": 1}, user={"consent": "C0!"}))
     assert consent.tc is None
     assert consent.unreadable == ("tcf",)
-    assert redaction_for(consent, VENDOR) == Redaction(
-        strip_user_ids=True, strip_device_ids=True, round_geo=True, truncate_ip=True
-    )
+    redaction = redaction_for(consent, VENDOR)
+    assert redaction == BLOCK
+    assert redaction.reasons == ("gdpr_no_valid_tc_string",)
 
 
 def test_gpp_sections_apply_only_when_listed_in_gpp_sid(make_request):
@@ -126,7 +126,6 @@ def test_global_privacy_control(make_request, regs, header, gpc):
 
 STRIP_IDS = Redaction(strip_user_ids=True, strip_device_ids=True)
 COARSE = Redaction(round_geo=True, truncate_ip=True)
-NO_CONSENT = Redaction(strip_user_ids=True, strip_device_ids=True, round_geo=True, truncate_ip=True)
 BLOCK = Redaction(
     block=True, strip_user_ids=True, strip_device_ids=True, round_geo=True, truncate_ip=True
 )
@@ -147,7 +146,12 @@ LI_FOR_BASIC_ADS = dict(
 
 GDPR_TABLE = [
     # (case, TC string fields or None for no string, vendor id, expected)
-    ("no TC string", None, VENDOR, NO_CONSENT),
+    # An unreadable or missing TC string grants no more than a readable one without
+    # purpose 2: the call does not go out.
+    ("no TC string", None, VENDOR, BLOCK),
+    ("malformed TC string", "C0!", VENDOR, BLOCK),
+    ("malformed TC string, DSP without a vendor id", "C0!", None, BLOCK),
+    ("empty TC string", "", VENDOR, BLOCK),
     ("everything consented", FULL_CONSENT, VENDOR, NO_REDACTION),
     ("DSP without a vendor id", FULL_CONSENT, None, BLOCK),
     ("vendor not consented", FULL_CONSENT, OTHER_VENDOR, BLOCK),
@@ -233,7 +237,12 @@ GDPR_TABLE = [
     ids=[row[0] for row in GDPR_TABLE],
 )
 def test_gdpr_rules(make_request, fields, vendor_id, expected):
-    user = {} if fields is None else {"consent": tc_string(**fields)}
+    if fields is None:
+        user = {}
+    elif isinstance(fields, str):  # the TC string as sent
+        user = {"consent": fields}
+    else:
+        user = {"consent": tc_string(**fields)}
     consent = ConsentContext.from_request(make_request(regs={"gdpr": 1}, user=user))
     assert redaction_for(consent, vendor_id) == expected
 
