@@ -2,18 +2,34 @@
 
 The decision (what to strip or coarsen) is `openbid.privacy.consent.redaction_for`; this
 module only carries it out, on copies (`msgspec.structs.replace`), never on the original.
-Unknown fields and `ext` objects travel untouched: identifiers hidden inside an `ext` are
-the publisher's to remove.
+Identifiers also travel in `ext` objects (`user.ext.eids`, hashed emails, `device.ext.idfv`)
+and in fields OpenRTB 2.6 does not model, so stripping is by allowlist, deny by default:
+when anything of the user is stripped, `user.ext` keeps only consent signals and the user's
+unknown fields are dropped; when device ids are stripped, `device.ext` keeps only `atts` and
+`ifa_type` and the device's unknown fields are dropped. A request that needs no redaction is
+returned as it is, at no cost.
 """
 
 from __future__ import annotations
 
 import ipaddress
 
+import msgspec
 from msgspec.structs import replace
 
 from openbid.openrtb import BidRequest, Geo
+from openbid.openrtb.base import NO_EXT
 from openbid.privacy.consent import Redaction
+
+USER_EXT_KEPT = frozenset({"consent", "ConsentedProvidersSettings", "consented_providers_settings"})
+"""`user.ext` members that survive user redaction: consent signals (the TC string, Google's
+additional consent), which the partner needs and which identify nobody."""
+DEVICE_EXT_KEPT = frozenset({"atts", "ifa_type"})
+"""`device.ext` members that survive device id stripping: the app tracking authorisation
+status and the kind of advertising id (the id itself is gone)."""
+
+_EXT_MEMBERS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_ENCODER = msgspec.json.Encoder()
 
 _IPV4_KEEP = 0xFFFFFF00
 """An IPv4 address keeps its /24."""
@@ -84,6 +100,8 @@ def apply_redaction(request: BidRequest, redaction: Redaction) -> BidRequest:
                 dpidmd5=None,
                 macsha1=None,
                 macmd5=None,
+                ext=_kept_ext(device.ext, DEVICE_EXT_KEPT),
+                _unknown=None,
             )
         if redaction.round_geo:
             changes["geo"] = _round_geo(device.geo)
@@ -107,6 +125,22 @@ def apply_redaction(request: BidRequest, redaction: Redaction) -> BidRequest:
             )
         elif redaction.round_geo:
             changes["geo"] = _round_geo(user.geo)
+        if redaction.strip_user_ids or redaction.strip_user_data:
+            changes.update(ext=_kept_ext(user.ext, USER_EXT_KEPT), _unknown=None)
         if changes:
             user = replace(user, **changes)
     return replace(request, device=device, user=user)
+
+
+def _kept_ext(ext: msgspec.Raw, kept: frozenset[str]) -> msgspec.Raw:
+    """`ext` with only the members named in `kept` (an ext that is not an object: none)."""
+    if not ext:
+        return ext
+    try:
+        members = _EXT_MEMBERS.decode(ext)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return NO_EXT
+    allowed = {name: value for name, value in members.items() if name in kept}
+    if len(allowed) == len(members):
+        return ext
+    return msgspec.Raw(_ENCODER.encode(allowed)) if allowed else NO_EXT

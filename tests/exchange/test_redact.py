@@ -2,9 +2,25 @@
 
 import ipaddress
 
+import msgspec
 import pytest
 
-from openbid.exchange.redact import truncate_ip
+from openbid.exchange.redact import apply_redaction, truncate_ip
+from openbid.openrtb import decode_bid_request, encode
+from openbid.privacy.consent import NO_REDACTION, Redaction
+
+IMP = [{"id": "1", "banner": {"w": 300, "h": 250}}]
+
+
+def request_with(**parts):
+    """A bid request decoded by the real decoder (unknown fields captured as it does)."""
+    return decode_bid_request(msgspec.json.encode({"id": "r1", "imp": IMP, **parts}))
+
+
+def redacted(redaction, **parts):
+    """The request as the partner receives it (JSON, unknown fields spliced back)."""
+    return msgspec.json.decode(encode(apply_redaction(request_with(**parts), redaction)))
+
 
 # --- truncate_ip --------------------------------------------------------------------------
 
@@ -46,3 +62,126 @@ def test_truncate_ip_never_keeps_an_embedded_ipv4_last_octet():
         assert truncated.sixtofour in (None, ipaddress.IPv4Address("203.0.113.0"))
         assert truncated.ipv4_mapped in (None, ipaddress.IPv4Address("203.0.113.0"))
         assert int(truncated) & 0xFF == 0
+
+
+# --- identifiers hidden in ext and unknown fields -------------------------------------------
+
+STRIP_USER_IDS = Redaction(strip_user_ids=True)
+STRIP_DEVICE_IDS = Redaction(strip_device_ids=True)
+STRIP_USER_DATA = Redaction(strip_user_data=True)
+EIDS = [{"source": "id5-sync.com", "uids": [{"id": "ID5*xyz", "atype": 1}]}]
+USER_WITH_HIDDEN_IDS = {
+    "id": "u1",
+    "consent": "CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA",
+    "ext": {
+        "consent": "CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA",
+        "eids": EIDS,
+        "data": {"segments": ["sports"]},
+        "hem": "5d41402abc4b2a76b9719d911017c592",
+        "prebid": {"buyeruids": {"dsp": "b-7"}},
+    },
+    "sha256_email": "2cf24dba5fb0a30e26e83b2ac5b9e29e",  # unknown to OpenRTB 2.6
+    "future_id": {"id": "z"},
+}
+DEVICE_WITH_HIDDEN_IDS = {
+    "ua": "Mozilla/5.0",
+    "ifa": "ifa-1",
+    "ext": {"idfv": "idfv-1", "atts": 3, "ifa_type": "idfa", "gaid": "g-1"},
+    "android_id": "a-1",  # unknown to OpenRTB 2.6
+}
+USER_KEPT_WHEN_STRIPPED = {
+    "consent": "CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA",
+    "ext": {"consent": "CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA"},
+}
+HIDDEN_ID_TABLE = [
+    # (case, redaction, user or None, device or None, expected user, expected device)
+    (
+        "user ids: ext keeps consent only, unknown user fields dropped",
+        STRIP_USER_IDS,
+        USER_WITH_HIDDEN_IDS,
+        None,
+        USER_KEPT_WHEN_STRIPPED,
+        None,
+    ),
+    (
+        "user data: ext data keys go with it",
+        STRIP_USER_DATA,
+        USER_WITH_HIDDEN_IDS | {"yob": 1990},
+        None,
+        {"id": "u1"} | USER_KEPT_WHEN_STRIPPED,
+        None,
+    ),
+    (
+        "user ext that is not an object is dropped",
+        STRIP_USER_IDS,
+        {"id": "u1", "ext": ["x"]},
+        None,
+        {},
+        None,
+    ),
+    (
+        "user ext with nothing harmless is dropped",
+        STRIP_USER_IDS,
+        {"id": "u1", "ext": {"eids": EIDS}},
+        None,
+        {},
+        None,
+    ),
+    (
+        "device ids: ext keeps atts and ifa_type, unknown device fields dropped",
+        STRIP_DEVICE_IDS,
+        None,
+        DEVICE_WITH_HIDDEN_IDS,
+        None,
+        {"ua": "Mozilla/5.0", "ext": {"atts": 3, "ifa_type": "idfa"}},
+    ),
+    (
+        "device ids stripped leave user ext alone",
+        STRIP_DEVICE_IDS,
+        {"id": "u1", "ext": {"eids": EIDS}},
+        {"ifa": "ifa-1", "ext": {"idfv": "v"}},
+        {"id": "u1", "ext": {"eids": EIDS}},
+        {},
+    ),
+    (
+        "user ids stripped leave device ext alone",
+        STRIP_USER_IDS,
+        None,
+        DEVICE_WITH_HIDDEN_IDS,
+        None,
+        DEVICE_WITH_HIDDEN_IDS,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("redaction", "user", "device", "expected_user", "expected_device"),
+    [row[1:] for row in HIDDEN_ID_TABLE],
+    ids=[row[0] for row in HIDDEN_ID_TABLE],
+)
+def test_identifiers_in_ext_and_unknown_fields_are_stripped(
+    redaction, user, device, expected_user, expected_device
+):
+    parts = {name: value for name, value in (("user", user), ("device", device)) if value}
+    out = redacted(redaction, **parts)
+    assert out.get("user") == expected_user
+    assert out.get("device") == expected_device
+
+
+def test_no_redaction_returns_the_same_request_object():
+    request = request_with(user=USER_WITH_HIDDEN_IDS, device=DEVICE_WITH_HIDDEN_IDS)
+    assert apply_redaction(request, NO_REDACTION) is request
+
+
+def test_the_original_request_is_never_changed():
+    request = request_with(user=USER_WITH_HIDDEN_IDS, device=DEVICE_WITH_HIDDEN_IDS)
+    before = encode(request)
+    everything = Redaction(
+        strip_user_ids=True,
+        strip_device_ids=True,
+        strip_user_data=True,
+        round_geo=True,
+        truncate_ip=True,
+    )
+    apply_redaction(request, everything)
+    assert encode(request) == before
