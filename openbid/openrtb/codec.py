@@ -119,7 +119,7 @@ def decode_native_request(data: bytes | str, limits: Limits | None = None) -> Na
     """
     try:
         return decode_native_request_relative(
-            data.encode() if isinstance(data, str) else data, limits or DEFAULT_LIMITS
+            _utf8(data) if isinstance(data, str) else data, limits or DEFAULT_LIMITS
         )
     except Invalid as err:
         raise InvalidBidRequest("native" + err.path, err.reason) from None
@@ -140,7 +140,7 @@ def decode_native_response(data: bytes | str) -> NativeResponse:
     """
     try:
         native = _decode(
-            data.encode() if isinstance(data, str) else data, NativeResponse, DEFAULT_LIMITS
+            _utf8(data) if isinstance(data, str) else data, NativeResponse, DEFAULT_LIMITS
         )
         validate_native_response(native, DEFAULT_LIMITS)
     except Invalid as err:
@@ -181,9 +181,16 @@ def unknown_fields(obj: OpenRTBObject) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- decoding
 
 
+def _utf8(text: str) -> bytes:
+    """A str as UTF-8; lone surrogates are kept as (invalid) bytes for `_check_utf8` to name."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 def _decode(data: bytes, cls: type[T], limits: Limits) -> T:
     if _RESERVED in data:
         raise Invalid("", f"must not contain the reserved name {UNKNOWN_KEY}")
+    if not data.isascii():
+        _check_utf8(data)
     try:
         return _DECODERS[cls].decode(data)
     except msgspec.ValidationError as err:
@@ -231,6 +238,68 @@ def _decode_capturing(data: bytes, cls: type[T], limits: Limits) -> T:
             target = target[step] if type(step) is int else getattr(target, step)
         target._unknown = raw
     return obj
+
+
+def _check_utf8(data: bytes) -> None:
+    """The whole document is UTF-8 (only called when it is not plain ASCII).
+
+    msgspec raises a bare `UnicodeDecodeError` for a string that is not UTF-8, and does not
+    look inside `Raw` values at all, so without this check a latin-1 byte in `ext` or in an
+    unknown member would be forwarded to partners as received. One pass over the body costs
+    a few microseconds for a non-ASCII request; an ASCII one skips it.
+    """
+    try:
+        data.decode()
+    except UnicodeDecodeError as err:
+        raise _not_utf8(data, err.start, err.end) from None
+
+
+_BAD_BYTES_MARK = "\ufdd0openbid-not-utf8\ufdd0"
+
+
+def _not_utf8(data: bytes, start: int, end: int) -> Invalid:
+    """`Invalid` naming the string (or the object whose key) holds the first bad byte.
+
+    The bad bytes are replaced with a mark and the document decoded to builtins, then searched
+    for the mark (only on this error path). The root is named when the bad byte is not inside
+    a string, or the mark already occurs in the document.
+    """
+    got = f"got byte 0x{data[start]:02x} at offset {start}"
+    rest = data[end:].decode(errors="replace")
+    if _BAD_BYTES_MARK in rest:
+        return Invalid("", f"must be valid UTF-8, {got}")
+    text = data[:start].decode() + _BAD_BYTES_MARK + rest
+    try:
+        document = msgspec.json.decode(text.encode())
+    except (msgspec.DecodeError, RecursionError):
+        return Invalid("", f"must be valid UTF-8, {got}")
+    found = _find_mark(document, "")
+    if found is None:  # e.g. the mark was cut in two by an escape
+        return Invalid("", f"must be valid UTF-8, {got}")
+    path, in_key = found
+    if in_key:
+        return Invalid(path, f"must have UTF-8 keys, {got}")
+    return Invalid(path, f"must be valid UTF-8, {got}")
+
+
+def _find_mark(value: Any, path: str) -> tuple[str, bool] | None:
+    """The path of the string holding `_BAD_BYTES_MARK`, and whether it is a key there."""
+    kind = type(value)
+    if kind is str:
+        return (path, False) if _BAD_BYTES_MARK in value else None
+    if kind is dict:
+        for key, item in value.items():
+            if _BAD_BYTES_MARK in key:
+                return path, True
+            found = _find_mark(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    elif kind is list:
+        for index, item in enumerate(value):
+            found = _find_mark(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 _RAW_OBJECT = msgspec.json.Decoder(dict[str, msgspec.Raw])

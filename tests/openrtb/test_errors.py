@@ -63,10 +63,11 @@ def test_errors_pickle_with_their_fields():
         ),
         (b'"just a string"', "request", "must be an object, got a string"),
         (
-            b"\xff\xfe",
+            b"\x01\x02",
             "request",
             "is not valid JSON (JSON is malformed: invalid character (byte 0))",
         ),
+        (b"\xff\xfe", "request", "must be valid UTF-8, got byte 0xff at offset 0"),
     ],
 )
 def test_msgspec_errors_are_translated(body: bytes, field: str, reason: str):

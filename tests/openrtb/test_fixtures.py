@@ -1,6 +1,7 @@
 """Table-driven tests from JSON fixtures, in the style of Prebid Server's sample-requests.
 
-`fixtures/invalid/*.json`: a request (or a raw `request_body`), optional `limits`, and the
+`fixtures/invalid/*.json`: a request (or a raw `request_body`, or `request_body_latin1` whose
+characters are the body's bytes, for bytes that are not UTF-8), optional `limits`, and the
 exact error and HTTP status expected. `fixtures/valid/*.json`: requests that must decode,
 validate and re-encode to the same JSON value. `fixtures/invalid-response/*.json`: a bid
 response (and the request it answers, if any) with the exact error expected.
@@ -31,6 +32,8 @@ VALID = sorted((FIXTURES / "valid").glob("*.json"))
 def _body(case: dict) -> bytes:
     if "request_body" in case:
         return case["request_body"].encode()
+    if "request_body_latin1" in case:
+        return case["request_body_latin1"].encode("latin-1")
     return json.dumps(case["request"], separators=(",", ":")).encode()
 
 
@@ -69,6 +72,8 @@ def test_invalid_response_is_refused_with_the_exact_error(path: Path):
         request = decode_bid_request(json.dumps(case["request"]).encode())
     if "response_body" in case:
         body = case["response_body"].encode()
+    elif "response_body_latin1" in case:
+        body = case["response_body_latin1"].encode("latin-1")
     else:
         body = json.dumps(case["response"], separators=(",", ":")).encode()
     with pytest.raises(InvalidBidResponse) as caught:
