@@ -121,6 +121,7 @@ def apply_redaction(request: BidRequest, redaction: Redaction) -> BidRequest:
                 kwarray=None,
                 customdata=None,
                 data=None,
+                eids=None,
                 geo=None,
             )
         elif redaction.round_geo:

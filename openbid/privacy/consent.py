@@ -30,6 +30,9 @@ PURPOSE_STORAGE = 1
 """TCF purpose 1: store and/or access information on a device (needed for user/device ids)."""
 PURPOSE_BASIC_ADS = 2
 """TCF purpose 2: use limited data to select advertising (needed to receive the request)."""
+PURPOSE_PERSONALISED_ADS = 4
+"""TCF purpose 4: use profiles to select personalised advertising (needed for user data and
+eids). Under TCF 2.2 purposes 3-6 rest on consent only."""
 SPECIAL_FEATURE_PRECISE_GEO = 1
 """TCF special feature 1: use precise geolocation data."""
 USNAT_SENSITIVE_PRECISE_GEO = 7
@@ -47,7 +50,7 @@ class Redaction:
     strip_device_ids: bool = False
     """device.ifa and the hashed device ids (didsha1, didmd5, dpidsha1, dpidmd5, macsha1, macmd5)."""
     strip_user_data: bool = False
-    """user.yob, gender, keywords, customdata, data, geo (COPPA)."""
+    """user.yob, gender, keywords, kwarray, customdata, data, eids, geo."""
     round_geo: bool = False
     """device.geo and user.geo lat/lon to 2 decimals (about 1 km)."""
     truncate_ip: bool = False
@@ -277,32 +280,28 @@ def _baseline(consent: ConsentContext) -> Redaction:
     return result
 
 
-_GDPR_BLOCK_NO_TC_STRING = Redaction(
-    block=True,
-    strip_user_ids=True,
-    strip_device_ids=True,
-    round_geo=True,
-    truncate_ip=True,
-    reasons=("gdpr_no_valid_tc_string",),
-)
-_GDPR_BLOCK_NO_VENDOR_ID = Redaction(
-    block=True,
-    strip_user_ids=True,
-    strip_device_ids=True,
-    round_geo=True,
-    truncate_ip=True,
-    reasons=("gdpr_no_vendor_id",),
-)
-_GDPR_BLOCK_BASIC_ADS = Redaction(
-    block=True,
-    strip_user_ids=True,
-    strip_device_ids=True,
-    round_geo=True,
-    truncate_ip=True,
-    reasons=("gdpr_no_basic_ads_basis",),
-)
+def _blocked(reason: str) -> Redaction:
+    """The call is not made; every other flag is set too, so that a block is the strictest
+    redaction there is (redactions combine flag by flag)."""
+    return Redaction(
+        block=True,
+        strip_user_ids=True,
+        strip_device_ids=True,
+        strip_user_data=True,
+        round_geo=True,
+        truncate_ip=True,
+        reasons=(reason,),
+    )
+
+
+_GDPR_BLOCK_NO_TC_STRING = _blocked("gdpr_no_valid_tc_string")
+_GDPR_BLOCK_NO_VENDOR_ID = _blocked("gdpr_no_vendor_id")
+_GDPR_BLOCK_BASIC_ADS = _blocked("gdpr_no_basic_ads_basis")
 _GDPR_NO_STORAGE = Redaction(
     strip_user_ids=True, strip_device_ids=True, reasons=("gdpr_no_storage_consent",)
+)
+_GDPR_NO_PERSONALISED_ADS = Redaction(
+    strip_user_data=True, reasons=("gdpr_no_personalised_ads_consent",)
 )
 _GDPR_NO_PRECISE_GEO = Redaction(round_geo=True, truncate_ip=True, reasons=("gdpr_no_precise_geo",))
 
@@ -331,6 +330,8 @@ def gdpr_redaction(tc: tcf.TCString | None, vendor_id: int | None) -> Redaction:
     result = NO_REDACTION
     if not purpose_allowed(tc, vendor_id, PURPOSE_STORAGE, legitimate_interest_ok=False):
         result = _GDPR_NO_STORAGE
+    if not purpose_allowed(tc, vendor_id, PURPOSE_PERSONALISED_ADS, legitimate_interest_ok=False):
+        result |= _GDPR_NO_PERSONALISED_ADS
     known_vendor = vendor_id in tc.vendor_consents or vendor_id in tc.vendor_legitimate_interests
     if not (SPECIAL_FEATURE_PRECISE_GEO in tc.special_feature_opt_ins and known_vendor):
         result |= _GDPR_NO_PRECISE_GEO

@@ -104,9 +104,9 @@ HIDDEN_ID_TABLE = [
         None,
     ),
     (
-        "user data: ext data keys go with it",
+        "user data: eids and ext data keys go with it",
         STRIP_USER_DATA,
-        USER_WITH_HIDDEN_IDS | {"yob": 1990},
+        USER_WITH_HIDDEN_IDS | {"yob": 1990, "eids": EIDS},
         None,
         {"id": "u1"} | USER_KEPT_WHEN_STRIPPED,
         None,

@@ -126,8 +126,15 @@ def test_global_privacy_control(make_request, regs, header, gpc):
 
 STRIP_IDS = Redaction(strip_user_ids=True, strip_device_ids=True)
 COARSE = Redaction(round_geo=True, truncate_ip=True)
+NO_PROFILE = Redaction(strip_user_data=True)
+"""User data and eids stripped: no purpose 4 (personalised ads profile) consent."""
 BLOCK = Redaction(
-    block=True, strip_user_ids=True, strip_device_ids=True, round_geo=True, truncate_ip=True
+    block=True,
+    strip_user_ids=True,
+    strip_device_ids=True,
+    strip_user_data=True,
+    round_geo=True,
+    truncate_ip=True,
 )
 
 
@@ -162,10 +169,10 @@ GDPR_TABLE = [
         BLOCK,
     ),
     (
-        "purpose 2 by legitimate interest, no purpose 1",
+        "purpose 2 by legitimate interest, no purpose 1 or 4",
         LI_FOR_BASIC_ADS,
         VENDOR,
-        STRIP_IDS,
+        STRIP_IDS | NO_PROFILE,
     ),
     (
         "purpose 2 LI but vendor LI missing",
@@ -175,9 +182,57 @@ GDPR_TABLE = [
     ),
     (
         "no purpose 1 consent: ids stripped",
-        FULL_CONSENT | {"purpose_consents": frozenset({2})},
+        FULL_CONSENT | {"purpose_consents": frozenset({2, 4})},
         VENDOR,
         STRIP_IDS,
+    ),
+    (
+        "no purpose 1 or 4 consent",
+        FULL_CONSENT | {"purpose_consents": frozenset({2})},
+        VENDOR,
+        STRIP_IDS | NO_PROFILE,
+    ),
+    # TCF 2.2: purposes 3-6 rest on consent only; purpose 4 gates user data and eids.
+    (
+        "no purpose 4 consent: user data and eids stripped",
+        FULL_CONSENT | {"purpose_consents": frozenset({1, 2, 3})},
+        VENDOR,
+        NO_PROFILE,
+    ),
+    (
+        "purpose 4 by legitimate interest only",
+        FULL_CONSENT
+        | {
+            "purpose_consents": frozenset({1, 2, 3}),
+            "purpose_legitimate_interests": frozenset({4}),
+            "vendor_legitimate_interests": frozenset({VENDOR}),
+        },
+        VENDOR,
+        NO_PROFILE,
+    ),
+    (
+        "purpose 4 consented but not the vendor (vendor LI for basic ads)",
+        FULL_CONSENT
+        | {
+            "vendor_consents": frozenset({OTHER_VENDOR}),
+            "purpose_legitimate_interests": frozenset({2, 4}),
+            "vendor_legitimate_interests": frozenset({VENDOR}),
+            "special_feature_opt_ins": frozenset(),
+        },
+        VENDOR,
+        STRIP_IDS | NO_PROFILE | COARSE,
+    ),
+    (
+        "purpose 4 not allowed by the publisher",
+        FULL_CONSENT | {"publisher_restrictions": restricted(4, NOT_ALLOWED)},
+        VENDOR,
+        NO_PROFILE,
+    ),
+    (
+        "publisher requires LI for purpose 4",
+        FULL_CONSENT | {"publisher_restrictions": restricted(4, REQUIRE_LI)},
+        VENDOR,
+        NO_PROFILE,
     ),
     (
         "no special feature 1: geo coarse",
@@ -389,11 +444,13 @@ def test_gdpr_redaction_is_never_laxer_than_no_consent_without_purpose_consent(t
     """Removing every consent and LI can only make the redaction stricter."""
     stripped = tcf.TCString(special_feature_opt_ins=tc.special_feature_opt_ins)
     loose, strict = gdpr_redaction(tc, vendor_id), gdpr_redaction(stripped, vendor_id)
-    for flag in ("block", "strip_user_ids", "strip_device_ids", "round_geo", "truncate_ip"):
+    for flag in FLAGS:
         assert getattr(loose, flag) <= getattr(strict, flag)
     assert strict.block  # with no basis for purpose 2 nobody receives the request
     if not loose.block and not loose.strip_user_ids:
         assert 1 in tc.purpose_consents and vendor_id in tc.vendor_consents
+    if not loose.block and not loose.strip_user_data:
+        assert 4 in tc.purpose_consents and vendor_id in tc.vendor_consents
 
 
 @settings(max_examples=200, deadline=None)
