@@ -515,6 +515,10 @@ class Exchange:
                 return
             self._fail(call, "invalid_response", str(exc), call.latency_ms / 1000.0)
             return
+        except Exception:  # a decoder bug on one partner's bytes must not fail the auction
+            log.exception("decoding a bid response failed", extra={"dsp": partner.id})
+            self._fail(call, "internal", "bid response decoder failed", call.latency_ms / 1000.0)
+            return
         call.state.breaker.record_success()
         if not response.seatbid:
             call.outcome = "no_bid"
