@@ -34,7 +34,7 @@ PURPOSE_PERSONALISED_ADS = 4
 """TCF purpose 4: use profiles to select personalised advertising (needed for user data and
 eids). Under TCF 2.2 purposes 3-6 rest on consent only."""
 SPECIAL_FEATURE_PRECISE_GEO = 1
-"""TCF special feature 1: use precise geolocation data."""
+"""TCF special feature 1: use precise geolocation data (the opt-in and vendor consent)."""
 USNAT_SENSITIVE_PRECISE_GEO = 7
 """Index in usnat SensitiveDataProcessing of precise geolocation (category 8)."""
 
@@ -332,8 +332,11 @@ def gdpr_redaction(tc: tcf.TCString | None, vendor_id: int | None) -> Redaction:
         result = _GDPR_NO_STORAGE
     if not purpose_allowed(tc, vendor_id, PURPOSE_PERSONALISED_ADS, legitimate_interest_ok=False):
         result |= _GDPR_NO_PERSONALISED_ADS
-    known_vendor = vendor_id in tc.vendor_consents or vendor_id in tc.vendor_legitimate_interests
-    if not (SPECIAL_FEATURE_PRECISE_GEO in tc.special_feature_opt_ins and known_vendor):
+    # Special features have no legitimate interest: the opt-in and the vendor's consent.
+    if not (
+        SPECIAL_FEATURE_PRECISE_GEO in tc.special_feature_opt_ins
+        and vendor_id in tc.vendor_consents
+    ):
         result |= _GDPR_NO_PRECISE_GEO
     return result
 

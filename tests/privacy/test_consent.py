@@ -172,7 +172,7 @@ GDPR_TABLE = [
         "purpose 2 by legitimate interest, no purpose 1 or 4",
         LI_FOR_BASIC_ADS,
         VENDOR,
-        STRIP_IDS | NO_PROFILE,
+        STRIP_IDS | NO_PROFILE | COARSE,  # special feature 1 needs vendor consent
     ),
     (
         "purpose 2 LI but vendor LI missing",
@@ -233,6 +233,30 @@ GDPR_TABLE = [
         FULL_CONSENT | {"publisher_restrictions": restricted(4, REQUIRE_LI)},
         VENDOR,
         NO_PROFILE,
+    ),
+    # Special features have no legitimate interest: the opt-in and vendor consent.
+    (
+        "special feature 1 with vendor LI only: geo coarse",
+        FULL_CONSENT
+        | {
+            "purpose_consents": frozenset({1, 2, 4}),
+            "vendor_consents": frozenset({OTHER_VENDOR}),
+            "purpose_legitimate_interests": frozenset({2}),
+            "vendor_legitimate_interests": frozenset({VENDOR, OTHER_VENDOR}),
+        },
+        VENDOR,
+        STRIP_IDS | NO_PROFILE | COARSE,
+    ),
+    (
+        "special feature 1 with vendor consent, purpose 2 by LI",
+        FULL_CONSENT
+        | {
+            "purpose_consents": frozenset({1, 4}),
+            "purpose_legitimate_interests": frozenset({2}),
+            "vendor_legitimate_interests": frozenset({VENDOR}),
+        },
+        VENDOR,
+        NO_REDACTION,
     ),
     (
         "no special feature 1: geo coarse",
