@@ -138,6 +138,11 @@ EVENT_TYPE = Allowed(_values(enums.EventType), "Native Event Types")
 EVENT_METHOD = Allowed(_values(enums.EventTrackingMethod), "Native Event Tracking Methods")
 
 
+# Metric types are curated by each exchange; these are the common ones (named in the spec's
+# prose, used by the large exchanges) whose value is a probability, "in the range 0.0 - 1.0".
+PROBABILITY_METRICS = frozenset(("viewability", "click_through_rate", "video_completion_rate"))
+
+
 def check_value(value: int, allowed: Allowed, path: str) -> None:
     """Raise `Invalid` unless `value` is allowed (a defined value, or a vendor code where permitted)."""
     if value in allowed or (allowed.vendor and value >= VENDOR_SPECIFIC_MIN):
@@ -280,6 +285,15 @@ def _imp(imp: Imp, limits: Limits) -> None:
             check_ext(pmp.ext, max_depth - 4, ".pmp.ext")
     if imp.metric:
         for index, metric in enumerate(imp.metric):
+            value = metric.value
+            if not value >= 0:  # NaN too, for a struct built in code
+                raise Invalid(f".metric[{index}].value", f"must be >= 0, got {value!r}")
+            if value > 1 and metric.type in PROBABILITY_METRICS:
+                raise Invalid(
+                    f".metric[{index}].value",
+                    f"must be between 0 and 1 for a {show(metric.type)} metric (a probability), "
+                    f"got {value!r}",
+                )
             if metric.ext:
                 check_ext(metric.ext, max_depth - 5, f".metric[{index}].ext")
     qty = imp.qty
