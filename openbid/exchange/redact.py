@@ -84,6 +84,20 @@ def _round_geo(geo: Geo | None) -> Geo | None:
     )
 
 
+def _country_and_region(geo: Geo | None) -> Geo | None:
+    """What COPPA leaves of a geo: no lat/lon (nor their accuracy), city, zip, metro or ext."""
+    if geo is None:
+        return None
+    return Geo(
+        type=geo.type,
+        ipservice=geo.ipservice,
+        country=geo.country,
+        region=geo.region,
+        regionfips104=geo.regionfips104,
+        utcoffset=geo.utcoffset,
+    )
+
+
 def apply_redaction(request: BidRequest, redaction: Redaction) -> BidRequest:
     """`request` as the partner may see it (the same object when there is nothing to do)."""
     if redaction.is_noop:
@@ -103,7 +117,9 @@ def apply_redaction(request: BidRequest, redaction: Redaction) -> BidRequest:
                 ext=_kept_ext(device.ext, DEVICE_EXT_KEPT),
                 _unknown=None,
             )
-        if redaction.round_geo:
+        if redaction.strip_fine_geo:
+            changes["geo"] = _country_and_region(device.geo)
+        elif redaction.round_geo:
             changes["geo"] = _round_geo(device.geo)
         if redaction.truncate_ip:
             changes.update(ip=truncate_ip(device.ip), ipv6=truncate_ip(device.ipv6))
@@ -122,8 +138,9 @@ def apply_redaction(request: BidRequest, redaction: Redaction) -> BidRequest:
                 customdata=None,
                 data=None,
                 eids=None,
-                geo=None,
             )
+        if redaction.strip_fine_geo:
+            changes["geo"] = None
         elif redaction.round_geo:
             changes["geo"] = _round_geo(user.geo)
         if redaction.strip_user_ids or redaction.strip_user_data:

@@ -50,7 +50,9 @@ class Redaction:
     strip_device_ids: bool = False
     """device.ifa and the hashed device ids (didsha1, didmd5, dpidsha1, dpidmd5, macsha1, macmd5)."""
     strip_user_data: bool = False
-    """user.yob, gender, keywords, kwarray, customdata, data, eids, geo."""
+    """user.yob, gender, keywords, kwarray, customdata, data, eids (and user.ext data)."""
+    strip_fine_geo: bool = False
+    """device.geo keeps only country, region and time zone; user.geo is removed (COPPA)."""
     round_geo: bool = False
     """device.geo and user.geo lat/lon to 2 decimals (about 1 km)."""
     truncate_ip: bool = False
@@ -65,6 +67,7 @@ class Redaction:
             or self.strip_user_ids
             or self.strip_device_ids
             or self.strip_user_data
+            or self.strip_fine_geo
             or self.round_geo
             or self.truncate_ip
         )
@@ -80,6 +83,7 @@ class Redaction:
             strip_user_ids=self.strip_user_ids or other.strip_user_ids,
             strip_device_ids=self.strip_device_ids or other.strip_device_ids,
             strip_user_data=self.strip_user_data or other.strip_user_data,
+            strip_fine_geo=self.strip_fine_geo or other.strip_fine_geo,
             round_geo=self.round_geo or other.round_geo,
             truncate_ip=self.truncate_ip or other.truncate_ip,
             reasons=self.reasons + other.reasons,
@@ -251,18 +255,22 @@ def _decode_ext(decoder: msgspec.json.Decoder, raw: Any) -> Any:
         return None
 
 
+_COPPA = Redaction(
+    strip_user_ids=True,
+    strip_device_ids=True,
+    strip_user_data=True,
+    strip_fine_geo=True,
+    round_geo=True,
+    truncate_ip=True,
+    reasons=("coppa",),
+)
+
+
 def _baseline(consent: ConsentContext) -> Redaction:
     """The vendor-independent rules: COPPA, US opt-outs, LMT/DNT, unreadable US signals."""
     result = NO_REDACTION
     if consent.coppa:
-        result |= Redaction(
-            strip_user_ids=True,
-            strip_device_ids=True,
-            strip_user_data=True,
-            round_geo=True,
-            truncate_ip=True,
-            reasons=("coppa",),
-        )
+        result |= _COPPA
     if consent.us_opt_out:
         result |= Redaction(strip_user_ids=True, strip_device_ids=True, reasons=("us_opt_out",))
     if any(name in ("gpp", "us_privacy") for name in consent.unreadable):
@@ -288,6 +296,7 @@ def _blocked(reason: str) -> Redaction:
         strip_user_ids=True,
         strip_device_ids=True,
         strip_user_data=True,
+        strip_fine_geo=True,
         round_geo=True,
         truncate_ip=True,
         reasons=(reason,),

@@ -185,3 +185,67 @@ def test_the_original_request_is_never_changed():
     )
     apply_redaction(request, everything)
     assert encode(request) == before
+
+
+# --- geo ----------------------------------------------------------------------------------
+
+FINE_GEO = {
+    "lat": 51.514249,
+    "lon": -0.093145,
+    "type": 1,
+    "accuracy": 20,
+    "lastfix": 30,
+    "country": "GBR",
+    "region": "ENG",
+    "metro": "826044",
+    "city": "London",
+    "zip": "EC2V 7HH",
+    "utcoffset": 60,
+    "ext": {"street": "Gresham St"},
+}
+COUNTRY_AND_REGION = {"type": 1, "country": "GBR", "region": "ENG", "utcoffset": 60}
+ROUNDED = FINE_GEO | {"lat": 51.51, "lon": -0.09, "accuracy": 1000}
+GEO_TABLE = [
+    # (case, redaction, expected device.geo, expected user.geo)
+    ("round_geo rounds lat/lon", Redaction(round_geo=True), ROUNDED, ROUNDED),
+    (
+        "strip_fine_geo (COPPA) keeps country and region, drops user.geo",
+        Redaction(strip_fine_geo=True, round_geo=True),
+        COUNTRY_AND_REGION,
+        None,
+    ),
+    ("strip_user_data leaves geo alone", Redaction(strip_user_data=True), FINE_GEO, FINE_GEO),
+]
+
+
+@pytest.mark.parametrize(
+    ("redaction", "device_geo", "user_geo"),
+    [row[1:] for row in GEO_TABLE],
+    ids=[row[0] for row in GEO_TABLE],
+)
+def test_geo_redaction(redaction, device_geo, user_geo):
+    out = redacted(redaction, device={"geo": FINE_GEO}, user={"geo": FINE_GEO})
+    assert out["device"].get("geo") == device_geo
+    assert out.get("user", {}).get("geo") == user_geo
+
+
+def test_coppa_level_redaction_of_a_whole_request():
+    coppa = Redaction(
+        strip_user_ids=True,
+        strip_device_ids=True,
+        strip_user_data=True,
+        strip_fine_geo=True,
+        round_geo=True,
+        truncate_ip=True,
+    )
+    out = redacted(
+        coppa,
+        device={"ip": "203.0.113.77", "ipv6": "2002:cb00:714d::1", "ifa": "i", "geo": FINE_GEO},
+        user={"id": "u", "yob": 2015, "gender": "F", "geo": FINE_GEO, "ext": {"eids": EIDS}},
+    )
+    assert out["device"] == {
+        "geo": COUNTRY_AND_REGION,
+        "ip": "203.0.113.0",
+        "ipv6": "2002:cb00:7100::",
+    }
+    assert out["user"] == {}

@@ -133,6 +133,7 @@ BLOCK = Redaction(
     strip_user_ids=True,
     strip_device_ids=True,
     strip_user_data=True,
+    strip_fine_geo=True,
     round_geo=True,
     truncate_ip=True,
 )
@@ -336,6 +337,7 @@ COPPA = Redaction(
     strip_user_ids=True,
     strip_device_ids=True,
     strip_user_data=True,
+    strip_fine_geo=True,
     round_geo=True,
     truncate_ip=True,
 )
@@ -493,14 +495,7 @@ def test_from_request_never_raises_on_any_signal_text(
         assert redaction.strip_user_ids and redaction.round_geo
 
 
-FLAGS = (
-    "block",
-    "strip_user_ids",
-    "strip_device_ids",
-    "strip_user_data",
-    "round_geo",
-    "truncate_ip",
-)
+FLAGS = tuple(name for name in Redaction.__dataclass_fields__ if name != "reasons")
 RESTRICTIVE_SIGNALS = {
     "coppa": {"coppa": True},
     "gpc": {"gpc": True},
