@@ -138,6 +138,12 @@ EVENT_TYPE = Allowed(_values(enums.EventType), "Native Event Types")
 EVENT_METHOD = Allowed(_values(enums.EventTrackingMethod), "Native Event Tracking Methods")
 
 
+# GPP section ids are small integers from 1, assigned by the IAB as privacy laws appear (one
+# per US state law), so only a generous range is checked. -1 is what a CMP's
+# `applicableSections` holds when no section applies, and Prebid.js forwards it as is.
+GPP_SECTION_ID_MAX = 255
+GPP_SID_MAX_ITEMS = 32
+
 # Metric types are curated by each exchange; these are the common ones (named in the spec's
 # prose, used by the large exchanges) whose value is a probability, "in the range 0.0 - 1.0".
 PROBABILITY_METRICS = frozenset(("viewability", "click_through_rate", "video_completion_rate"))
@@ -232,10 +238,30 @@ def validate_request(request: BidRequest, limits: Limits) -> None:
                 check_ext(schain.ext, max_depth - 3, ".source.schain.ext")
         if source.ext:
             check_ext(source.ext, max_depth - 2, ".source.ext")
-    if request.regs is not None and request.regs.ext:
-        check_ext(request.regs.ext, max_depth - 2, ".regs.ext")
+    regs = request.regs
+    if regs is not None:
+        if regs.gpp_sid:
+            _gpp_sid(regs.gpp_sid)
+        if regs.ext:
+            check_ext(regs.ext, max_depth - 2, ".regs.ext")
     if request.ext:
         check_ext(request.ext, max_depth - 1, ".ext")
+
+
+def _gpp_sid(section_ids: list[int]) -> None:
+    """Section ids are checked for range only: the IAB keeps adding (US state) sections."""
+    if len(section_ids) > GPP_SID_MAX_ITEMS:
+        raise Invalid(
+            ".regs.gpp_sid",
+            f"must have at most {GPP_SID_MAX_ITEMS} items, got {len(section_ids)}",
+        )
+    for index, section_id in enumerate(section_ids):
+        if not (1 <= section_id <= GPP_SECTION_ID_MAX or section_id == -1):
+            raise Invalid(
+                f".regs.gpp_sid[{index}]",
+                "must be -1 (no section applies) or a GPP section id from 1 to "
+                f"{GPP_SECTION_ID_MAX}, got {section_id}",
+            )
 
 
 def _imp(imp: Imp, limits: Limits) -> None:
