@@ -266,6 +266,17 @@ _COPPA = Redaction(
 )
 
 
+_LIMITED_TRACKING = Redaction(
+    strip_user_ids=True, strip_device_ids=True, round_geo=True, truncate_ip=True, reasons=("lmt",)
+)
+"""device.lmt: Prebid Server's LMT scrubbing (ids of device and user, IP and geo coarsened)."""
+_DO_NOT_TRACK = Redaction(
+    strip_user_ids=True, strip_device_ids=True, round_geo=True, truncate_ip=True, reasons=("dnt",)
+)
+"""device.dnt: read as LMT. Prebid ignores DNT as obsolete, but it is the user's own request
+not to be tracked, and honouring it costs a little fill at most."""
+
+
 def _baseline(consent: ConsentContext) -> Redaction:
     """The vendor-independent rules: COPPA, US opt-outs, LMT/DNT, unreadable US signals."""
     result = NO_REDACTION
@@ -283,8 +294,10 @@ def _baseline(consent: ConsentContext) -> Redaction:
         and usnat.sensitive_data_processing[USNAT_SENSITIVE_PRECISE_GEO] == gpp.OPTED_OUT
     ):
         result |= Redaction(round_geo=True, truncate_ip=True, reasons=("usnat_precise_geo",))
-    if consent.lmt or consent.dnt:
-        result |= Redaction(strip_device_ids=True, reasons=("lmt" if consent.lmt else "dnt",))
+    if consent.lmt:
+        result |= _LIMITED_TRACKING
+    elif consent.dnt:
+        result |= _DO_NOT_TRACK
     return result
 
 

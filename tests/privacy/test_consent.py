@@ -350,8 +350,9 @@ US_TABLE = [
     ("usp unreadable", {"us_privacy": "yes"}, {}, None, STRIP_IDS),
     ("gpc in regs.ext", {"ext": {"gpc": 1}}, {}, None, STRIP_IDS),
     ("gpc header", {}, {}, "1", STRIP_IDS),
-    ("lmt", {}, {"lmt": 1}, None, Redaction(strip_device_ids=True)),
-    ("dnt", {}, {"dnt": 1}, None, Redaction(strip_device_ids=True)),
+    # Prebid's LMT scrubbing: device and user ids, IP truncated, geo rounded; DNT alike.
+    ("lmt", {}, {"lmt": 1}, None, STRIP_IDS | COARSE),
+    ("dnt", {}, {"dnt": 1}, None, STRIP_IDS | COARSE),
     ("lmt 0", {}, {"lmt": 0, "dnt": 0}, None, NO_REDACTION),
     ("gpp unreadable", {"gpp": "DBABMA~!"}, {}, None, STRIP_IDS),
     (
