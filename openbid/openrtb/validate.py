@@ -353,11 +353,20 @@ def _banner(banner: Banner, limits: Limits, depth: int) -> None:
                 f"must have at most {limits.max_formats_per_imp} items, got {len(formats)}",
             )
         for index, fmt in enumerate(formats):
-            if (fmt.w is None or fmt.h is None) and (
-                fmt.wratio is None or fmt.hratio is None or fmt.wmin is None
-            ):
+            w, h = fmt.w, fmt.h
+            if w is not None and h is not None:
+                if not (w and h):
+                    raise Invalid(
+                        f".format[{index}]", f"must give w and h of at least 1, got {w}x{h}"
+                    )
+            elif fmt.wratio is None or fmt.hratio is None or fmt.wmin is None:
                 raise Invalid(
                     f".format[{index}]", "must give either w and h, or wratio, hratio and wmin"
+                )
+            elif not (fmt.wratio and fmt.hratio):  # a ratio with a zero describes no shape
+                raise Invalid(
+                    f".format[{index}]",
+                    f"must give wratio and hratio of at least 1, got {fmt.wratio}:{fmt.hratio}",
                 )
             if fmt.ext:
                 check_ext(fmt.ext, limits.max_depth - depth - 2, f".format[{index}].ext")
