@@ -56,6 +56,8 @@ class EventsConfig(_Section):
     roll_interval_s: PositiveFloat = 60.0
     roll_max_bytes: PositiveInt = 64 * 1024 * 1024
     buffer_max_events: PositiveInt = 1_000_000
+    roll_in_subprocess: bool = True
+    """Roll log files into Parquet in a low-priority child process, off the serving GIL."""
 
 
 class StoresConfig(_Section):

@@ -57,6 +57,7 @@ class Platform:
             roll_interval_s=config.events.roll_interval_s,
             roll_max_bytes=config.events.roll_max_bytes,
             buffer_max_events=config.events.buffer_max_events,
+            roll_in_subprocess=config.events.roll_in_subprocess,
         )
         self.catalog = Catalog(config.stores.catalog_url)
         self.catalog.migrate()

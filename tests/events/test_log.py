@@ -508,3 +508,78 @@ def test_close_during_an_outage_leaves_the_file_for_the_next_start(tmp_path, mon
         pass
     assert not list((tmp_path / "wal").glob("*.log"))
     assert sorted(_seqs(tmp_path)) == list(range(20))
+
+
+def _arrow_record(kind, events):
+    """A record as logs written before MessagePack records hold it: an Arrow IPC stream."""
+    import zlib
+
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    batch = log_module._to_batch(kind, events)
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    payload = sink.getvalue().to_pybytes()
+    header = log_module._HEADER.pack(
+        log_module._MAGIC, 1, log_module._KIND_CODES[kind], len(payload), zlib.crc32(payload)
+    )
+    return header + payload
+
+
+def test_records_are_messagepack_and_older_arrow_records_still_read(tmp_path):
+    new = _encode_record("bid", _bids(3))
+    assert new[:2] == log_module._MAGIC_MSGPACK
+    old = _arrow_record("bid", _bids(2, start=3))
+    records, bad = parse_log(old + new + b"torn tail" + old)
+    assert bad == 1
+    assert [r.batch.num_rows for r in records] == [2, 3, 2]
+    prices = [p for r in records for p in r.batch.column("price_micros").to_pylist()]
+    assert prices == [3, 4, 0, 1, 2, 3, 4]
+    # A damaged MessagePack payload with a matching CRC is skipped, not raised.
+    payload = b"\x91\x92\x01"
+    header = log_module._HEADER.pack(
+        log_module._MAGIC_MSGPACK,
+        1,
+        log_module._KIND_CODES["bid"],
+        len(payload),
+        __import__("zlib").crc32(payload),
+    )
+    assert parse_log(header + payload + new)[0][0].batch.num_rows == 3
+
+
+def test_rolls_in_a_child_process_and_a_dead_roll_process_is_replaced(tmp_path, monkeypatch):
+    monkeypatch.setattr(log_module, "ROLL_RETRY_S", 0.01)
+    monkeypatch.setattr(log_module, "ROLL_RETRY_MAX_S", 0.05)
+    log = EventLog(tmp_path, flush_interval_s=0.05, roll_in_subprocess=True)
+    for event in _bids(10):
+        log.emit(event)
+    log.roll()
+    pool = log._roll_pool
+    assert pool is not None
+    (child,) = pool._processes.values()
+    assert child.pid != os.getpid()
+    assert os.getpriority(os.PRIO_PROCESS, child.pid) >= os.getpriority(os.PRIO_PROCESS, 0)
+    assert len(list(tmp_path.glob("segments/bid/*/*.parquet"))) == 1
+    os.kill(child.pid, signal.SIGKILL)  # the roll process dies (OOM killer, say)
+    child.join(10)
+    for event in _bids(10, start=10):
+        log.emit(event)
+    log.roll()  # the first attempt meets the dead pool; the retry gets a new process
+    _poll(lambda: log.logs_waiting == 0, "the roll was not retried in a new process")
+    assert log._roll_pool is not None and log._roll_pool is not pool
+    log.close()
+    assert log._roll_pool is None
+    assert sorted(_seqs(tmp_path)) == list(range(20))
+    assert len(list(tmp_path.glob("segments/bid/*/*.parquet"))) == 2
+
+
+def test_damage_met_by_the_roll_process_is_counted_by_the_server(tmp_path):
+    _write_dead_logs(tmp_path, 1, 5)
+    path = next((tmp_path / "wal").glob("*.log"))
+    path.write_bytes(path.read_bytes() + b"OM torn by a crash")
+    before = REGISTRY.get_sample_value("openbid_events_bad_records_total") or 0.0
+    with EventLog(tmp_path, flush_interval_s=0.05, roll_in_subprocess=True) as log:
+        log.roll()
+    assert REGISTRY.get_sample_value("openbid_events_bad_records_total") == before + 1
+    assert sorted(_seqs(tmp_path)) == list(range(5))
