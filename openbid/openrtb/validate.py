@@ -11,6 +11,7 @@ Every rule and its message is listed in docs/openrtb.md.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -498,7 +499,24 @@ def _geo(geo: Geo, max_depth: int) -> None:
         check_ext(geo.ext, max_depth - 3, ".ext")
 
 
+def _is_address(family: socket.AddressFamily, text: str) -> bool:
+    """`text` is a plain IPv4 (dotted quad, no leading zeros) or IPv6 address.
+
+    `inet_pton` takes 0.5 us where `ipaddress` takes 5-8 us; unlike `ipaddress` it refuses an
+    IPv6 zone (`fe80::1%eth0`), which has no meaning outside the device's own network.
+    """
+    try:
+        socket.inet_pton(family, text)
+    except (OSError, ValueError):  # ValueError: an embedded NUL
+        return False
+    return True
+
+
 def _device(device: Device, max_depth: int) -> None:
+    if device.ip is not None and not _is_address(socket.AF_INET, device.ip):
+        raise Invalid(".ip", f"must be an IPv4 address, got {show(device.ip)}")
+    if device.ipv6 is not None and not _is_address(socket.AF_INET6, device.ipv6):
+        raise Invalid(".ipv6", f"must be an IPv6 address, got {show(device.ipv6)}")
     if device.devicetype is not None and device.devicetype not in DEVICE_TYPE:
         check_value(device.devicetype, DEVICE_TYPE, ".devicetype")
     if device.connectiontype is not None and device.connectiontype not in CONNECTION_TYPE:
