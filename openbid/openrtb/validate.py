@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         BidRequest,
         Content,
         Data,
+        Deal,
         Device,
         DurFloors,
         Geo,
@@ -301,6 +302,8 @@ def _imp(imp: Imp, limits: Limits) -> None:
                     ".pmp.deals",
                     f"must have at most {limits.max_deals_per_imp} items, got {len(deals)}",
                 )
+            if len(deals) > 1:
+                _unique_deal_ids(deals)
             for index, deal in enumerate(deals):
                 if deal.at is not None and deal.at not in DEAL_AUCTION_TYPE:
                     check_value(deal.at, DEAL_AUCTION_TYPE, f".pmp.deals[{index}].at")
@@ -342,6 +345,21 @@ def _imp(imp: Imp, limits: Limits) -> None:
             check_ext(refresh.ext, max_depth - 4, ".refresh.ext")
     if imp.ext:
         check_ext(imp.ext, max_depth - 3, ".ext")
+
+
+def _unique_deal_ids(deals: list[Deal]) -> None:
+    """A bid names its deal by id, so two deals of an imp with one id make its floor ambiguous."""
+    ids = [deal.id for deal in deals]
+    if len(set(ids)) == len(ids):
+        return
+    first_index: dict[str, int] = {}
+    for index, deal_id in enumerate(ids):
+        if deal_id in first_index:
+            raise Invalid(
+                f".pmp.deals[{index}].id",
+                f"must be unique, got {show(deal_id)} again (first at deals[{first_index[deal_id]}])",
+            )
+        first_index[deal_id] = index
 
 
 def _banner(banner: Banner, limits: Limits, depth: int) -> None:
