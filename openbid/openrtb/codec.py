@@ -38,6 +38,7 @@ from openbid.openrtb.response import BidResponse
 from openbid.openrtb.validate import (
     CURRENCY_PATTERN_TEXT,
     Invalid,
+    key_segment,
     show,
     validate_native_request,
     validate_native_response,
@@ -291,7 +292,7 @@ def _find_mark(value: Any, path: str) -> tuple[str, bool] | None:
         for key, item in value.items():
             if _BAD_BYTES_MARK in key:
                 return path, True
-            found = _find_mark(item, f"{path}.{key}")
+            found = _find_mark(item, path + key_segment(key))
             if found is not None:
                 return found
     elif kind is list:
@@ -334,7 +335,8 @@ def _strip(
             value = bytes(members.pop(key))
             if len(value) > 2 * budget + 1 and json_depth_exceeds(value, budget):
                 raise Invalid(
-                    f"{_path_text(path)}.{key}", f"must not nest deeper than {budget} levels"
+                    _path_text(path) + key_segment(key),
+                    f"must not nest deeper than {budget} levels",
                 )
             kept.append(_ENCODER.encode(key) + b":" + value)
         captured.append((path, msgspec.Raw(b",".join(kept))))
@@ -472,7 +474,7 @@ def _long_string(value: Any, limit: int, path: str) -> tuple[str, str] | None:
         for key, item in value.items():
             if len(key) > limit:
                 return path, f"must not have a key longer than {limit} characters"
-            found = _long_string(item, limit, f"{path}.{key}")
+            found = _long_string(item, limit, path + key_segment(key))
             if found is not None:
                 return found
     elif kind is list:

@@ -11,6 +11,7 @@ Every rule and its message is listed in docs/openrtb.md.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -66,6 +67,21 @@ def show(value: object) -> str:
     """A value as it would appear in JSON, cut short, for an error message."""
     text = msgspec.json.encode(value).decode() if isinstance(value, str) else repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def key_segment(key: str) -> str:
+    """A path segment for an object member: `.name`, or `["any key"]` quoted and cut short.
+
+    Keys of `ext` and unknown members are the client's choice: a dot, a newline or 8 KB in one
+    would otherwise make the path ambiguous, or the message a log line of its own.
+
+    >>> key_segment("prebid"), key_segment("gpid.v2"), len(key_segment("x" * 8000))
+    ('.prebid', '["gpid.v2"]', 82)
+    """
+    return f".{key}" if _PLAIN_KEY.fullmatch(key) else f"[{show(key)}]"
 
 
 class Allowed(frozenset):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from openbid.openrtb import (
     InvalidBidRequest,
     InvalidBidResponse,
+    Limits,
     OpenRTBError,
     RequestTooLarge,
     decode_bid_request,
@@ -136,3 +138,40 @@ def test_nesting_inside_a_nested_unknown_member_names_it():
         decode_bid_request(body)
     # banner sits at depth 4 (request > imp > [0] > banner), leaving 28 of the default 32.
     assert str(caught.value) == "request.imp[0].banner.odd must not nest deeper than 28 levels"
+
+
+def _deep(levels: int) -> object:
+    value: object = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("body", "limits", "field"),
+    [
+        # An unknown member nested too deep, under a key a client chose.
+        (
+            {"id": "r", "imp": [{"id": "1", "banner": {}}], "x\n" + "y" * 3000: _deep(40)},
+            None,
+            'request["x\\n' + "y" * 73 + "...]",
+        ),
+        # A string too long, under such keys inside ext.
+        (
+            {"id": "r", "imp": [{"id": "1", "banner": {}}], "ext": {"a b": {"c.d": "z" * 90}}},
+            Limits(max_string_chars=80),
+            'request.ext["a b"]["c.d"]',
+        ),
+    ],
+)
+def test_keys_in_error_paths_are_quoted_and_cut_short(body, limits, field):
+    with pytest.raises(InvalidBidRequest) as caught:
+        decode_bid_request(json.dumps(body).encode(), limits)
+    assert caught.value.field == field
+
+
+def test_a_key_that_is_not_utf8_is_quoted_in_the_path_too():
+    body = b'{"id":"r","imp":[{"id":"1","banner":{}}],"ext":{"a\\nb":{"c":"\xe9"}}}'
+    with pytest.raises(InvalidBidRequest) as caught:
+        decode_bid_request(body)
+    assert caught.value.field == 'request.ext["a\\nb"].c'
