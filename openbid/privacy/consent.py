@@ -1,7 +1,7 @@
 """One request's privacy signals (`ConsentContext`) and the rules that follow from them.
 
-`ConsentContext.from_request` reads GDPR/TCF, COPPA, US Privacy, GPP (TCF EU, US National),
-GPC and LMT/DNT from an OpenRTB 2.6 request once. `redaction_for(consent, vendor_id)` is a
+`ConsentContext.from_request` reads GDPR/TCF, COPPA, US Privacy, GPP (TCF EU, US National,
+US states), GPC and LMT/DNT from an OpenRTB 2.6 request once. `redaction_for(consent, vendor_id)` is a
 pure function saying what one demand partner (by TCF vendor id, or None) may receive: a
 `Redaction` listing what to strip or coarsen, or to block the call. The rules are written
 out in docs/privacy.md; an unreadable signal never grants more than a readable one.
@@ -35,8 +35,13 @@ PURPOSE_PERSONALISED_ADS = 4
 eids). Under TCF 2.2 purposes 3-6 rest on consent only."""
 SPECIAL_FEATURE_PRECISE_GEO = 1
 """TCF special feature 1: use precise geolocation data (the opt-in and vendor consent)."""
-USNAT_SENSITIVE_PRECISE_GEO = 7
-"""Index in usnat SensitiveDataProcessing of precise geolocation (category 8)."""
+US_GPP_SECTIONS = frozenset(range(gpp.SECTION_US_NATIONAL, 28))
+"""GPP sections of US privacy laws (national, then the states): one that `gpp_sid` says
+applies but that we do not read (absent from the string, or a state we do not decode) is
+read as an opt-out."""
+UNREADABLE_US_SIGNALS = frozenset({"gpp", "us_privacy", "gpp_us_section"})
+"""`ConsentContext.unreadable` names that are US signals (`gpp_us_section`: an applicable US
+GPP section we could not read)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,8 @@ class ConsentContext:
     coppa: bool = False
     us_privacy: usprivacy.USPrivacy | None = None
     usnat: gpp.UsNat | None = None
+    us_states: tuple[gpp.UsState, ...] = ()
+    """The applicable US state sections of the GPP string we decode (8-12)."""
     gpc: bool = False
     lmt: bool = False
     dnt: bool = False
@@ -136,13 +143,26 @@ class ConsentContext:
         object.__setattr__(self, "baseline", _baseline(self))
 
     @property
+    def us_sections(self) -> tuple[gpp.UsReadings, ...]:
+        """The applicable US GPP sections we read: US National, then the states."""
+        if self.usnat is None:
+            return self.us_states
+        return (self.usnat, *self.us_states)
+
+    @property
     def us_opt_out(self) -> bool:
-        """The user opted out of sale/sharing/targeted ads in the US (USP, usnat or GPC)."""
+        """Personal data may not be sold or shared in the US: a US Privacy opt-out of sale, GPC,
+        or a US GPP section that restricts it (opt-out, missing notice, known child, ...)."""
         return (
             self.gpc
             or (self.us_privacy is not None and self.us_privacy.opted_out_of_sale is True)
-            or (self.usnat is not None and self.usnat.restricts_personal_data)
+            or any(section.restricts_personal_data for section in self.us_sections)
         )
+
+    @property
+    def us_known_child(self) -> bool:
+        """A US GPP section says the user is a known child."""
+        return any(section.known_child for section in self.us_sections)
 
     @classmethod
     def from_request(cls, request: Any, gpc_header: str | None = None) -> ConsentContext:
@@ -203,6 +223,7 @@ def _context_from_signals(
     tc = None
     us_privacy = None
     usnat = None
+    us_states: tuple[gpp.UsState, ...] = ()
     if gpp_text:
         decoded = gpp.decode_cached(gpp_text)
         if isinstance(decoded, InvalidGPPString):
@@ -212,10 +233,18 @@ def _context_from_signals(
             applicable = set(gpp_sid) if gpp_sid else set(decoded.section_ids)
             if gpp.SECTION_US_NATIONAL in applicable:
                 usnat = decoded.usnat
+            us_states = tuple(s for s in decoded.us_states if s.section_id in applicable)
             if gpp.SECTION_TCF_EU_V2 in applicable and not consent_text:
                 tc = decoded.tcf_eu
             if gpp.SECTION_US_PRIVACY in applicable and not us_privacy_text:
                 us_privacy = decoded.us_privacy
+            read = {section.section_id for section in us_states}
+            if usnat is not None:
+                read.add(gpp.SECTION_US_NATIONAL)
+            if (applicable & US_GPP_SECTIONS) - read:
+                unreadable.append("gpp_us_section")
+    elif gpp_sid and US_GPP_SECTIONS.intersection(gpp_sid):
+        unreadable.append("gpp_us_section")  # a US section applies, but there is no string
     if consent_text:
         decoded_tc = tcf.decode_cached(consent_text)
         if isinstance(decoded_tc, InvalidTCString):
@@ -241,7 +270,8 @@ def _context_from_signals(
         coppa=coppa,
         us_privacy=us_privacy,
         usnat=usnat,
-        gpc=gpc or (usnat is not None and usnat.gpc is True),
+        us_states=us_states,
+        gpc=gpc or any(section.gpc is True for section in (usnat, *us_states) if section),
         lmt=lmt,
         dnt=dnt,
         unreadable=tuple(unreadable),
@@ -266,6 +296,36 @@ _COPPA = Redaction(
 )
 
 
+_US_KNOWN_CHILD = Redaction(
+    strip_user_ids=True,
+    strip_device_ids=True,
+    strip_user_data=True,
+    strip_fine_geo=True,
+    round_geo=True,
+    truncate_ip=True,
+    reasons=("us_known_child",),
+)
+"""A known child in a US GPP section: as COPPA."""
+_US_OPT_OUT = Redaction(
+    strip_user_ids=True,
+    strip_device_ids=True,
+    strip_user_data=True,
+    round_geo=True,
+    truncate_ip=True,
+    reasons=("us_opt_out",),
+)
+"""Prebid's CCPA scrubbing (ids, IP, geo), and user data and eids: they are what is sold or
+shared."""
+_UNREADABLE_US_SIGNAL = Redaction(
+    strip_user_ids=True,
+    strip_device_ids=True,
+    strip_user_data=True,
+    round_geo=True,
+    truncate_ip=True,
+    reasons=("unreadable_us_signal",),
+)
+"""We cannot prove there was no opt-out: as one."""
+_US_NO_PRECISE_GEO = Redaction(round_geo=True, truncate_ip=True, reasons=("us_no_precise_geo",))
 _LIMITED_TRACKING = Redaction(
     strip_user_ids=True, strip_device_ids=True, round_geo=True, truncate_ip=True, reasons=("lmt",)
 )
@@ -282,18 +342,14 @@ def _baseline(consent: ConsentContext) -> Redaction:
     result = NO_REDACTION
     if consent.coppa:
         result |= _COPPA
+    if consent.us_known_child:
+        result |= _US_KNOWN_CHILD
     if consent.us_opt_out:
-        result |= Redaction(strip_user_ids=True, strip_device_ids=True, reasons=("us_opt_out",))
-    if any(name in ("gpp", "us_privacy") for name in consent.unreadable):
-        result |= Redaction(
-            strip_user_ids=True, strip_device_ids=True, reasons=("unreadable_us_signal",)
-        )
-    usnat = consent.usnat
-    if usnat is not None and (
-        len(usnat.sensitive_data_processing) > USNAT_SENSITIVE_PRECISE_GEO
-        and usnat.sensitive_data_processing[USNAT_SENSITIVE_PRECISE_GEO] == gpp.OPTED_OUT
-    ):
-        result |= Redaction(round_geo=True, truncate_ip=True, reasons=("usnat_precise_geo",))
+        result |= _US_OPT_OUT
+    if not UNREADABLE_US_SIGNALS.isdisjoint(consent.unreadable):
+        result |= _UNREADABLE_US_SIGNAL
+    if any(section.precise_geo_refused for section in consent.us_sections):
+        result |= _US_NO_PRECISE_GEO
     if consent.lmt:
         result |= _LIMITED_TRACKING
     elif consent.dnt:

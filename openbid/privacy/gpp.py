@@ -2,9 +2,11 @@
 
 A GPP string is `~`-separated: a header (type 3, version 1, the section ids as
 Fibonacci-coded ranges), then one encoded section per id, in the header's order. We decode
-section 2 (TCF EU v2, a TC string: `openbid.privacy.tcf`), section 6 (US Privacy) and
-section 7 (US National, `usnat` v1 and v2, with its optional GPC subsection); the other
-sections are kept as raw text. `decode` raises `InvalidGPPString` and nothing else.
+section 2 (TCF EU v2, a TC string: `openbid.privacy.tcf`), section 6 (US Privacy),
+section 7 (US National, `usnat` v1 and v2, with its optional GPC subsection) and the first
+US state sections, 8-12 (California, Virginia, Colorado, Utah, Connecticut: `UsState`); the
+other sections are kept as raw text (the later US state sections, 13-27, are listed in
+`US_STATE_SECTIONS_UNDECODED`). `decode` raises `InvalidGPPString` and nothing else.
 
 >>> gpp = decode(encode({7: encode_usnat(UsNat(sale_opt_out=OPTED_OUT))}))
 >>> gpp.section_ids, gpp.usnat.sale_opt_out == OPTED_OUT
@@ -25,15 +27,26 @@ from openbid.privacy.errors import InvalidGPPString, InvalidTCString, InvalidUSP
 SECTION_TCF_EU_V2 = 2
 SECTION_US_PRIVACY = 6
 SECTION_US_NATIONAL = 7
+SECTION_US_CALIFORNIA = 8
+SECTION_US_VIRGINIA = 9
+SECTION_US_COLORADO = 10
+SECTION_US_UTAH = 11
+SECTION_US_CONNECTICUT = 12
+US_STATE_SECTIONS_UNDECODED = frozenset(range(13, 28))
+"""The US state sections registered after Connecticut (13-27), kept raw: one that applies
+reads as an opt-out (we cannot prove there was none)."""
 
 MAX_GPP_STRING_CHARS = 65_536
 """Longer strings are refused before any decoding work."""
 
-# The two-bit values of US National fields: 0 not applicable, 1 yes, 2 no. For an opt-out
-# field "yes" means the user opted out (for a notice field, that the notice was given).
+# The two-bit values of US fields: 0 not applicable, 1 yes, 2 no. For an opt-out field
+# "yes" means the user opted out; for a notice field, that the notice was given; for a
+# consent field (sensitive data, known child) 1 means no consent and 2 consent.
 NOT_APPLICABLE = 0
 OPTED_OUT = 1
 DID_NOT_OPT_OUT = 2
+NOTICE_NOT_PROVIDED = 2
+NO_CONSENT = 1
 
 _USNAT_LIST_LENGTHS = {1: (12, 2), 2: (16, 3)}
 """usnat version -> (sensitive data processing categories, known child consents)."""
@@ -41,13 +54,102 @@ _USNAT_LIST_LENGTHS = {1: (12, 2), 2: (16, 3)}
 _GPC_SUBSECTION_TYPE = 1
 
 
+class UsReadings:
+    """What the rules read from a US section, national or state: Prebid's default reading of
+    the MSPA strings (docs.prebid.org/features/mspa-usnat.html). A subclass has the fields
+    named here (a state without one leaves it not applicable) and says where its under-13
+    consents and its precise geolocation category sit."""
+
+    __slots__ = ()
+    _under_13_consents: tuple[int, ...] = ()
+    """Indexes in KnownChildSensitiveDataConsents about children under 13."""
+    _precise_geo: int | None = None
+    """Index in SensitiveDataProcessing of precise geolocation (None: no such category)."""
+
+    sharing_notice: int
+    sale_opt_out_notice: int
+    sharing_opt_out_notice: int
+    targeted_advertising_opt_out_notice: int
+    sensitive_data_processing_opt_out_notice: int
+    sensitive_data_limit_use_notice: int
+    sale_opt_out: int
+    sharing_opt_out: int
+    targeted_advertising_opt_out: int
+    sensitive_data_processing: tuple[int, ...]
+    known_child_sensitive_data_consents: tuple[int, ...]
+    mspa_service_provider_mode: int
+    gpc: bool | None
+
+    @property
+    def opted_out(self) -> bool:
+        """The user opted out of sale, sharing or targeted advertising."""
+        return OPTED_OUT in (
+            self.sale_opt_out,
+            self.sharing_opt_out,
+            self.targeted_advertising_opt_out,
+        )
+
+    @property
+    def notice_missing(self) -> bool:
+        """A notice the user needed to opt out (or about sharing) was not given: read as an
+        opt-out, since no choice was offered."""
+        return NOTICE_NOT_PROVIDED in (
+            self.sharing_notice,
+            self.sale_opt_out_notice,
+            self.sharing_opt_out_notice,
+            self.targeted_advertising_opt_out_notice,
+        )
+
+    @property
+    def known_child(self) -> bool:
+        """A known child: a consent about a minor's data refused, or a consent about a child
+        under 13 applicable at all (such a child cannot consent)."""
+        consents = self.known_child_sensitive_data_consents
+        return NO_CONSENT in consents or any(
+            consents[index] != NOT_APPLICABLE
+            for index in self._under_13_consents
+            if index < len(consents)
+        )
+
+    @property
+    def precise_geo_refused(self) -> bool:
+        """No consent (or an opt-out) for precise geolocation, or no notice about sensitive
+        data at all."""
+        if NOTICE_NOT_PROVIDED in (
+            self.sensitive_data_processing_opt_out_notice,
+            self.sensitive_data_limit_use_notice,
+        ):
+            return True
+        index = self._precise_geo
+        return (
+            index is not None
+            and index < len(self.sensitive_data_processing)
+            and self.sensitive_data_processing[index] == NO_CONSENT
+        )
+
+    @property
+    def restricts_personal_data(self) -> bool:
+        """Personal data may not go to third parties: an opt-out, a missing opt-out notice,
+        GPC, MSPA service provider mode, or a known child."""
+        return (
+            self.opted_out
+            or self.notice_missing
+            or self.gpc is True
+            or self.mspa_service_provider_mode == 1
+            or self.known_child
+        )
+
+
 @dataclass(frozen=True, slots=True)
-class UsNat:
+class UsNat(UsReadings):
     """The US National section (GPP section 7), core fields and the GPC subsection.
 
-    Two-bit fields hold 0 (not applicable), 1 (yes: opted out / notice given / consent
-    refused) or 2 (no). `gpc` is None when the GPC subsection is absent.
+    Two-bit fields hold 0 (not applicable), 1 (yes: opted out / notice given; for consents:
+    refused) or 2 (no; for consents: given). `gpc` is None when the GPC subsection is absent.
     """
+
+    _under_13_consents = (1,)
+    _precise_geo = 7
 
     version: int = 1
     sharing_notice: int = NOT_APPLICABLE
@@ -67,32 +169,154 @@ class UsNat:
     mspa_service_provider_mode: int = NOT_APPLICABLE
     gpc: bool | None = None
 
-    @property
-    def opted_out(self) -> bool:
-        """The user opted out of sale, sharing or targeted advertising."""
-        return OPTED_OUT in (
-            self.sale_opt_out,
-            self.sharing_opt_out,
-            self.targeted_advertising_opt_out,
-        )
+
+@dataclass(frozen=True, slots=True)
+class _StateLayout:
+    """How one US state section is laid out (IAB GPP US state technical specifications)."""
+
+    name: str
+    """The client-side API prefix."""
+    fields: tuple[str, ...]
+    """The two-bit core fields before SensitiveDataProcessing, in order."""
+    sensitive_count: int
+    child_count: int
+    personal_data_consents: bool
+    """A PersonalDataConsents field follows KnownChildSensitiveDataConsents (California)."""
+    gpc: bool
+    """A GPC subsection may follow the core segment."""
+    precise_geo: int | None
+    """Index of precise geolocation in SensitiveDataProcessing (Colorado has none)."""
+
+
+_VA_FIELDS = (
+    "sharing_notice",
+    "sale_opt_out_notice",
+    "targeted_advertising_opt_out_notice",
+    "sale_opt_out",
+    "targeted_advertising_opt_out",
+)
+_STATE_LAYOUTS = {
+    SECTION_US_CALIFORNIA: _StateLayout(
+        "usca",
+        (
+            "sale_opt_out_notice",
+            "sharing_opt_out_notice",
+            "sensitive_data_limit_use_notice",
+            "sale_opt_out",
+            "sharing_opt_out",
+        ),
+        sensitive_count=9,
+        child_count=2,
+        personal_data_consents=True,
+        gpc=True,
+        precise_geo=2,
+    ),
+    SECTION_US_VIRGINIA: _StateLayout(
+        "usva",
+        _VA_FIELDS,
+        sensitive_count=8,
+        child_count=1,
+        personal_data_consents=False,
+        gpc=False,
+        precise_geo=7,
+    ),
+    SECTION_US_COLORADO: _StateLayout(
+        "usco",
+        _VA_FIELDS,
+        sensitive_count=7,
+        child_count=1,
+        personal_data_consents=False,
+        gpc=True,
+        precise_geo=None,
+    ),
+    SECTION_US_UTAH: _StateLayout(
+        "usut",
+        (
+            "sharing_notice",
+            "sale_opt_out_notice",
+            "targeted_advertising_opt_out_notice",
+            "sensitive_data_processing_opt_out_notice",
+            "sale_opt_out",
+            "targeted_advertising_opt_out",
+        ),
+        sensitive_count=8,
+        child_count=1,
+        personal_data_consents=False,
+        gpc=False,
+        precise_geo=7,
+    ),
+    SECTION_US_CONNECTICUT: _StateLayout(
+        "usct",
+        _VA_FIELDS,
+        sensitive_count=8,
+        child_count=3,
+        personal_data_consents=False,
+        gpc=True,
+        precise_geo=7,
+    ),
+}
+_MSPA_FIELDS = (
+    "mspa_covered_transaction",
+    "mspa_opt_out_option_mode",
+    "mspa_service_provider_mode",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UsState(UsReadings):
+    """A US state section (GPP sections 8-12), with the fields of the US National section
+    that the state has; the others stay not applicable. Empty sensitive data and known child
+    tuples are filled with zeros to the state's lengths.
+
+    Any known child consent that applies at all marks a known child: the state sections do
+    not tell a child under 13 from an older minor (Prebid Server reads them the same way).
+
+    >>> decode_us_state(SECTION_US_VIRGINIA, "BVWSSVY").opted_out
+    True
+    """
+
+    section_id: int
+    version: int = 1
+    sharing_notice: int = NOT_APPLICABLE
+    sale_opt_out_notice: int = NOT_APPLICABLE
+    sharing_opt_out_notice: int = NOT_APPLICABLE
+    targeted_advertising_opt_out_notice: int = NOT_APPLICABLE
+    sensitive_data_processing_opt_out_notice: int = NOT_APPLICABLE
+    sensitive_data_limit_use_notice: int = NOT_APPLICABLE
+    sale_opt_out: int = NOT_APPLICABLE
+    sharing_opt_out: int = NOT_APPLICABLE
+    targeted_advertising_opt_out: int = NOT_APPLICABLE
+    sensitive_data_processing: tuple[int, ...] = ()
+    known_child_sensitive_data_consents: tuple[int, ...] = ()
+    personal_data_consents: int = NOT_APPLICABLE
+    mspa_covered_transaction: int = 2
+    mspa_opt_out_option_mode: int = NOT_APPLICABLE
+    mspa_service_provider_mode: int = NOT_APPLICABLE
+    gpc: bool | None = None
+
+    def __post_init__(self) -> None:
+        layout = _STATE_LAYOUTS.get(self.section_id)
+        if layout is None:
+            raise ValueError(f"GPP section {self.section_id} is not a US state section we decode")
+        if not self.sensitive_data_processing:
+            object.__setattr__(self, "sensitive_data_processing", (0,) * layout.sensitive_count)
+        if not self.known_child_sensitive_data_consents:
+            object.__setattr__(
+                self, "known_child_sensitive_data_consents", (0,) * layout.child_count
+            )
 
     @property
-    def known_child(self) -> bool:
-        """A known child: the 13-16 consent was refused (1), or a consent for a younger
-        child applies at all (any non-zero value after the first)."""
-        first, *rest = self.known_child_sensitive_data_consents
-        return first == 1 or any(value != NOT_APPLICABLE for value in rest)
+    def name(self) -> str:
+        """The section's client-side API prefix (`usca`, `usva`, ...)."""
+        return _STATE_LAYOUTS[self.section_id].name
 
     @property
-    def restricts_personal_data(self) -> bool:
-        """Personal data may not go to third parties: an opt-out, GPC, MSPA service
-        provider mode, or a known child (Prebid's default reading of the MSPA)."""
-        return (
-            self.opted_out
-            or self.gpc is True
-            or self.mspa_service_provider_mode == 1
-            or self.known_child
-        )
+    def _under_13_consents(self) -> tuple[int, ...]:  # type: ignore[override]
+        return tuple(range(len(self.known_child_sensitive_data_consents)))
+
+    @property
+    def _precise_geo(self) -> int | None:  # type: ignore[override]
+        return _STATE_LAYOUTS[self.section_id].precise_geo
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +330,8 @@ class GPPString:
     tcf_eu: tcf.TCString | None = None
     us_privacy: usprivacy.USPrivacy | None = None
     usnat: UsNat | None = None
+    us_states: tuple[UsState, ...] = ()
+    """The US state sections we decode (8-12), in header order."""
 
 
 def decode(gpp_string: str) -> GPPString:
@@ -127,6 +353,7 @@ def decode(gpp_string: str) -> GPPString:
         )
     sections = dict(zip(section_ids, texts, strict=True))
     decoded: dict[str, object] = {}
+    states: list[UsState] = []
     for section_id, text in sections.items():
         if not text:
             raise InvalidGPPString(f"GPP section {section_id} is empty")
@@ -142,7 +369,11 @@ def decode(gpp_string: str) -> GPPString:
                 raise InvalidGPPString(f"GPP section 6 (uspv1): {error}") from error
         elif section_id == SECTION_US_NATIONAL:
             decoded["usnat"] = decode_usnat(text)
-    return GPPString(version, section_ids, MappingProxyType(sections), **decoded)
+        elif section_id in _STATE_LAYOUTS:
+            states.append(decode_us_state(section_id, text))
+    return GPPString(
+        version, section_ids, MappingProxyType(sections), us_states=tuple(states), **decoded
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -216,23 +447,59 @@ def decode_usnat(text: str) -> UsNat:
         "mspa_service_provider_mode",
     ):
         fields[name] = _two_bits(reader, name)
+    gpc = _decode_gpc_subsections(subsections, "usnat")
+    return UsNat(version=version, gpc=gpc, **fields)  # type: ignore[arg-type]
+
+
+def decode_us_state(section_id: int, text: str) -> UsState:
+    """Decodes a US state section (8-12): core segment, then the GPC subsection where the
+    state defines one."""
+    layout = _STATE_LAYOUTS[section_id]
+    name = layout.name
+    core, *subsections = text.split(".")
+    what = f"GPP {name} core segment"
+    reader = BitReader(base64url_to_bits(core, InvalidGPPString, what), InvalidGPPString, what)
+    version = reader.int(6, "Version")
+    if version != 1:
+        raise InvalidGPPString(f"{name} version {version} is not supported: only 1")
+    fields: dict[str, object] = {key: _two_bits(reader, key, name) for key in layout.fields}
+    fields["sensitive_data_processing"] = tuple(
+        _two_bits(reader, "sensitive_data_processing", name) for _ in range(layout.sensitive_count)
+    )
+    fields["known_child_sensitive_data_consents"] = tuple(
+        _two_bits(reader, "known_child_sensitive_data_consents", name)
+        for _ in range(layout.child_count)
+    )
+    if layout.personal_data_consents:
+        fields["personal_data_consents"] = _two_bits(reader, "personal_data_consents", name)
+    for key in _MSPA_FIELDS:
+        fields[key] = _two_bits(reader, key, name)
+    if subsections and not layout.gpc:
+        raise InvalidGPPString(f"{name} has no subsections, but {len(subsections)} follow")
+    gpc = _decode_gpc_subsections(subsections, name)
+    return UsState(section_id=section_id, version=version, gpc=gpc, **fields)  # type: ignore[arg-type]
+
+
+def _decode_gpc_subsections(subsections: list[str], name: str) -> bool | None:
     gpc = None
     for subsection in subsections:
-        what = "GPP usnat subsection"
+        what = f"GPP {name} subsection"
         sub = BitReader(
             base64url_to_bits(subsection, InvalidGPPString, what), InvalidGPPString, what
         )
         subsection_type = sub.int(2, "SubsectionType")
         if subsection_type != _GPC_SUBSECTION_TYPE:
-            raise InvalidGPPString(f"usnat subsection type {subsection_type} is unknown (1 is GPC)")
+            raise InvalidGPPString(
+                f"{name} subsection type {subsection_type} is unknown (1 is GPC)"
+            )
         gpc = sub.bool("Gpc")
-    return UsNat(version=version, gpc=gpc, **fields)  # type: ignore[arg-type]
+    return gpc
 
 
-def _two_bits(reader: BitReader, name: str) -> int:
-    value = reader.int(2, name)
+def _two_bits(reader: BitReader, field: str, section: str = "usnat") -> int:
+    value = reader.int(2, field)
     if value == 3:
-        raise InvalidGPPString(f"usnat {name} is 3: two-bit fields hold 0, 1 or 2")
+        raise InvalidGPPString(f"{section} {field} is 3: two-bit fields hold 0, 1 or 2")
     return value
 
 
@@ -272,13 +539,42 @@ def encode_usnat(section: UsNat) -> str:
         "mspa_service_provider_mode",
     ):
         writer.int(getattr(section, name), 2, name)
-    text = writer.base64url()
-    if section.gpc is not None:
-        sub = BitWriter()
-        sub.int(_GPC_SUBSECTION_TYPE, 2, "subsection type")
-        sub.bool(section.gpc)
-        text += "." + sub.base64url()
-    return text
+    return writer.base64url() + _encode_gpc_subsection(section.gpc)
+
+
+def encode_us_state(section: UsState) -> str:
+    """Encodes a US state section (with the GPC subsection when `gpc` is not None)."""
+    layout = _STATE_LAYOUTS[section.section_id]
+    if section.version != 1:
+        raise ValueError(f"{layout.name} version {section.version} is not supported: only 1")
+    if len(section.sensitive_data_processing) != layout.sensitive_count:
+        raise ValueError(f"{layout.name} has {layout.sensitive_count} sensitive data categories")
+    if len(section.known_child_sensitive_data_consents) != layout.child_count:
+        raise ValueError(f"{layout.name} has {layout.child_count} known child consents")
+    if section.gpc is not None and not layout.gpc:
+        raise ValueError(f"{layout.name} has no GPC subsection")
+    writer = BitWriter()
+    writer.int(section.version, 6, "version")
+    for name in layout.fields:
+        writer.int(getattr(section, name), 2, name)
+    for value in section.sensitive_data_processing:
+        writer.int(value, 2, "sensitive_data_processing")
+    for value in section.known_child_sensitive_data_consents:
+        writer.int(value, 2, "known_child_sensitive_data_consents")
+    if layout.personal_data_consents:
+        writer.int(section.personal_data_consents, 2, "personal_data_consents")
+    for name in _MSPA_FIELDS:
+        writer.int(getattr(section, name), 2, name)
+    return writer.base64url() + _encode_gpc_subsection(section.gpc)
+
+
+def _encode_gpc_subsection(gpc: bool | None) -> str:
+    if gpc is None:
+        return ""
+    sub = BitWriter()
+    sub.int(_GPC_SUBSECTION_TYPE, 2, "subsection type")
+    sub.bool(gpc)
+    return "." + sub.base64url()
 
 
 def encode(sections: Mapping[int, str]) -> str:

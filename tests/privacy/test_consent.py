@@ -341,69 +341,262 @@ COPPA = Redaction(
     round_geo=True,
     truncate_ip=True,
 )
+US_OPT_OUT = Redaction(
+    strip_user_ids=True,
+    strip_device_ids=True,
+    strip_user_data=True,
+    round_geo=True,
+    truncate_ip=True,
+)
+"""Prebid's CCPA scrubbing and more: ids, user data and eids, IP truncated, geo rounded."""
+
+
+def usnat(**fields) -> dict:
+    """regs with a GPP string holding one US National section."""
+    return {"gpp": gpp.encode({7: gpp.encode_usnat(gpp.UsNat(**fields))})}
+
+
+def us_state(section_id, text, **regs) -> dict:
+    """regs with a GPP string holding one US state section (as encoded text)."""
+    return {"gpp": gpp.encode({section_id: text}), **regs}
+
+
+def state(section_id, **fields) -> dict:
+    return us_state(section_id, gpp.encode_us_state(gpp.UsState(section_id, **fields)))
+
+
+PRECISE_GEO_REFUSED = (0,) * 7 + (1,) + (0,) * 4
+# The IAB reference encoder's (iabgpp-es) test strings for the state sections.
+USCA_SPEC = "BVWSSSVY.YA"  # sale and sharing opted out, a minor's consent refused, GPC
+USVA_SPEC = "BVWSSVY"  # sale and targeted ads opted out, a known child
+USVA_DEFAULT = "BAAAABA"  # nothing applicable
+USCO_DEFAULT = "BAAAAEA.QA"
+USUT_DEFAULT = "BAAAAAQA"
+USCT_DEFAULT = "BAAAAAEA.QA"
 US_TABLE = [
     ("coppa", {"coppa": 1}, {}, None, COPPA),
     ("coppa 0", {"coppa": 0}, {}, None, NO_REDACTION),
-    ("usp opted out of sale", {"us_privacy": "1YYN"}, {}, None, STRIP_IDS),
+    ("usp opted out of sale", {"us_privacy": "1YYN"}, {}, None, US_OPT_OUT),
     ("usp not opted out", {"us_privacy": "1YNN"}, {}, None, NO_REDACTION),
     ("usp not applicable", {"us_privacy": "1---"}, {}, None, NO_REDACTION),
-    ("usp unreadable", {"us_privacy": "yes"}, {}, None, STRIP_IDS),
-    ("gpc in regs.ext", {"ext": {"gpc": 1}}, {}, None, STRIP_IDS),
-    ("gpc header", {}, {}, "1", STRIP_IDS),
+    ("usp unreadable", {"us_privacy": "yes"}, {}, None, US_OPT_OUT),
+    ("gpc in regs.ext", {"ext": {"gpc": 1}}, {}, None, US_OPT_OUT),
+    ("gpc header", {}, {}, "1", US_OPT_OUT),
     # Prebid's LMT scrubbing: device and user ids, IP truncated, geo rounded; DNT alike.
     ("lmt", {}, {"lmt": 1}, None, STRIP_IDS | COARSE),
     ("dnt", {}, {"dnt": 1}, None, STRIP_IDS | COARSE),
     ("lmt 0", {}, {"lmt": 0, "dnt": 0}, None, NO_REDACTION),
-    ("gpp unreadable", {"gpp": "DBABMA~!"}, {}, None, STRIP_IDS),
-    (
-        "usnat sale opt-out",
-        {"gpp": gpp.encode({7: gpp.encode_usnat(gpp.UsNat(sale_opt_out=gpp.OPTED_OUT))})},
-        {},
-        None,
-        STRIP_IDS,
-    ),
+    ("gpp unreadable", {"gpp": "DBABMA~!"}, {}, None, US_OPT_OUT),
+    ("usnat sale opt-out", usnat(sale_opt_out=gpp.OPTED_OUT), {}, None, US_OPT_OUT),
+    ("usnat sharing opt-out", usnat(sharing_opt_out=gpp.OPTED_OUT), {}, None, US_OPT_OUT),
     (
         "usnat targeted ads opt-out",
-        {
-            "gpp": gpp.encode(
-                {7: gpp.encode_usnat(gpp.UsNat(targeted_advertising_opt_out=gpp.OPTED_OUT))}
-            )
-        },
+        usnat(targeted_advertising_opt_out=gpp.OPTED_OUT),
         {},
         None,
-        STRIP_IDS,
+        US_OPT_OUT,
+    ),
+    ("usnat did not opt out", usnat(sale_opt_out=gpp.DID_NOT_OPT_OUT), {}, None, NO_REDACTION),
+    # No notice, no choice: read as an opt-out.
+    (
+        "usnat sale opt-out notice not provided",
+        usnat(sale_opt_out_notice=gpp.NOTICE_NOT_PROVIDED),
+        {},
+        None,
+        US_OPT_OUT,
     ),
     (
-        "usnat did not opt out",
-        {"gpp": gpp.encode({7: gpp.encode_usnat(gpp.UsNat(sale_opt_out=gpp.DID_NOT_OPT_OUT))})},
+        "usnat sharing opt-out notice not provided",
+        usnat(sharing_opt_out_notice=gpp.NOTICE_NOT_PROVIDED),
+        {},
+        None,
+        US_OPT_OUT,
+    ),
+    (
+        "usnat targeted ads opt-out notice not provided",
+        usnat(targeted_advertising_opt_out_notice=gpp.NOTICE_NOT_PROVIDED),
+        {},
+        None,
+        US_OPT_OUT,
+    ),
+    (
+        "usnat sharing notice not provided",
+        usnat(sharing_notice=gpp.NOTICE_NOT_PROVIDED),
+        {},
+        None,
+        US_OPT_OUT,
+    ),
+    (
+        "usnat notices given, did not opt out",
+        usnat(
+            sale_opt_out_notice=1,
+            sharing_opt_out_notice=1,
+            targeted_advertising_opt_out_notice=1,
+            sale_opt_out=gpp.DID_NOT_OPT_OUT,
+        ),
+        {},
+        None,
+        NO_REDACTION,
+    ),
+    ("usnat gpc subsection", usnat(gpc=True), {}, None, US_OPT_OUT),
+    ("usnat service provider mode", usnat(mspa_service_provider_mode=1), {}, None, US_OPT_OUT),
+    # A known child: COPPA-level redaction.
+    (
+        "usnat 13-16 consent refused",
+        usnat(known_child_sensitive_data_consents=(1, 0)),
+        {},
+        None,
+        COPPA,
+    ),
+    (
+        "usnat child under 13, even consented",
+        usnat(known_child_sensitive_data_consents=(0, 2)),
+        {},
+        None,
+        COPPA,
+    ),
+    (
+        "usnat 13-16 consent given",
+        usnat(known_child_sensitive_data_consents=(2, 0)),
+        {},
+        None,
+        NO_REDACTION,
+    ),
+    (
+        "usnat v2 16-17 consent refused",
+        usnat(
+            version=2,
+            sensitive_data_processing=(0,) * 16,
+            known_child_sensitive_data_consents=(0, 0, 1),
+        ),
+        {},
+        None,
+        COPPA,
+    ),
+    (
+        "usnat v2 16-17 consent given",
+        usnat(
+            version=2,
+            sensitive_data_processing=(0,) * 16,
+            known_child_sensitive_data_consents=(0, 0, 2),
+        ),
         {},
         None,
         NO_REDACTION,
     ),
     (
         "usnat opt-out but section not applicable",
-        {
-            "gpp": gpp.encode({7: gpp.encode_usnat(gpp.UsNat(sale_opt_out=gpp.OPTED_OUT))}),
-            "gpp_sid": [8],  # only a state section applies
-        },
+        usnat(sale_opt_out=gpp.OPTED_OUT) | {"gpp_sid": [5]},  # only Canada's section applies
         {},
         None,
         NO_REDACTION,
     ),
     (
-        "usnat precise geolocation opted out",
-        {
-            "gpp": gpp.encode(
-                {
-                    7: gpp.encode_usnat(
-                        gpp.UsNat(sensitive_data_processing=(0,) * 7 + (1,) + (0,) * 4)
-                    )
-                }
-            )
-        },
+        "usnat precise geolocation not consented",
+        usnat(sensitive_data_processing=PRECISE_GEO_REFUSED),
         {},
         None,
         COARSE,
+    ),
+    (
+        "usnat no sensitive data notice",
+        usnat(sensitive_data_limit_use_notice=gpp.NOTICE_NOT_PROVIDED),
+        {},
+        None,
+        COARSE,
+    ),
+    # US state sections 8-12, decoded; later ones applicable but undecoded read as opt-outs.
+    ("usca spec example", us_state(8, USCA_SPEC), {}, None, COPPA),
+    ("usca sale opt-out", state(8, sale_opt_out=gpp.OPTED_OUT), {}, None, US_OPT_OUT),
+    ("usca sharing opt-out", state(8, sharing_opt_out=gpp.OPTED_OUT), {}, None, US_OPT_OUT),
+    (
+        "usca precise geolocation opted out",
+        state(8, sensitive_data_processing=(0, 0, 1) + (0,) * 6),
+        {},
+        None,
+        COARSE,
+    ),
+    (
+        "usca minor's consent given",
+        state(8, known_child_sensitive_data_consents=(2, 2)),
+        {},
+        None,
+        COPPA,
+    ),
+    ("usva spec example", us_state(9, USVA_SPEC), {}, None, COPPA),
+    ("usva nothing applicable", us_state(9, USVA_DEFAULT), {}, None, NO_REDACTION),
+    (
+        "usva targeted ads opt-out",
+        state(9, targeted_advertising_opt_out=gpp.OPTED_OUT),
+        {},
+        None,
+        US_OPT_OUT,
+    ),
+    (
+        "usva sale opt-out notice not provided",
+        state(9, sale_opt_out_notice=gpp.NOTICE_NOT_PROVIDED),
+        {},
+        None,
+        US_OPT_OUT,
+    ),
+    (
+        "usva precise geolocation not consented",
+        state(9, sensitive_data_processing=(0,) * 7 + (1,)),
+        {},
+        None,
+        COARSE,
+    ),
+    ("usco nothing applicable", us_state(10, USCO_DEFAULT), {}, None, NO_REDACTION),
+    ("usco gpc", state(10, gpc=True), {}, None, US_OPT_OUT),
+    ("usco sale opt-out", state(10, sale_opt_out=gpp.OPTED_OUT), {}, None, US_OPT_OUT),
+    ("usut nothing applicable", us_state(11, USUT_DEFAULT), {}, None, NO_REDACTION),
+    ("usut sale opt-out", state(11, sale_opt_out=gpp.OPTED_OUT), {}, None, US_OPT_OUT),
+    (
+        "usut sensitive data opt-out notice not provided",
+        state(11, sensitive_data_processing_opt_out_notice=gpp.NOTICE_NOT_PROVIDED),
+        {},
+        None,
+        COARSE,
+    ),
+    ("usct nothing applicable", us_state(12, USCT_DEFAULT), {}, None, NO_REDACTION),
+    ("usct service provider mode", state(12, mspa_service_provider_mode=1), {}, None, US_OPT_OUT),
+    (
+        "usct known child",
+        state(12, known_child_sensitive_data_consents=(0, 0, 2)),
+        {},
+        None,
+        COPPA,
+    ),
+    (
+        "usca opted out but only usnat applies",
+        state(8, sale_opt_out=gpp.OPTED_OUT) | {"gpp_sid": [7]},
+        {},
+        None,
+        US_OPT_OUT,  # usnat applies but is missing from the string
+    ),
+    (
+        "usca opted out but only Canada applies",
+        state(8, sale_opt_out=gpp.OPTED_OUT) | {"gpp_sid": [5]},
+        {},
+        None,
+        NO_REDACTION,
+    ),
+    ("undecoded state section (Florida, 13)", us_state(13, "BAAAAAA"), {}, None, US_OPT_OUT),
+    ("undecoded state section (27)", us_state(27, "BAAAAAA"), {}, None, US_OPT_OUT),
+    (
+        "undecoded state section not applicable",
+        us_state(13, "BAAAAAA", gpp_sid=[5]),
+        {},
+        None,
+        NO_REDACTION,
+    ),
+    ("applicable state section missing", {"gpp_sid": [8]}, {}, None, US_OPT_OUT),
+    (
+        "applicable usnat missing from the string",
+        us_state(9, USVA_DEFAULT, gpp_sid=[7, 9]),
+        {},
+        None,
+        US_OPT_OUT,
     ),
     (
         "coppa and lmt together",
@@ -432,7 +625,7 @@ def test_rules_combine_across_regimes(make_request):
         make_request(regs={"gdpr": 1, "us_privacy": "1YYN"}, user=user, device={"lmt": 1})
     )
     redaction = redaction_for(consent, VENDOR)
-    assert redaction == STRIP_IDS | COARSE
+    assert redaction == US_OPT_OUT
     assert set(redaction.reasons) == {"us_opt_out", "lmt", "gdpr_no_precise_geo"}
 
 

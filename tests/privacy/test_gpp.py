@@ -76,12 +76,169 @@ def test_header_encoder_reproduces_the_spec_example_and_round_trips():
 
 
 def test_section_id_ranges_and_unknown_sections_are_kept_raw():
-    # Sections 8, 9, 10 are a run: one range entry in the header, offsets Fibonacci-coded.
-    text = gpp.encode({2: SPEC_TCF_ONLY.split("~")[1], 8: "BAAA", 9: "BBBB", 10: "BCCC"})
+    # Sections 13, 14, 15 are a run: one range entry in the header, offsets Fibonacci-coded.
+    text = gpp.encode({2: SPEC_TCF_ONLY.split("~")[1], 13: "BAAA", 14: "BBBB", 15: "BCCC"})
     decoded = gpp.decode(text)
-    assert decoded.section_ids == (2, 8, 9, 10)
-    assert decoded.sections[9] == "BBBB"
-    assert decoded.usnat is None
+    assert decoded.section_ids == (2, 13, 14, 15)
+    assert decoded.sections[14] == "BBBB"
+    assert decoded.usnat is None and decoded.us_states == ()
+    assert {13, 14, 15} <= gpp.US_STATE_SECTIONS_UNDECODED
+
+
+# The IAB reference encoder's (iabgpp-es) test strings for the US state sections: the
+# fields it set, and the strings it wrote.
+STATE_SPEC_EXAMPLES = [
+    (
+        8,
+        "BVWSSSVY.YA",
+        dict(
+            sale_opt_out_notice=1,
+            sharing_opt_out_notice=1,
+            sensitive_data_limit_use_notice=1,
+            sale_opt_out=1,
+            sharing_opt_out=1,
+            sensitive_data_processing=(2, 1, 0, 2, 1, 0, 2, 1, 0),
+            known_child_sensitive_data_consents=(2, 1),
+            personal_data_consents=1,
+            mspa_covered_transaction=1,
+            mspa_opt_out_option_mode=1,
+            mspa_service_provider_mode=2,
+            gpc=True,
+        ),
+    ),
+    (8, "BAAAAABA.QA", dict(mspa_covered_transaction=1, gpc=False)),
+    (
+        9,
+        "BVWSSVY",
+        dict(
+            sharing_notice=1,
+            sale_opt_out_notice=1,
+            targeted_advertising_opt_out_notice=1,
+            sale_opt_out=1,
+            targeted_advertising_opt_out=1,
+            sensitive_data_processing=(2, 1, 0, 2, 1, 0, 2, 1),
+            known_child_sensitive_data_consents=(1,),
+            mspa_covered_transaction=1,
+            mspa_opt_out_option_mode=1,
+            mspa_service_provider_mode=2,
+        ),
+    ),
+    (9, "BAAAABA", dict(mspa_covered_transaction=1)),
+    (
+        10,
+        "BVWSSVg.YA",
+        dict(
+            sharing_notice=1,
+            sale_opt_out_notice=1,
+            targeted_advertising_opt_out_notice=1,
+            sale_opt_out=1,
+            targeted_advertising_opt_out=1,
+            sensitive_data_processing=(2, 1, 0, 2, 1, 0, 2),
+            known_child_sensitive_data_consents=(1,),
+            mspa_covered_transaction=1,
+            mspa_opt_out_option_mode=1,
+            mspa_service_provider_mode=2,
+            gpc=True,
+        ),
+    ),
+    (10, "BAAAAEA.QA", dict(mspa_covered_transaction=1, gpc=False)),
+    (
+        11,
+        "BVVkklWA",
+        dict(
+            sharing_notice=1,
+            sale_opt_out_notice=1,
+            targeted_advertising_opt_out_notice=1,
+            sensitive_data_processing_opt_out_notice=1,
+            sale_opt_out=1,
+            targeted_advertising_opt_out=1,
+            sensitive_data_processing=(2, 1, 0, 2, 1, 0, 2, 1),
+            known_child_sensitive_data_consents=(1,),
+            mspa_covered_transaction=1,
+            mspa_opt_out_option_mode=1,
+            mspa_service_provider_mode=2,
+        ),
+    ),
+    (11, "BAAAAAQA", dict(mspa_covered_transaction=1)),
+    (
+        12,
+        "BVWSSZFg.YA",
+        dict(
+            sharing_notice=1,
+            sale_opt_out_notice=1,
+            targeted_advertising_opt_out_notice=1,
+            sale_opt_out=1,
+            targeted_advertising_opt_out=1,
+            sensitive_data_processing=(2, 1, 0, 2, 1, 0, 2, 1),
+            known_child_sensitive_data_consents=(2, 1, 0),
+            mspa_covered_transaction=1,
+            mspa_opt_out_option_mode=1,
+            mspa_service_provider_mode=2,
+            gpc=True,
+        ),
+    ),
+    (12, "BAAAAAEA.QA", dict(mspa_covered_transaction=1, gpc=False)),
+]
+
+
+@pytest.mark.parametrize(
+    ("section_id", "text", "fields"),
+    STATE_SPEC_EXAMPLES,
+    ids=[f"{row[0]}:{row[1]}" for row in STATE_SPEC_EXAMPLES],
+)
+def test_us_state_sections_decode_and_encode_the_reference_examples(section_id, text, fields):
+    expected = gpp.UsState(section_id, **fields)
+    assert gpp.decode_us_state(section_id, text) == expected
+    assert gpp.encode_us_state(expected) == text
+    decoded = gpp.decode(gpp.encode({section_id: text}))
+    assert decoded.us_states == (expected,)
+
+
+def test_us_state_fields_a_state_does_not_have_stay_not_applicable():
+    california = gpp.decode_us_state(gpp.SECTION_US_CALIFORNIA, "BVWSSSVY.YA")
+    assert california.name == "usca"
+    assert california.targeted_advertising_opt_out == gpp.NOT_APPLICABLE
+    virginia = gpp.decode_us_state(gpp.SECTION_US_VIRGINIA, "BVWSSVY")
+    assert virginia.sharing_opt_out == virginia.personal_data_consents == gpp.NOT_APPLICABLE
+    assert virginia.gpc is None
+
+
+@pytest.mark.parametrize(
+    ("section_id", "fields", "opted_out", "known_child", "precise_geo_refused", "restricts"),
+    [
+        (8, {}, False, False, False, False),
+        (8, {"sharing_opt_out": 1}, True, False, False, True),
+        (8, {"sale_opt_out_notice": 2}, False, False, False, True),  # no notice: no choice
+        (8, {"sensitive_data_processing": (0, 0, 1) + (0,) * 6}, False, False, True, False),
+        (8, {"sensitive_data_limit_use_notice": 2}, False, False, True, False),
+        (8, {"known_child_sensitive_data_consents": (0, 2)}, False, True, False, True),
+        (9, {"targeted_advertising_opt_out": 1}, True, False, False, True),
+        (9, {"sharing_notice": 2}, False, False, False, True),
+        (9, {"sensitive_data_processing": (0,) * 7 + (1,)}, False, False, True, False),
+        (9, {"sensitive_data_processing": (0,) * 7 + (2,)}, False, False, False, False),
+        (9, {"known_child_sensitive_data_consents": (2,)}, False, True, False, True),
+        (10, {"gpc": True}, False, False, False, True),
+        (10, {"sensitive_data_processing": (1,) * 7}, False, False, False, False),  # no geo
+        (11, {"sensitive_data_processing_opt_out_notice": 2}, False, False, True, False),
+        (11, {"mspa_service_provider_mode": 1}, False, False, False, True),
+        (12, {"known_child_sensitive_data_consents": (0, 0, 1)}, False, True, False, True),
+        (12, {"sale_opt_out": 2, "sale_opt_out_notice": 1}, False, False, False, False),
+    ],
+)
+def test_us_state_readings(
+    section_id, fields, opted_out, known_child, precise_geo_refused, restricts
+):
+    section = gpp.UsState(section_id, **fields)
+    assert section.opted_out is opted_out
+    assert section.known_child is known_child
+    assert section.precise_geo_refused is precise_geo_refused
+    assert section.restricts_personal_data is restricts
+    assert gpp.decode_us_state(section_id, gpp.encode_us_state(section)) == section
+
+
+def test_a_us_state_section_needs_a_state_we_decode():
+    with pytest.raises(ValueError, match="not a US state section"):
+        gpp.UsState(13)
 
 
 def usnat_bits(text: str) -> list[int]:
@@ -137,12 +294,37 @@ def test_usnat_version_2_has_sixteen_sensitive_categories_and_three_child_consen
         ({"known_child_sensitive_data_consents": (1, 0)}, False, True),
         ({"known_child_sensitive_data_consents": (2, 0)}, False, False),
         ({"known_child_sensitive_data_consents": (0, 2)}, False, True),
+        ({"known_child_sensitive_data_consents": (0, 1)}, False, True),
+        # usnat v2: the third consent is about 16-17 year olds, who can consent.
+        ({"version": 2, "known_child_sensitive_data_consents": (0, 0, 2)}, False, False),
+        ({"version": 2, "known_child_sensitive_data_consents": (0, 0, 1)}, False, True),
+        # A notice not given (2) means no choice was offered: read as an opt-out.
+        ({"sale_opt_out_notice": gpp.NOTICE_NOT_PROVIDED}, False, True),
+        ({"sharing_opt_out_notice": gpp.NOTICE_NOT_PROVIDED}, False, True),
+        ({"targeted_advertising_opt_out_notice": gpp.NOTICE_NOT_PROVIDED}, False, True),
+        ({"sharing_notice": gpp.NOTICE_NOT_PROVIDED}, False, True),
+        ({"sale_opt_out_notice": 1, "sharing_notice": 1}, False, False),
     ],
 )
 def test_usnat_opt_out_readings(fields, opted_out, restricts):
     section = gpp.UsNat(**fields)
     assert section.opted_out is opted_out
     assert section.restricts_personal_data is restricts
+
+
+@pytest.mark.parametrize(
+    ("fields", "refused"),
+    [
+        ({}, False),
+        ({"sensitive_data_processing": (0,) * 7 + (1,) + (0,) * 4}, True),
+        ({"sensitive_data_processing": (0,) * 7 + (2,) + (0,) * 4}, False),
+        ({"sensitive_data_processing": (1,) * 7 + (0,) + (1,) * 4}, False),
+        ({"sensitive_data_processing_opt_out_notice": gpp.NOTICE_NOT_PROVIDED}, True),
+        ({"sensitive_data_limit_use_notice": gpp.NOTICE_NOT_PROVIDED}, True),
+    ],
+)
+def test_usnat_precise_geolocation_reading(fields, refused):
+    assert gpp.UsNat(**fields).precise_geo_refused is refused
 
 
 def test_usnat_gpc_subsection_round_trips():
@@ -168,6 +350,11 @@ def test_usnat_gpc_subsection_round_trips():
         ("DBABLA~B____________", "is 3: two-bit fields hold 0, 1 or 2"),
         ("DBACNY~" + SPEC_TCF_ONLY.split("~")[1] + "~1YN", "section 6 \\(uspv1\\)"),
         ("DBABAAAA", "Fibonacci integer\\) has no '11' terminator"),
+        (gpp.encode({8: "BVWSSS"}), "usca core segment is truncated"),
+        (gpp.encode({9: "CVWSSVY"}), "usva version 2 is not supported"),
+        (gpp.encode({9: "BVWSSVY.YA"}), "usva has no subsections, but 1 follow"),
+        (gpp.encode({11: "B____________"}), "usut sharing_notice is 3"),
+        (gpp.encode({12: "BVWSSZFg.wA"}), "usct subsection type 3 is unknown"),
     ],
 )
 def test_malformed_gpp_strings_raise_a_clear_invalid_gpp_string(text, message):
@@ -213,14 +400,63 @@ def usnat_sections(draw):
     )
 
 
+STATE_LENGTHS = {8: (9, 2), 9: (8, 1), 10: (7, 1), 11: (8, 1), 12: (8, 3)}
+STATE_GPC = {8, 10, 12}
+
+
+@st.composite
+def us_state_sections(draw):
+    section_id = draw(st.sampled_from(sorted(STATE_LENGTHS)))
+    sensitive, child = STATE_LENGTHS[section_id]
+    names = [
+        "sharing_notice",
+        "sale_opt_out_notice",
+        "sharing_opt_out_notice",
+        "targeted_advertising_opt_out_notice",
+        "sensitive_data_processing_opt_out_notice",
+        "sensitive_data_limit_use_notice",
+        "sale_opt_out",
+        "sharing_opt_out",
+        "targeted_advertising_opt_out",
+        "personal_data_consents",
+    ]
+    # Fields the state lacks must stay 0 to survive the round trip: draw all, keep theirs.
+    layout_fields = set(gpp._STATE_LAYOUTS[section_id].fields)
+    if gpp._STATE_LAYOUTS[section_id].personal_data_consents:
+        layout_fields.add("personal_data_consents")
+    fields = {name: draw(two_bits) for name in names if name in layout_fields}
+    return gpp.UsState(
+        section_id,
+        sensitive_data_processing=tuple(
+            draw(st.lists(two_bits, min_size=sensitive, max_size=sensitive))
+        ),
+        known_child_sensitive_data_consents=tuple(
+            draw(st.lists(two_bits, min_size=child, max_size=child))
+        ),
+        mspa_covered_transaction=draw(two_bits),
+        mspa_opt_out_option_mode=draw(two_bits),
+        mspa_service_provider_mode=draw(two_bits),
+        gpc=draw(st.none() | st.booleans()) if section_id in STATE_GPC else None,
+        **fields,
+    )
+
+
 @settings(max_examples=100, deadline=None)
-@given(usnat_sections(), st.sets(st.integers(1, 40), max_size=6))
-def test_gpp_round_trip_with_any_section_ids(section, other_ids):
-    sections = {section_id: "BAAA" for section_id in other_ids - {2, 6, 7}}
+@given(
+    usnat_sections(),
+    st.lists(us_state_sections(), max_size=3),
+    st.sets(st.integers(13, 40), max_size=4),
+)
+def test_gpp_round_trip_with_any_section_ids(section, states, other_ids):
+    sections = {section_id: "BAAA" for section_id in other_ids}
     sections[7] = gpp.encode_usnat(section)
+    by_id = {state.section_id: state for state in states}
+    for state in by_id.values():
+        sections[state.section_id] = gpp.encode_us_state(state)
     decoded = gpp.decode(gpp.encode(sections))
     assert decoded.section_ids == tuple(sorted(sections))
     assert decoded.usnat == section
+    assert decoded.us_states == tuple(by_id[section_id] for section_id in sorted(by_id))
 
 
 @settings(max_examples=300, deadline=None)
@@ -230,7 +466,10 @@ def test_gpp_round_trip_with_any_section_ids(section, other_ids):
         st.text(alphabet=BASE64URL_ALPHABET + "~.", max_size=120),
         st.builds(
             lambda prefix, tail: prefix + tail,
-            st.sampled_from(["DBABMA~", "DBABLA~", "DBACNY~", "DBABzYA~"]),
+            st.sampled_from(
+                ["DBABMA~", "DBABLA~", "DBACNY~", "DBABzYA~"]
+                + [gpp.encode({section_id: "A"})[:-1] for section_id in range(8, 13)]
+            ),
             st.text(alphabet=BASE64URL_ALPHABET + "~.", max_size=80),
         ),
     )
