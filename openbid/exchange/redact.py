@@ -37,10 +37,10 @@ _IPV6_KEEP = ((1 << 56) - 1) << 72
 """An IPv6 address keeps its /56."""
 _SIX_TO_FOUR_KEEP = ((1 << 40) - 1) << 88
 """6to4 (2002::/16) carries an IPv4 address in bits 16-48: keep 2002: and that address's /24."""
-_SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-_LOW_32 = 0xFFFFFFFF
+# Prefixes as integers (comparing ints is much cheaper than `address in network`).
+_SIX_TO_FOUR_PREFIX = int(ipaddress.IPv6Address("2002::")) >> 112  # 2002::/16
+_NAT64_PREFIX = int(ipaddress.IPv6Address("64:ff9b::")) >> 32  # 64:ff9b::/96
+_IPV4_MAPPED_PREFIX = int(ipaddress.IPv6Address("::ffff:0:0")) >> 32  # ::ffff:0:0/96
 
 
 def truncate_ip(ip: str | None) -> str | None:
@@ -64,9 +64,9 @@ def truncate_ip(ip: str | None) -> str | None:
     if address.version == 4:
         return str(ipaddress.IPv4Address(int(address) & _IPV4_KEEP))
     value = int(address)  # drops a scope id (fe80::1%eth0) with the rest of the host part
-    if address in _IPV4_MAPPED or address in _NAT64:
-        kept = (value & ~_LOW_32) | (value & _LOW_32 & _IPV4_KEEP)
-    elif address in _SIX_TO_FOUR:
+    if value >> 32 in (_IPV4_MAPPED_PREFIX, _NAT64_PREFIX):
+        kept = value & ~0xFF
+    elif value >> 112 == _SIX_TO_FOUR_PREFIX:
         kept = value & _SIX_TO_FOUR_KEEP
     else:
         kept = value & _IPV6_KEEP
