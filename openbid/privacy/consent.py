@@ -1,10 +1,11 @@
 """One request's privacy signals (`ConsentContext`) and the rules that follow from them.
 
 `ConsentContext.from_request` reads GDPR/TCF, COPPA, US Privacy, GPP (TCF EU, US National,
-US states), GPC and LMT/DNT from an OpenRTB 2.6 request once. `redaction_for(consent, vendor_id)` is a
-pure function saying what one demand partner (by TCF vendor id, or None) may receive: a
-`Redaction` listing what to strip or coarsen, or to block the call. The rules are written
-out in docs/privacy.md; an unreadable signal never grants more than a readable one.
+US states), GPC and LMT/DNT from an OpenRTB 2.6 request once. `redaction_for(consent,
+vendor_id)` is a pure function saying what one demand partner (by TCF vendor id, or None)
+may receive: a `Redaction` listing what to strip or coarsen, or to block the call. The
+rules are written out in docs/privacy.md; an unreadable or missing signal never grants more
+than a readable "no consent" or "opted out" one.
 
 >>> consent = ConsentContext(gdpr_applies=True)  # GDPR applies, no TC string
 >>> redaction = redaction_for(consent, vendor_id=42)
@@ -51,9 +52,11 @@ class Redaction:
 
     block: bool = False
     strip_user_ids: bool = False
-    """user.id, user.buyeruid, user.eids."""
+    """user.id, user.buyeruid, user.eids; user.ext keeps only consent signals and unknown
+    user fields go (this and strip_user_data)."""
     strip_device_ids: bool = False
-    """device.ifa and the hashed device ids (didsha1, didmd5, dpidsha1, dpidmd5, macsha1, macmd5)."""
+    """device.ifa and the hashed device ids (didsha1, didmd5, dpidsha1, dpidmd5, macsha1,
+    macmd5); device.ext keeps only atts and ifa_type, unknown device fields go."""
     strip_user_data: bool = False
     """user.yob, gender, keywords, kwarray, customdata, data, eids (and user.ext data)."""
     strip_fine_geo: bool = False
@@ -61,7 +64,7 @@ class Redaction:
     round_geo: bool = False
     """device.geo and user.geo lat/lon to 2 decimals (about 1 km)."""
     truncate_ip: bool = False
-    """device.ip to its /24, device.ipv6 to its /56."""
+    """device.ip to its /24, device.ipv6 to its /56 (an embedded IPv4 address to its /24)."""
     reasons: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -118,7 +121,8 @@ _user_ext_decoder = msgspec.json.Decoder(_UserExt)
 @dataclass(frozen=True, slots=True)
 class ConsentContext:
     """The privacy signals of one request, decoded. `unreadable` names the signals that were
-    present but malformed (each is then read as the strictest case)."""
+    present but malformed, or said to apply but missing (`gpp_us_section`); each is then
+    read as the strictest case."""
 
     gdpr_applies: bool = False
     tc: tcf.TCString | None = None

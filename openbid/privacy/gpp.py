@@ -477,7 +477,7 @@ def decode_us_state(section_id: int, text: str) -> UsState:
     if subsections and not layout.gpc:
         raise InvalidGPPString(f"{name} has no subsections, but {len(subsections)} follow")
     gpc = _decode_gpc_subsections(subsections, name)
-    return UsState(section_id=section_id, version=version, gpc=gpc, **fields)  # type: ignore[arg-type]
+    return UsState(section_id, version, gpc=gpc, **fields)  # type: ignore[arg-type]
 
 
 def _decode_gpc_subsections(subsections: list[str], name: str) -> bool | None:
