@@ -7,7 +7,7 @@ import pytest
 
 from openbid.exchange.redact import apply_redaction, truncate_ip
 from openbid.openrtb import decode_bid_request, encode
-from openbid.privacy.consent import NO_REDACTION, Redaction
+from openbid.privacy.consent import NO_REDACTION, ConsentContext, Redaction, redaction_for
 
 IMP = [{"id": "1", "banner": {"w": 300, "h": 250}}]
 
@@ -249,3 +249,41 @@ def test_coppa_level_redaction_of_a_whole_request():
         "ipv6": "2002:cb00:7100::",
     }
     assert out["user"] == {}
+
+
+# --- from the request's signals to what the partner receives --------------------------------
+
+FULL_USER = {"id": "u1", "buyeruid": "b1", "yob": 1990, "keywords": "golf", "eids": EIDS}
+FULL_DEVICE = {"ifa": "ifa-1", "ip": "203.0.113.77", "geo": {"lat": 51.514249, "lon": -0.093145}}
+SIGNALS_TABLE = [
+    # (case, regs, device overrides, expected user, expected device)
+    ("no signals", {}, {}, FULL_USER, FULL_DEVICE),
+    (
+        "usp opt-out: ids, user data and eids go, IP and geo coarse",
+        {"us_privacy": "1YYN"},
+        {},
+        {},
+        {"ip": "203.0.113.0", "geo": {"lat": 51.51, "lon": -0.09}},
+    ),
+    (
+        "lmt: ids go, IP and geo coarse, user data stays",
+        {},
+        {"lmt": 1},
+        {"yob": 1990, "keywords": "golf"},
+        {"lmt": 1, "ip": "203.0.113.0", "geo": {"lat": 51.51, "lon": -0.09}},
+    ),
+    ("coppa", {"coppa": 1}, {}, {}, {"ip": "203.0.113.0", "geo": {}}),
+]
+
+
+@pytest.mark.parametrize(
+    ("regs", "device", "expected_user", "expected_device"),
+    [row[1:] for row in SIGNALS_TABLE],
+    ids=[row[0] for row in SIGNALS_TABLE],
+)
+def test_signals_to_what_the_partner_receives(regs, device, expected_user, expected_device):
+    request = request_with(regs=regs, user=FULL_USER, device=FULL_DEVICE | device)
+    redaction = redaction_for(ConsentContext.from_request(request), vendor_id=42)
+    out = msgspec.json.decode(encode(apply_redaction(request, redaction)))
+    assert out.get("user", {}) == expected_user
+    assert out["device"] == expected_device
