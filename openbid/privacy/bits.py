@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import binascii
 from collections.abc import Iterable
-from itertools import compress
 
 BASE64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_BIT_TO_BYTE = bytes.maketrans(b"01", b"\x00\x01")
-"""'0'/'1' characters to 0/1 bytes: `itertools.compress` then picks set positions in C."""
 _CHAR_OF_SEXTET = {format(index, "06b"): char for index, char in enumerate(BASE64URL_ALPHABET)}
 
 # Fibonacci numbers 1, 2, 3, 5, ...: the weights of the bits of a GPP Fibonacci integer.
@@ -85,14 +82,14 @@ class BitReader:
         """One bit as a boolean."""
         return self._take(1, field) == "1"
 
-    def id_bitfield(self, width: int, field: str) -> frozenset[int]:
-        """The 1-based positions of the set bits of a `width`-bit field."""
-        flags = self._take(width, field).encode("ascii").translate(_BIT_TO_BYTE)
-        return frozenset(compress(range(1, width + 1), flags))
+    def bitfield(self, width: int, field: str) -> str:
+        """The '0'/'1' characters of a `width`-bit field, as written (character i is id i + 1)."""
+        return self._take(width, field)
 
     def id_ranges(self, field: str) -> list[tuple[int, int]]:
         """TCF range entries: NumEntries (12 bits), then per entry IsARange (1 bit),
-        StartOrOnlyVendorId (16) and, for a range, EndVendorId (16); as (start, end) pairs.
+        StartOrOnlyVendorId (16) and, for a range, EndVendorId (16); as (start, end) pairs,
+        never expanded (one entry can name 65,535 ids).
 
         One tight loop over locals: strings naming hundreds of ranges are common."""
         bits = self._bits

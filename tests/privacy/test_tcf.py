@@ -201,16 +201,21 @@ def test_malformed_strings_raise_a_clear_invalid_tc_string(text, message):
     assert isinstance(raised.value, ValueError)
 
 
-def test_expanding_huge_overlapping_ranges_is_refused():
+def test_ranges_naming_every_vendor_are_read_without_expanding_them():
+    """A short, valid string naming 655,350 ids: ranges stay spans (see test_tcf_idset.py),
+    so it is read rather than refused."""
     every_vendor = frozenset(range(1, 65536))
     restrictions = tuple(
         tcf.PublisherRestriction(purpose, tcf.RestrictionType.NOT_ALLOWED, every_vendor)
         for purpose in range(1, 11)
     )
     text = tcf.encode(tcf.TCString(publisher_restrictions=restrictions))
-    assert len(text) < 1000  # one range entry a restriction: a short string ...
-    with pytest.raises(InvalidTCString, match="more than 300000 vendor ids"):
-        tcf.decode(text)  # ... that would expand to 655,350 ids
+    assert len(text) < 1000  # one range entry a restriction
+    tc = tcf.decode(text)
+    assert tc.publisher_restrictions == restrictions
+    assert all(r.vendor_ids.spans() == ((1, 65535),) for r in tc.publisher_restrictions)
+    assert tc.restriction(65535, 10) is tcf.RestrictionType.NOT_ALLOWED
+    assert tc.restriction(65535, 11) is None
 
 
 def range_encoded(vendor_section_bits: str) -> str:
