@@ -479,11 +479,24 @@ def _read_spans(reader: BitReader, what: str, max_id: int = 0xFFFF) -> list[tupl
     return spans
 
 
+MAX_PUBLISHER_RESTRICTIONS = 64 * 3
+"""Publisher restriction entries a TC string may hold: one for each 6-bit purpose id and each
+of the three restriction types."""
+
+
 def _read_publisher_restrictions(reader: BitReader) -> tuple[PublisherRestriction, ...]:
     """The restriction entries, those of the same purpose and type read as one (see
     `_merge_restrictions`) without building a set an entry."""
     spans_by_rule: dict[tuple[int, RestrictionType], list[tuple[int, int]]] = {}
-    for _ in range(reader.int(12, "NumPubRestrictions")):
+    count = reader.int(12, "NumPubRestrictions")
+    if count > MAX_PUBLISHER_RESTRICTIONS:
+        # A CMP writes one entry a purpose and type; thousands of (empty) entries are only
+        # a way to make every distinct string cost milliseconds to decode.
+        raise InvalidTCString(
+            f"NumPubRestrictions must be at most {MAX_PUBLISHER_RESTRICTIONS}"
+            f" (one a purpose and restriction type), got {count}"
+        )
+    for _ in range(count):
         purpose_id = reader.int(6, "publisher restriction PurposeId")
         raw_type = reader.int(2, "publisher restriction RestrictionType")
         if raw_type == 3:

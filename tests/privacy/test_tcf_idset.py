@@ -277,3 +277,22 @@ def test_restriction_lookup_names_each_vendors_rule_for_each_purpose(case):
             expected = rule_of.get((purpose_id, vendor_id))
             assert tc.restriction(vendor_id, purpose_id) is expected
             assert decoded.restriction(vendor_id, purpose_id) is expected
+
+
+def test_more_publisher_restrictions_than_purposes_and_types_is_refused():
+    # 2,000 empty entries decode in milliseconds each time: a cheap way to burn our CPU.
+    text = tc_string(
+        range_section([(1, 1)]),
+        range_section([(1, 1)]),
+        [(i % 24 + 1, i % 3, []) for i in range(2000)],
+    )
+    with pytest.raises(
+        InvalidTCString, match=r"NumPubRestrictions must be at most 192 .*, got 2000"
+    ):
+        tcf.decode(text)
+    most = [
+        (purpose, kind, [(purpose + 1, purpose + 1)]) for purpose in range(64) for kind in range(3)
+    ]
+    decoded = tcf.decode(tc_string(range_section([(1, 1)]), range_section([(1, 1)]), most))
+    assert len(decoded.publisher_restrictions) == 192
+    assert decoded.restriction(6, 5) is RestrictionType.NOT_ALLOWED
