@@ -39,6 +39,7 @@ import operator
 import os
 import re
 import secrets
+import signal
 import socket
 import struct
 import threading
@@ -351,9 +352,13 @@ def roll_log_file(path: Path, segments: _SegmentStore) -> int | None:
 
 
 def _init_roll_process(level: int, json_logs: bool) -> None:
-    """Initializer of the roll process: logs like its parent, and runs at low CPU priority so
-    the serving process comes first on a shared core."""
+    """Initializer of the roll process: logs like its parent, runs at low CPU priority so the
+    serving process comes first on a shared core, and leaves stopping to its parent (a
+    Ctrl-C reaches the whole process group; the parent finishes its rolls, then stops it)."""
     from openbid.obs import setup_logging
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     setup_logging(logging.getLevelName(level).lower(), "json" if json_logs else "text")
     with contextlib.suppress(OSError):  # not permitted: rolls at normal priority

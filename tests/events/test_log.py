@@ -583,3 +583,20 @@ def test_damage_met_by_the_roll_process_is_counted_by_the_server(tmp_path):
         log.roll()
     assert REGISTRY.get_sample_value("openbid_events_bad_records_total") == before + 1
     assert sorted(_seqs(tmp_path)) == list(range(5))
+
+
+def test_the_roll_process_leaves_stopping_to_the_server(tmp_path):
+    # Ctrl-C in a terminal signals the whole process group: the roll process must not die
+    # of it mid-roll; the server finishes its rolls and then stops it.
+    with EventLog(tmp_path, flush_interval_s=0.05, roll_in_subprocess=True) as log:
+        for event in _bids(5):
+            log.emit(event)
+        log.roll()
+        (child,) = log._roll_pool._processes.values()
+        os.kill(child.pid, signal.SIGINT)
+        os.kill(child.pid, signal.SIGTERM)
+        for event in _bids(5, start=5):
+            log.emit(event)
+        log.roll()
+        assert log.logs_waiting == 0 and child.is_alive()
+    assert sorted(_seqs(tmp_path)) == list(range(10))
