@@ -74,13 +74,18 @@ def truncate_ip(ip: str | None) -> str | None:
 
 
 def _round_geo(geo: Geo | None) -> Geo | None:
-    if geo is None or (geo.lat is None and geo.lon is None):
+    """lat/lon to 2 decimals; `ext` and unknown fields go (they may hold a precise fix too)."""
+    if geo is None or (
+        geo.lat is None and geo.lon is None and geo.ext is NO_EXT and geo._unknown is None
+    ):
         return geo
     return replace(
         geo,
         lat=round(geo.lat, 2) if geo.lat is not None else None,
         lon=round(geo.lon, 2) if geo.lon is not None else None,
         accuracy=max(geo.accuracy or 0, 1000) if geo.accuracy is not None else None,
+        ext=NO_EXT,
+        _unknown=None,
     )
 
 

@@ -62,7 +62,8 @@ class Redaction:
     strip_fine_geo: bool = False
     """device.geo keeps only country, region and time zone; user.geo is removed (COPPA)."""
     round_geo: bool = False
-    """device.geo and user.geo lat/lon to 2 decimals (about 1 km)."""
+    """device.geo and user.geo lat/lon to 2 decimals (about 1 km); their ext and unknown
+    fields dropped."""
     truncate_ip: bool = False
     """device.ip to its /24, device.ipv6 to its /56 (an embedded IPv4 address to its /24)."""
     reasons: tuple[str, ...] = field(default=(), compare=False)

@@ -204,10 +204,14 @@ FINE_GEO = {
     "ext": {"street": "Gresham St"},
 }
 COUNTRY_AND_REGION = {"type": 1, "country": "GBR", "region": "ENG", "utcoffset": 60}
-ROUNDED = FINE_GEO | {"lat": 51.51, "lon": -0.09, "accuracy": 1000}
+ROUNDED = {k: v for k, v in FINE_GEO.items() if k != "ext"} | {
+    "lat": 51.51,
+    "lon": -0.09,
+    "accuracy": 1000,
+}
 GEO_TABLE = [
     # (case, redaction, expected device.geo, expected user.geo)
-    ("round_geo rounds lat/lon", Redaction(round_geo=True), ROUNDED, ROUNDED),
+    ("round_geo rounds lat/lon, drops ext", Redaction(round_geo=True), ROUNDED, ROUNDED),
     (
         "strip_fine_geo (COPPA) keeps country and region, drops user.geo",
         Redaction(strip_fine_geo=True, round_geo=True),
@@ -227,6 +231,13 @@ def test_geo_redaction(redaction, device_geo, user_geo):
     out = redacted(redaction, device={"geo": FINE_GEO}, user={"geo": FINE_GEO})
     assert out["device"].get("geo") == device_geo
     assert out.get("user", {}).get("geo") == user_geo
+
+
+def test_round_geo_drops_a_precise_fix_hidden_in_ext_or_unknown_fields():
+    hidden = {"country": "GBR", "ext": {"lat": 51.514249}, "gps": [51.514249, -0.093145]}
+    out = redacted(Redaction(round_geo=True), device={"geo": hidden}, user={"geo": hidden})
+    assert out["device"]["geo"] == {"country": "GBR"}
+    assert out["user"]["geo"] == {"country": "GBR"}
 
 
 def test_coppa_level_redaction_of_a_whole_request():
