@@ -70,7 +70,7 @@ _CODE_KINDS = {code: kind for kind, code in _KIND_CODES.items()}
 _WAL_SUFFIX = ".log"
 _OPENING_SUFFIX = ".log.new"  # a log file being created: locked before it is named *.log
 ENCODE_INTERVAL_S = 0.1
-ENCODE_BATCH = 2_000
+ENCODE_BATCH = 128
 # Bytes written since the last good fsync are kept until the next one, to be rewritten to a new
 # file if that fsync fails; past this many the flusher fsyncs early.
 UNSYNCED_MAX_BYTES = 16 * 1024 * 1024
@@ -112,9 +112,19 @@ class EventLogError(Exception):
 
 @dataclass(frozen=True)
 class _Record:
+    """One intact record: its events, decoded (MessagePack), or its Arrow batch (older logs)."""
+
     kind: str
     version: int
-    batch: pa.RecordBatch
+    events: list[Event] | None = None
+    arrow: pa.RecordBatch | None = None
+
+    @property
+    def batch(self) -> pa.RecordBatch:
+        """The record as an Arrow batch (built on demand for a MessagePack record)."""
+        if self.arrow is not None:
+            return self.arrow
+        return _to_batch(self.kind, self.events or [])
 
 
 _GETTERS = {
@@ -144,6 +154,28 @@ def _encode_record(kind: str, events: list[Event]) -> bytes:
     return header + payload
 
 
+def _encode_or_drop(kind: str, events: list[Event]) -> bytes:
+    """`_encode_record`, except that events that cannot be encoded (an int beyond 64 bits
+    from a bug upstream) are dropped and counted one by one instead of killing the flusher."""
+    try:
+        return _encode_record(kind, events)
+    except (OverflowError, TypeError, ValueError, msgspec.EncodeError):
+        pass
+    kept = []
+    for event in events:
+        try:
+            _ENCODER.encode(event)
+        except (OverflowError, TypeError, ValueError, msgspec.EncodeError) as error:
+            EVENTS_DROPPED.inc()
+            log.error(
+                "dropped an event that cannot be encoded",
+                extra={"kind": kind, "event": repr(event)[:300], "error": str(error)},
+            )
+        else:
+            kept.append(event)
+    return _encode_record(kind, kept) if kept else b""
+
+
 def _record_at(data: bytes, offset: int) -> tuple[_Record, int] | None:
     """The intact record starting at `offset` and the offset after it, or None."""
     if len(data) - offset < _HEADER.size:
@@ -164,12 +196,12 @@ def _record_at(data: bytes, offset: int) -> tuple[_Record, int] | None:
     try:
         if magic == _MAGIC_MSGPACK:
             # Records of an older schema version lack the newest fields: they take defaults.
-            batch = _to_batch(kind, _DECODERS[kind].decode(payload))
+            record = _Record(kind, version, events=_DECODERS[kind].decode(payload))
         else:
-            batch = pa.ipc.open_stream(payload).read_next_batch()
+            record = _Record(kind, version, arrow=pa.ipc.open_stream(payload).read_next_batch())
     except (pa.ArrowException, StopIteration, msgspec.DecodeError):
         return None
-    return _Record(kind, version, batch), start + length
+    return record, start + length
 
 
 def parse_log(data: bytes, name: str = "") -> tuple[list[_Record], int]:
@@ -216,10 +248,18 @@ def read_log_file(path: Path) -> tuple[list[_Record], int]:
 
 
 def _records_to_tables(records: list[_Record]) -> dict[tuple[str, int], pa.Table]:
-    """Groups record batches by (kind, hour): one Arrow table each."""
+    """Groups records by (kind, hour): one Arrow table each. The events of a kind's
+    MessagePack records become one batch (the writer keeps records small for the GIL's sake;
+    columns are built in one go here)."""
     batches_by_kind: dict[str, list[pa.RecordBatch]] = collections.defaultdict(list)
+    events_by_kind: dict[str, list[Event]] = collections.defaultdict(list)
     for record in records:
-        batches_by_kind[record.kind].append(record.batch)
+        if record.arrow is not None:
+            batches_by_kind[record.kind].append(record.arrow)
+        else:
+            events_by_kind[record.kind].extend(record.events or ())
+    for kind, events in events_by_kind.items():
+        batches_by_kind[kind].extend(_events_to_batches(kind, events, records))
     tables: dict[tuple[str, int], pa.Table] = {}
     for kind, batches in batches_by_kind.items():
         # Batches written by an older schema version lack the newest (defaulted) columns.
@@ -234,6 +274,30 @@ def _records_to_tables(records: list[_Record]) -> dict[tuple[str, int], pa.Table
         for hour in pc.unique(hours).to_pylist():
             tables[(kind, hour)] = table.filter(pc.equal(hours, hour))
     return tables
+
+
+def _events_to_batches(
+    kind: str, events: list[Event], records: list[_Record]
+) -> list[pa.RecordBatch]:
+    """One batch of `events`; should a value not fit its column (an int beyond int64), the
+    kind's records one by one, those that do not fit skipped and counted as damaged."""
+    try:
+        return [_to_batch(kind, events)]
+    except (pa.ArrowException, OverflowError):
+        pass
+    batches = []
+    for record in records:
+        if record.kind != kind or record.arrow is not None:
+            continue
+        try:
+            batches.append(_to_batch(kind, record.events or []))
+        except (pa.ArrowException, OverflowError) as error:
+            EVENTS_BAD_RECORDS.inc()
+            log.warning(
+                "skipped an event log record whose values do not fit the schema",
+                extra={"kind": kind, "events": len(record.events or ()), "error": str(error)},
+            )
+    return batches
 
 
 def _same_schema(batches: list[pa.RecordBatch]) -> bool:
@@ -632,7 +696,7 @@ class EventLog:
                     event = popleft()
                     by_kind[event.kind].append(event)
                 self._pending = b"".join(
-                    _encode_record(kind, events) for kind, events in by_kind.items()
+                    _encode_or_drop(kind, events) for kind, events in by_kind.items()
                 )
                 for kind, events in by_kind.items():
                     EVENTS_EMITTED.labels(kind).inc(len(events))

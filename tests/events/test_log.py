@@ -600,3 +600,29 @@ def test_the_roll_process_leaves_stopping_to_the_server(tmp_path):
         log.roll()
         assert log.logs_waiting == 0 and child.is_alive()
     assert sorted(_seqs(tmp_path)) == list(range(10))
+
+
+def test_a_record_whose_values_do_not_fit_the_schema_is_skipped_not_fatal_to_the_roll(tmp_path):
+    good = _encode_record("bid", _bids(3))
+    # MessagePack holds up to 2**64 - 1, an Arrow int64 column only up to 2**63 - 1.
+    bad = _encode_record("bid", [BidEvent(T0, "a-huge", "dsp-a", price_micros=2**63 + 5)])
+    records, damaged = parse_log(good + bad + good)
+    assert damaged == 0  # it decodes; only the column cannot hold it
+    before = REGISTRY.get_sample_value("openbid_events_bad_records_total") or 0.0
+    tables = log_module._records_to_tables(records)
+    assert sum(t.num_rows for t in tables.values()) == 6
+    assert REGISTRY.get_sample_value("openbid_events_bad_records_total") == before + 1
+
+
+def test_an_event_that_cannot_be_encoded_is_dropped_and_the_rest_written(tmp_path):
+    dropped = REGISTRY.get_sample_value("openbid_events_dropped_total") or 0.0
+    with EventLog(tmp_path, flush_interval_s=0.05) as log:
+        events = _bids(4)
+        events.insert(2, BidEvent(T0, "a-huge", "dsp-a", price_micros=2**70))
+        for event in events:
+            log.emit(event)
+        log.flush()  # the flusher survived: flush returns
+        for event in _bids(2, start=4):
+            log.emit(event)
+    assert sorted(_seqs(tmp_path)) == list(range(6))
+    assert REGISTRY.get_sample_value("openbid_events_dropped_total") == dropped + 1
