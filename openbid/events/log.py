@@ -77,13 +77,20 @@ UNSYNCED_MAX_BYTES = 16 * 1024 * 1024
 # A failed roll (disk full, object store down) is retried after 1 s, doubling up to a minute.
 ROLL_RETRY_S = 1.0
 ROLL_RETRY_MAX_S = 60.0
+# A roll in the child process taking longer than this is stuck (a hung object store): the
+# child is killed and the roll retried. After this many roll-process failures in a row the
+# writer rolls in its own process instead.
+ROLL_TIMEOUT_S = 600.0
+ROLL_POOL_MAX_FAILURES = 3
 _HOUR_MICROS = 3_600_000_000
 
 EVENTS_EMITTED = Counter(
     "openbid_events_emitted", "Events handed to the event log", ["kind"], registry=REGISTRY
 )
 EVENTS_DROPPED = Counter(
-    "openbid_events_dropped", "Events dropped because the log buffer was full", registry=REGISTRY
+    "openbid_events_dropped",
+    "Events dropped: the log buffer was full, or an event could not be encoded",
+    registry=REGISTRY,
 )
 EVENTS_BAD_RECORDS = Counter(
     "openbid_events_bad_records",
@@ -262,6 +269,8 @@ def _records_to_tables(records: list[_Record]) -> dict[tuple[str, int], pa.Table
         batches_by_kind[kind].extend(_events_to_batches(kind, events, records))
     tables: dict[tuple[str, int], pa.Table] = {}
     for kind, batches in batches_by_kind.items():
+        if not batches:
+            continue  # every record of the kind was skipped
         # Batches written by an older schema version lack the newest (defaulted) columns.
         table = (
             pa.Table.from_batches(batches)
@@ -461,6 +470,8 @@ class EventLog:
         self.buffer_max_events = buffer_max_events
         self.roll_in_subprocess = roll_in_subprocess
         self._roll_pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._pool_failures = 0  # roll process failures in a row
+        self._pool_given_up = False
         self.dropped = 0
         self._writer_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._seq = 0
@@ -544,7 +555,15 @@ class EventLog:
             os.close(self._fd)
             self._fd = None
         if self._wal_path is not None:
-            self._wal_path.unlink(missing_ok=True)
+            if self._wal_bytes_of(self._wal_path) == 0:
+                self._wal_path.unlink(missing_ok=True)
+            else:
+                # Events emitted while the last roll ran were written (and maybe reported
+                # flushed) after it: the file stays, for the next writer to roll.
+                log.info(
+                    "event log file left for the next start",
+                    extra={"file": str(self._wal_path)},
+                )
 
     def __enter__(self) -> EventLog:
         return self
@@ -830,7 +849,13 @@ class EventLog:
         to serve (decoding, column building), so a serving process rolls in a child process
         at low CPU priority: the event loop never waits for the roll. A roll process that
         dies fails this roll (retried like any failed roll) and is replaced."""
-        if not self.roll_in_subprocess:
+        if not self.roll_in_subprocess or self._pool_failures >= ROLL_POOL_MAX_FAILURES:
+            if self.roll_in_subprocess and not self._pool_given_up:
+                self._pool_given_up = True
+                log.error(
+                    "the roll process failed repeatedly; rolling in this process from now on",
+                    extra={"failures": self._pool_failures},
+                )
             return roll_log_file(path, self.segments)
         if self._roll_pool is None:
             root = logging.getLogger()
@@ -841,14 +866,22 @@ class EventLog:
                 initializer=_init_roll_process,
                 initargs=(root.getEffectiveLevel(), json_logs),
             )
+        pool = self._roll_pool
         try:
-            rows, bad = self._roll_pool.submit(
-                _roll_in_child, str(path), self.segments.url
-            ).result()
-        except concurrent.futures.process.BrokenProcessPool:
-            self._roll_pool.shutdown(wait=False, cancel_futures=True)
+            rows, bad = pool.submit(_roll_in_child, str(path), self.segments.url).result(
+                timeout=ROLL_TIMEOUT_S
+            )
+        except (concurrent.futures.process.BrokenProcessPool, TimeoutError):
+            # A dead, unstartable or stuck roll process: kill it (it ignores SIGTERM) and
+            # start a new one for the retry; after a few failures in a row, roll here.
+            self._pool_failures += 1
+            for process in list(getattr(pool, "_processes", {}).values()):
+                with contextlib.suppress(OSError, ValueError):
+                    process.kill()
+            pool.shutdown(wait=False, cancel_futures=True)
             self._roll_pool = None
             raise
+        self._pool_failures = 0
         if bad:
             EVENTS_BAD_RECORDS.inc(bad)
         return rows

@@ -626,3 +626,43 @@ def test_an_event_that_cannot_be_encoded_is_dropped_and_the_rest_written(tmp_pat
             log.emit(event)
     assert sorted(_seqs(tmp_path)) == list(range(6))
     assert REGISTRY.get_sample_value("openbid_events_dropped_total") == dropped + 1
+
+
+def test_events_written_while_close_rolls_are_kept_for_the_next_start(tmp_path):
+    log = EventLog(tmp_path, flush_interval_s=0.05)
+    for event in _bids(3):
+        log.emit(event)
+    real_roll = log.roll
+
+    def roll_then_more(timeout_s=60.0):
+        real_roll(timeout_s)
+        for event in _bids(2, start=3):  # billing notices still arriving, say
+            log.emit(event)
+        log.flush()  # reported durable: must not be deleted by close()
+
+    log.roll = roll_then_more
+    log.close()
+    assert sorted(_seqs(tmp_path)) == list(range(5))
+    with EventLog(tmp_path, flush_interval_s=0.05):
+        pass  # the next writer rolls the file left behind
+    assert not list((tmp_path / "wal").glob("*.log"))
+    assert sorted(_seqs(tmp_path)) == list(range(5))
+
+
+def test_a_kind_whose_every_record_is_skipped_does_not_stop_the_roll():
+    bad = _encode_record("bid", [BidEvent(T0, "a-huge", "dsp-a", price_micros=2**63 + 5)])
+    auction = _encode_record("auction", [AuctionEvent(T0, "a1", "req-1")])
+    records, _ = parse_log(bad + auction)
+    tables = log_module._records_to_tables(records)
+    assert [kind for kind, _ in tables] == ["auction"]
+
+
+def test_after_repeated_roll_process_failures_the_writer_rolls_itself(tmp_path):
+    log = EventLog(tmp_path, flush_interval_s=0.05, roll_in_subprocess=True)
+    log._pool_failures = log_module.ROLL_POOL_MAX_FAILURES
+    for event in _bids(4):
+        log.emit(event)
+    log.roll()
+    assert log._roll_pool is None and log.logs_waiting == 0
+    log.close()
+    assert sorted(_seqs(tmp_path)) == list(range(4))
