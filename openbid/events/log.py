@@ -183,7 +183,7 @@ def _encode_or_drop(kind: str, events: list[Event]) -> bytes:
     return _encode_record(kind, kept) if kept else b""
 
 
-def _record_at(data: bytes, offset: int) -> tuple[_Record, int] | None:
+def _record_at(data: bytes, offset: int, kind: str | None = None) -> tuple[_Record, int] | None:
     """The intact record starting at `offset` and the offset after it, or None."""
     if len(data) - offset < _HEADER.size:
         return None
@@ -199,7 +199,10 @@ def _record_at(data: bytes, offset: int) -> tuple[_Record, int] | None:
     payload = data[start : start + length]
     if zlib.crc32(payload) != crc:
         return None
-    kind = _CODE_KINDS[code]
+    record_kind = _CODE_KINDS[code]
+    if kind is not None and record_kind != kind:
+        return _Record(record_kind, version), start + length  # intact, not decoded
+    kind = record_kind
     try:
         if magic == _MAGIC_MSGPACK:
             # Records of an older schema version lack the newest fields: they take defaults.
@@ -211,25 +214,26 @@ def _record_at(data: bytes, offset: int) -> tuple[_Record, int] | None:
     return record, start + length
 
 
-def parse_log(data: bytes, name: str = "") -> tuple[list[_Record], int]:
+def parse_log(data: bytes, name: str = "", kind: str | None = None) -> tuple[list[_Record], int]:
     """The intact records of a log file's bytes and the number of damaged stretches skipped.
 
     After a damaged record (a torn write, bad sectors) reading resumes at the next offset
     holding a record whose header and CRC check out, so damage costs only the damaged bytes.
+    With `kind`, records of other kinds are checked (header, CRC) but not decoded.
     """
     records: list[_Record] = []
     offset = 0
     bad = 0
     skipped_bytes = 0
     while offset < len(data):
-        found = _record_at(data, offset)
+        found = _record_at(data, offset, kind)
         if found is not None:
             records.append(found[0])
             offset = found[1]
             continue
         bad += 1
         resume = _next_magic(data, offset + 1)
-        while resume != -1 and _record_at(data, resume) is None:
+        while resume != -1 and _record_at(data, resume, kind) is None:
             resume = _next_magic(data, resume + 1)
         end = len(data) if resume == -1 else resume
         skipped_bytes += end - offset
@@ -252,9 +256,9 @@ def _next_magic(data: bytes, start: int) -> int:
     return -1 if found is None else found.start()
 
 
-def read_log_file(path: Path) -> tuple[list[_Record], int]:
+def read_log_file(path: Path, kind: str | None = None) -> tuple[list[_Record], int]:
     """The intact records of a log file and the number of damaged stretches skipped."""
-    return parse_log(path.read_bytes(), str(path))
+    return parse_log(path.read_bytes(), str(path), kind)
 
 
 def _records_to_tables(records: list[_Record]) -> dict[tuple[str, int], pa.Table]:
@@ -910,7 +914,7 @@ class EventReader:
             # it is the whole truth and its (maybe partial) segments are ignored.
             for path in sorted(wal_dir.glob(f"*{_WAL_SUFFIX}")):
                 try:
-                    records, bad = read_log_file(path)
+                    records, bad = read_log_file(path, kind)
                 except FileNotFoundError:
                     continue  # rolled meanwhile: its segments are listed below
                 self.bad_records += bad

@@ -666,3 +666,10 @@ def test_after_repeated_roll_process_failures_the_writer_rolls_itself(tmp_path):
     assert log._roll_pool is None and log.logs_waiting == 0
     log.close()
     assert sorted(_seqs(tmp_path)) == list(range(4))
+
+
+def test_reading_one_kind_decodes_only_its_records():
+    data = _encode_record("bid", _bids(3)) + _encode_record("auction", [AuctionEvent(T0, "a", "r")])
+    records, bad = parse_log(data, kind="auction")
+    assert bad == 0 and [r.kind for r in records] == ["bid", "auction"]
+    assert records[0].events is None and records[1].batch.num_rows == 1
