@@ -345,10 +345,10 @@ def decode(gpp_string: str) -> GPPString:
             f"the GPP string has {len(gpp_string)} characters, more than {MAX_GPP_STRING_CHARS}"
         )
     header, *texts = gpp_string.split("~")
-    version, section_ids = _decode_header(header)
+    version, section_ids = _decode_header(header, len(texts))
     if len(texts) != len(section_ids):
         raise InvalidGPPString(
-            f"the GPP header lists {len(section_ids)} sections {list(section_ids)} "
+            f"the GPP header lists {len(section_ids)} sections {_first_ids(section_ids)} "
             f"but {len(texts)} follow it"
         )
     sections = dict(zip(section_ids, texts, strict=True))
@@ -388,7 +388,20 @@ def decode_cached(gpp_string: str) -> GPPString | InvalidGPPString:
         return error.with_traceback(None)
 
 
-def _decode_header(text: str) -> tuple[int, tuple[int, ...]]:
+MAX_GPP_SECTIONS = 64
+"""More section ids than any GPP string could carry: a header listing more is hostile."""
+
+
+def _first_ids(section_ids: list[int] | tuple[int, ...], shown: int = 5) -> str:
+    """The first few section ids for an error message: the full list can be ~10^5 long."""
+    head = ", ".join(map(str, section_ids[:shown]))
+    return f"[{head}, ...]" if len(section_ids) > shown else f"[{head}]"
+
+
+def _decode_header(text: str, section_count: int) -> tuple[int, tuple[int, ...]]:
+    # The header may not list more ids than the '~' sections that follow (nor MAX_GPP_SECTIONS):
+    # expanding ranges past that only burns CPU and memory on a string already known invalid.
+    id_limit = min(section_count, MAX_GPP_SECTIONS)
     what = "GPP header"
     reader = BitReader(base64url_to_bits(text, InvalidGPPString, what), InvalidGPPString, what)
     header_type = reader.int(6, "Type")
@@ -406,11 +419,22 @@ def _decode_header(text: str) -> tuple[int, tuple[int, ...]]:
             last = start + reader.fibonacci("SectionIds EndId")
             if last - start > 64:
                 raise InvalidGPPString(f"GPP section id range {start}-{last} is implausibly long")
+            if len(section_ids) + last - start + 1 > id_limit:
+                raise _too_many_ids([*section_ids, start], section_count)
             section_ids.extend(range(start, last + 1))
         else:
             last += reader.fibonacci("SectionIds Id")
+            if len(section_ids) + 1 > id_limit:
+                raise _too_many_ids([*section_ids, last], section_count)
             section_ids.append(last)
     return version, tuple(section_ids)
+
+
+def _too_many_ids(section_ids: list[int], section_count: int) -> InvalidGPPString:
+    return InvalidGPPString(
+        f"the GPP header lists more sections {_first_ids(section_ids)} "
+        f"than the {section_count} that follow it (at most {MAX_GPP_SECTIONS})"
+    )
 
 
 def decode_usnat(text: str) -> UsNat:

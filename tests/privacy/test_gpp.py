@@ -338,7 +338,7 @@ def test_usnat_gpc_subsection_round_trips():
     ("text", "message"),
     [
         ("", "empty"),
-        ("DBABMA", "lists 1 sections \\[2\\] but 0 follow"),
+        ("DBABMA", "lists more sections \\[2\\] than the 0 that follow"),
         ("DBABMA~A~B", "lists 1 sections \\[2\\] but 2 follow"),
         ("BBABMA~x", "type 1: a GPP header is type 3"),
         ("DCABMA~x", "version 2 is not supported"),
@@ -488,3 +488,29 @@ def test_any_string_parses_or_raises_only_invalid_us_privacy_string(text):
         usprivacy.parse(text)
     except InvalidUSPrivacyString as error:
         assert str(error)
+
+
+def _range_bomb_header(entries: int) -> str:
+    writer = BitWriter()
+    writer.int(3, 6, "Type")
+    writer.int(1, 6, "Version")
+    writer.int(entries, 12, "NumEntries")
+    for _ in range(entries):
+        writer.bool(True)
+        writer.fibonacci(1, "StartId")
+        writer.fibonacci(64, "EndId")
+    return writer.base64url()
+
+
+def test_header_ranges_stop_expanding_past_the_sections_that_follow():
+    # 3,650 ranges of 65 ids would expand to ~237k ids; decoding must stop at the first one
+    # that exceeds the '~' sections present, and the error must not carry the whole id list.
+    error = gpp.decode_cached(_range_bomb_header(3650) + "~A" * 3)
+    assert isinstance(error, InvalidGPPString)
+    assert "lists more sections [1] than the 3 that follow it" in str(error)
+    assert len(str(error)) < 200
+
+
+def test_header_lists_at_most_64_sections():
+    with pytest.raises(InvalidGPPString, match="at most 64"):
+        gpp.decode(_range_bomb_header(2) + "~A" * 130)
