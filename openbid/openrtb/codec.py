@@ -252,7 +252,13 @@ def _check_utf8(data: bytes) -> None:
     try:
         data.decode()
     except UnicodeDecodeError as err:
-        raise _not_utf8(data, err.start, err.end) from None
+        try:
+            invalid = _not_utf8(data, err.start, err.end)
+        except RecursionError:  # a body nested near the stack limit: name the root
+            invalid = Invalid("", f"must be valid UTF-8, got byte 0x{data[err.start]:02x}")
+        raise invalid from None
+    except RecursionError:
+        raise Invalid("", "must be valid UTF-8 and not nest this deep") from None
 
 
 _BAD_BYTES_MARK = "\ufdd0openbid-not-utf8\ufdd0"

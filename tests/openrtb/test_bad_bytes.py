@@ -131,3 +131,22 @@ def test_msgspec_still_does_not_check_raw_values():
     # Why the codec checks the whole body: if msgspec ever validates Raw, this tells us.
     raw = msgspec.json.decode(b'{"ext":{"a":"\xe9"}}', type=dict[str, msgspec.Raw])
     assert bytes(raw["ext"]) == b'{"a":"\xe9"}'
+
+
+def _decode_at_stack_depth(frames: int, body: bytes) -> None:
+    if frames:
+        _decode_at_stack_depth(frames - 1, body)
+        return
+    decode_bid_request(body)
+
+
+def test_a_bad_byte_deep_near_the_stack_limit_is_our_error_not_a_recursion_error():
+    # Found by a reviewer: at some stack depths the UTF-8 error path ran out of stack -> 500.
+    for depth in range(940, 1000):
+        inner = b'"\xe9"'
+        for _ in range(depth):
+            inner = b"[" + inner + b"]"
+        body = REQUEST + b',"ext":{"x":' + inner + b"}}"
+        for frames in range(12):
+            with pytest.raises(InvalidBidRequest):
+                _decode_at_stack_depth(frames, body)
