@@ -133,7 +133,8 @@ def apply_redaction(request: BidRequest, redaction: Redaction) -> BidRequest:
     if user is not None:
         changes = {}
         if redaction.strip_user_ids:
-            changes.update(id=None, buyeruid=None, eids=None)
+            # customdata is the bidder's data from the exchange's cookie: an id too.
+            changes.update(id=None, buyeruid=None, eids=None, customdata=None)
         if redaction.strip_user_data:
             changes.update(
                 yob=None,

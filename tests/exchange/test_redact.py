@@ -112,6 +112,14 @@ HIDDEN_ID_TABLE = [
         None,
     ),
     (
+        "user ids: customdata (the bidder's cookie data) goes too",
+        STRIP_USER_IDS,
+        {"customdata": "dsp-cookie-uid-123", "yob": 1980},
+        None,
+        {"yob": 1980},
+        None,
+    ),
+    (
         "user ext that is not an object is dropped",
         STRIP_USER_IDS,
         {"id": "u1", "ext": ["x"]},
