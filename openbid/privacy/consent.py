@@ -187,9 +187,11 @@ class ConsentContext:
                 ext = _decode_ext(_regs_ext_decoder, regs.ext)
                 if ext is not None:
                     gpc_value = ext.gpc
-                    if gdpr is None and ext.gdpr in (0, 1):
-                        gdpr = ext.gdpr
-                    if us_privacy_text is None and isinstance(ext.us_privacy, str):
+                    if gdpr is None and ext.gdpr is not None:
+                        # 2.5-style "1" strings count; anything else unreadable reads as 1.
+                        flag = ext.gdpr if isinstance(ext.gdpr, (int, str)) else None
+                        gdpr = {0: 0, 1: 1, "0": 0, "1": 1}.get(flag, 1)
+                    if not us_privacy_text and isinstance(ext.us_privacy, str):
                         us_privacy_text = ext.us_privacy
         consent_text = None
         if user is not None:
@@ -266,7 +268,12 @@ def _context_from_signals(
     if gdpr is None:
         # No explicit flag: a TC string, or GPP saying its TCF section applies, means a
         # CMP ran under GDPR.
-        gdpr_applies = bool(consent_text) or bool(gpp_sid and gpp.SECTION_TCF_EU_V2 in gpp_sid)
+        # (a TCF EU section in a GPP string with no gpp_sid counts as applicable: it applies).
+        gdpr_applies = (
+            bool(consent_text)
+            or bool(gpp_sid and gpp.SECTION_TCF_EU_V2 in gpp_sid)
+            or (not gpp_sid and tc is not None)
+        )
     else:
         gdpr_applies = gdpr == 1
     return ConsentContext(

@@ -723,3 +723,21 @@ def test_adding_a_restrictive_signal_never_loosens_a_redaction(fields, tc, signa
     for flag in FLAGS:
         assert getattr(loose, flag) <= getattr(strict, flag), flag
     assert not strict.is_noop
+
+
+def test_malformed_or_displaced_signals_never_grant_more(make_request):
+    # regs.ext.gdpr as a 2.5-style string, or unreadable: GDPR applies.
+    for flag in ("1", 1, "yes", [1]):
+        consent = ConsentContext.from_request(make_request(regs={"ext": {"gdpr": flag}}))
+        assert consent.gdpr_applies, flag
+        assert redaction_for(consent, vendor_id=7).block, flag
+    assert not ConsentContext.from_request(make_request(regs={"ext": {"gdpr": "0"}})).gdpr_applies
+    # An empty 2.6 us_privacy does not hide the opt-out in regs.ext.
+    consent = ConsentContext.from_request(
+        make_request(regs={"us_privacy": "", "ext": {"us_privacy": "1YYN"}})
+    )
+    assert consent.us_opt_out
+    # A TC string in GPP with no gpp_sid is the one in force, so GDPR applies to it.
+    nothing = tc_string()
+    consent = ConsentContext.from_request(make_request(regs={"gpp": gpp.encode({2: nothing})}))
+    assert consent.gdpr_applies and redaction_for(consent, vendor_id=7).block
