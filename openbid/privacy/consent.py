@@ -15,6 +15,7 @@ than a readable "no consent" or "opted out" one.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass, field
@@ -308,15 +309,7 @@ _COPPA = Redaction(
 )
 
 
-_US_KNOWN_CHILD = Redaction(
-    strip_user_ids=True,
-    strip_device_ids=True,
-    strip_user_data=True,
-    strip_fine_geo=True,
-    round_geo=True,
-    truncate_ip=True,
-    reasons=("us_known_child",),
-)
+_US_KNOWN_CHILD = dataclasses.replace(_COPPA, reasons=("us_known_child",))
 """A known child in a US GPP section: as COPPA."""
 _US_OPT_OUT = Redaction(
     strip_user_ids=True,
