@@ -69,8 +69,8 @@ _KIND_CODES = {kind: code for code, kind in enumerate(EVENT_TYPES, start=1)}
 _CODE_KINDS = {code: kind for kind, code in _KIND_CODES.items()}
 _WAL_SUFFIX = ".log"
 _OPENING_SUFFIX = ".log.new"  # a log file being created: locked before it is named *.log
-ENCODE_INTERVAL_S = 0.1
-ENCODE_BATCH = 128
+WRITE_INTERVAL_S = 0.1  # how often the flusher writes what was emitted
+ENCODE_BATCH = 128  # events per record at most
 # Bytes written since the last good fsync are kept until the next one, to be rewritten to a new
 # file if that fsync fails; past this many the flusher fsyncs early.
 UNSYNCED_MAX_BYTES = 16 * 1024 * 1024
@@ -153,34 +153,27 @@ def _to_batch(kind: str, events: list[Event]) -> pa.RecordBatch:
 
 def _encode_record(kind: str, events: list[Event]) -> bytes:
     """One log record: the header, then the events of one kind as a MessagePack array of
-    arrays (one C call, a few hundred ns per event; Arrow conversion waits for the roll)."""
-    payload = _ENCODER.encode(events)
+    arrays (Arrow conversion waits for the roll)."""
+    return _frame(kind, len(events), b"".join(map(_ENCODER.encode, events)))
+
+
+def _array_header(count: int) -> bytes:
+    """The MessagePack header of an array of `count` items."""
+    if count < 16:
+        return bytes((0x90 | count,))
+    if count < 1 << 16:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
+def _frame(kind: str, count: int, items: bytes | bytearray) -> bytes:
+    """A record of `count` events of `kind` already encoded one after the other in `items`:
+    an array header in front of them makes the same bytes as encoding the list at once."""
+    payload = _array_header(count) + items
     header = _HEADER.pack(
         _MAGIC_MSGPACK, SCHEMA_VERSION, _KIND_CODES[kind], len(payload), zlib.crc32(payload)
     )
     return header + payload
-
-
-def _encode_or_drop(kind: str, events: list[Event]) -> bytes:
-    """`_encode_record`, except that events that cannot be encoded (an int beyond 64 bits
-    from a bug upstream) are dropped and counted one by one instead of killing the flusher."""
-    try:
-        return _encode_record(kind, events)
-    except (OverflowError, TypeError, ValueError, msgspec.EncodeError):
-        pass
-    kept = []
-    for event in events:
-        try:
-            _ENCODER.encode(event)
-        except (OverflowError, TypeError, ValueError, msgspec.EncodeError) as error:
-            EVENTS_DROPPED.inc()
-            log.error(
-                "dropped an event that cannot be encoded",
-                extra={"kind": kind, "event": repr(event)[:300], "error": str(error)},
-            )
-        else:
-            kept.append(event)
-    return _encode_record(kind, kept) if kept else b""
 
 
 def _record_at(data: bytes, offset: int, kind: str | None = None) -> tuple[_Record, int] | None:
@@ -482,7 +475,12 @@ class EventLog:
         self.dropped = 0
         self._writer_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._seq = 0
-        self._queue: collections.deque[Event] = collections.deque()
+        # Events are encoded as they are emitted, into one open record per kind; a record
+        # is sealed at ENCODE_BATCH events. The flusher takes sealed and open records alike.
+        self._lock = threading.Lock()
+        self._open: dict[str, list] = {}  # kind -> [encoded events (bytearray), count]
+        self._sealed: list[tuple[str, int, bytearray]] = []
+        self._buffered = 0  # events encoded and not yet taken by the flusher
         self._wake = threading.Event()
         self._flushed = threading.Condition()
         self._flush_generation = 0
@@ -514,12 +512,49 @@ class EventLog:
 
     # --- the caller's side
     def emit(self, event: Event) -> None:
-        """Queues one event; drops it (and counts the drop) when the buffer is full."""
-        if len(self._queue) >= self.buffer_max_events:
-            self.dropped += 1
-            EVENTS_DROPPED.inc()
-            return
-        self._queue.append(event)
+        """Encodes one event into the buffer (a microsecond or less, on the caller's thread:
+        the flusher then only writes bytes and never competes for the GIL); drops it, and
+        counts the drop, when the buffer is full or the event cannot be encoded."""
+        with self._lock:
+            if self._buffered >= self.buffer_max_events:
+                self.dropped += 1
+                EVENTS_DROPPED.inc()
+                return
+            kind = event.kind
+            entry = self._open.get(kind)
+            if entry is None:
+                if kind not in _KIND_CODES:
+                    self._drop_unencodable(event, f"unknown event kind {kind!r}")
+                    return
+                entry = self._open[kind] = [bytearray(), 0]
+            data = entry[0]
+            size = len(data)
+            try:
+                _ENCODER.encode_into(event, data, -1)
+            except (OverflowError, TypeError, ValueError, msgspec.EncodeError) as error:
+                del data[size:]
+                self._drop_unencodable(event, str(error))
+                return
+            self._buffered += 1
+            entry[1] += 1
+            if entry[1] >= ENCODE_BATCH:
+                self._sealed.append((kind, entry[1], data))
+                del self._open[kind]
+
+    @property
+    def buffered(self) -> int:
+        """Events emitted and not yet taken by the flusher."""
+        return self._buffered
+
+    def _drop_unencodable(self, event: Event, error: str) -> None:
+        """An event that cannot be encoded (an int beyond 64 bits from a bug upstream) is
+        dropped and counted; it never reaches the log, where it would cost its record."""
+        self.dropped += 1
+        EVENTS_DROPPED.inc()
+        log.error(
+            "dropped an event that cannot be encoded",
+            extra={"kind": event.kind, "event": repr(event)[:300], "error": error},
+        )
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Blocks until everything emitted so far is written and fsync'd."""
@@ -676,14 +711,13 @@ class EventLog:
 
     # --- threads
     def _flush_loop(self) -> None:
-        # Events are encoded and written every ENCODE_INTERVAL_S in small batches (so the
-        # GIL-heavy encoding never stalls the event loop for long) and fsync'd every
-        # `flush_interval_s` (the durability bound) or when a flush is asked for. A flush
-        # generation is only counted when everything taken from the queue is written and
-        # fsync'd, so `flush()` never reports success while bytes are missing.
+        # Events arrive encoded (by `emit`); they are written every WRITE_INTERVAL_S and
+        # fsync'd every `flush_interval_s` (the durability bound) or when a flush is asked
+        # for. A flush generation is only counted when everything taken from the buffer is
+        # written and fsync'd, so `flush()` never reports success while bytes are missing.
         last_sync = time.monotonic()
         while True:
-            self._wake.wait(min(ENCODE_INTERVAL_S, self.flush_interval_s))
+            self._wake.wait(min(WRITE_INTERVAL_S, self.flush_interval_s))
             forced = self._wake.is_set()
             self._wake.clear()
             stopping = self._stopping
@@ -711,28 +745,30 @@ class EventLog:
                 return
 
     def _write_queued(self) -> None:
-        queue = self._queue
-        EVENTS_QUEUED.set(len(queue))
-        while self._pending or queue:
-            if not self._pending:
-                count = min(len(queue), ENCODE_BATCH)
-                by_kind: dict[str, list[Event]] = collections.defaultdict(list)
-                popleft = queue.popleft
-                for _ in range(count):
-                    event = popleft()
-                    by_kind[event.kind].append(event)
-                self._pending = b"".join(
-                    _encode_or_drop(kind, events) for kind, events in by_kind.items()
-                )
-                for kind, events in by_kind.items():
-                    EVENTS_EMITTED.labels(kind).inc(len(events))
-            self._append(self._pending)  # raises: kept in _pending, retried
-            self._unsynced.append(self._pending)
-            self._unsynced_bytes += len(self._pending)
-            self._pending = b""
-            if self._unsynced_bytes >= UNSYNCED_MAX_BYTES:
-                self._sync_file()
-            time.sleep(0)  # let the event loop thread take the GIL between batches
+        """Writes what was emitted since the last call: the records are already encoded, so
+        this holds the GIL only to frame them (a header and CRC per record)."""
+        if not self._pending:
+            with self._lock:
+                EVENTS_QUEUED.set(self._buffered)
+                if not self._buffered:
+                    return
+                taken = self._sealed
+                taken.extend((kind, entry[1], entry[0]) for kind, entry in self._open.items())
+                self._sealed = []
+                self._open = {}
+                self._buffered = 0
+            counts: dict[str, int] = collections.Counter()
+            for kind, count, _ in taken:
+                counts[kind] += count
+            self._pending = b"".join(_frame(kind, count, data) for kind, count, data in taken)
+            for kind, count in counts.items():
+                EVENTS_EMITTED.labels(kind).inc(count)
+        self._append(self._pending)  # raises: kept in _pending, retried
+        self._unsynced.append(self._pending)
+        self._unsynced_bytes += len(self._pending)
+        self._pending = b""
+        if self._unsynced_bytes >= UNSYNCED_MAX_BYTES:
+            self._sync_file()
 
     def _append(self, data: bytes) -> None:
         """Writes whole records or nothing: a short write is completed or cut off again."""

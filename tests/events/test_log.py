@@ -7,8 +7,10 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
+import msgspec
 import pyarrow.parquet as pq
 import pytest
 
@@ -32,6 +34,7 @@ from openbid.events.log import (
     read_log_file,
     roll_log_file,
 )
+from openbid.events.schema import SCHEMA_VERSION
 from openbid.obs import REGISTRY
 
 HOUR_MICROS = 3_600_000_000
@@ -306,13 +309,13 @@ def test_full_disk_drops_and_counts_with_bounded_memory(tmp_path, monkeypatch):
     disk.full = True
     for event in _bids(27_000):
         log.emit(event)
-        if len(log._queue) >= 1000:  # let the flusher take a batch and fail on it
+        if log.buffered >= 1000:  # let the flusher take the buffer and fail on it
             deadline = time.monotonic() + 10
-            while log._queue and not log._pending and time.monotonic() < deadline:
+            while log.buffered and not log._pending and time.monotonic() < deadline:
                 time.sleep(0.005)
-    # At most the queue and one batch are held; everything else was dropped and counted.
-    assert len(log._queue) <= 1000
-    assert log.dropped >= 27_000 - 1000 - ENCODE_BATCH
+    # At most the buffer and what the flusher took are held; the rest was dropped and counted.
+    assert log.buffered <= 1000
+    assert log.dropped >= 27_000 - 2000
     assert len(log._pending) < 1_000_000
     disk.full = False
     log.close()
@@ -621,11 +624,41 @@ def test_an_event_that_cannot_be_encoded_is_dropped_and_the_rest_written(tmp_pat
         events.insert(2, BidEvent(T0, "a-huge", "dsp-a", price_micros=2**70))
         for event in events:
             log.emit(event)
-        log.flush()  # the flusher survived: flush returns
+        # Refused as it is emitted, on the caller's thread: it never reaches a record.
+        assert log.dropped == 1 and log.buffered == 4
+        log.flush()
         for event in _bids(2, start=4):
             log.emit(event)
     assert sorted(_seqs(tmp_path)) == list(range(6))
     assert REGISTRY.get_sample_value("openbid_events_dropped_total") == dropped + 1
+
+
+@pytest.mark.parametrize("count", [1, 15, 16, 128, 70_000])
+def test_events_encoded_one_by_one_frame_the_same_bytes_as_the_list_encoded_at_once(count):
+    events = _bids(count)
+    payload = msgspec.msgpack.encode(events)
+    header = log_module._HEADER.pack(
+        b"OM", SCHEMA_VERSION, log_module._KIND_CODES["bid"], len(payload), zlib.crc32(payload)
+    )
+    assert _encode_record("bid", events) == header + payload
+    records, damaged = parse_log(_encode_record("bid", events))
+    assert damaged == 0 and records[0].events == events
+
+
+def test_records_hold_at_most_encode_batch_events(tmp_path):
+    log = EventLog(tmp_path, flush_interval_s=60)
+    for event in _bids(2 * ENCODE_BATCH + 5):
+        log.emit(event)
+    log.emit(AuctionEvent(T0, "a1", "req-1"))
+    log.flush()
+    records, damaged = read_log_file(log._wal_path)
+    log.close()
+    sizes = sorted((record.kind, len(record.events)) for record in records)
+    assert damaged == 0
+    assert sizes == [("auction", 1), ("bid", 5), ("bid", ENCODE_BATCH), ("bid", ENCODE_BATCH)]
+    assert [
+        event.auction_id for record in records if record.kind == "bid" for event in record.events
+    ] == [event.auction_id for event in _bids(2 * ENCODE_BATCH + 5)]
 
 
 def test_events_written_while_close_rolls_are_kept_for_the_next_start(tmp_path):
