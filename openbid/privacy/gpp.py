@@ -441,7 +441,8 @@ def decode_usnat(text: str) -> UsNat:
     """Decodes a US National section (core segment, then optional '.'-separated GPC subsection)."""
     core, *subsections = text.split(".")
     what = "GPP usnat core segment"
-    reader = BitReader(base64url_to_bits(core, InvalidGPPString, what), InvalidGPPString, what)
+    bits = base64url_to_bits(core, InvalidGPPString, what)
+    reader = BitReader(bits, InvalidGPPString, what)
     version = reader.int(6, "Version")
     if version not in _USNAT_LIST_LENGTHS:
         raise InvalidGPPString(f"usnat version {version} is not supported: only 1 and 2")
@@ -471,6 +472,7 @@ def decode_usnat(text: str) -> UsNat:
         "mspa_service_provider_mode",
     ):
         fields[name] = _two_bits(reader, name)
+    _check_core_length("usnat", version, reader.pos, len(bits))
     gpc = _decode_gpc_subsections(subsections, "usnat")
     return UsNat(version=version, gpc=gpc, **fields)  # type: ignore[arg-type]
 
@@ -482,7 +484,8 @@ def decode_us_state(section_id: int, text: str) -> UsState:
     name = layout.name
     core, *subsections = text.split(".")
     what = f"GPP {name} core segment"
-    reader = BitReader(base64url_to_bits(core, InvalidGPPString, what), InvalidGPPString, what)
+    bits = base64url_to_bits(core, InvalidGPPString, what)
+    reader = BitReader(bits, InvalidGPPString, what)
     version = reader.int(6, "Version")
     if version != 1:
         raise InvalidGPPString(f"{name} version {version} is not supported: only 1")
@@ -498,10 +501,28 @@ def decode_us_state(section_id: int, text: str) -> UsState:
         fields["personal_data_consents"] = _two_bits(reader, "personal_data_consents", name)
     for key in _MSPA_FIELDS:
         fields[key] = _two_bits(reader, key, name)
+    _check_core_length(name, version, reader.pos, len(bits))
     if subsections and not layout.gpc:
         raise InvalidGPPString(f"{name} has no subsections, but {len(subsections)} follow")
     gpc = _decode_gpc_subsections(subsections, name)
     return UsState(section_id, version, gpc=gpc, **fields)  # type: ignore[arg-type]
+
+
+def _check_core_length(name: str, version: int, used: int, total: int) -> None:
+    """A core segment holds exactly its version's fields, padded with at most the zeros
+    that make whole characters: to the next 6-bit boundary, or (as the IAB's reference
+    encoders and `bits_to_base64url` write it) to whole bytes, then 6 bits. Any other
+    length means the section is not the version it says (or not that section at all), and
+    its fields would be read from the wrong bits."""
+    to_sextet = used + -used % 6
+    to_byte = used + -used % 8
+    to_byte_then_sextet = to_byte + -to_byte % 6
+    if total not in (to_sextet, to_byte_then_sextet):
+        padded = " or ".join(map(str, sorted({to_sextet, to_byte_then_sextet})))
+        raise InvalidGPPString(
+            f"GPP {name} v{version} core segment has {total} bits: its fields take {used}, "
+            f"padded to {padded} bits"
+        )
 
 
 def _decode_gpc_subsections(subsections: list[str], name: str) -> bool | None:

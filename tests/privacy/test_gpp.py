@@ -514,3 +514,117 @@ def test_header_ranges_stop_expanding_past_the_sections_that_follow():
 def test_header_lists_at_most_64_sections():
     with pytest.raises(InvalidGPPString, match="at most 64"):
         gpp.decode(_range_bomb_header(2) + "~A" * 130)
+
+
+# --- Core segment lengths ---------------------------------------------------------------
+# Each core segment's fields fill a fixed number of bits per version; the text may only pad
+# them to whole characters: to the next 6-bit boundary, or (as the IAB's reference encoders
+# write them) to whole bytes and then 6 bits. usnat v1 is 60 bits (10 or 11 characters),
+# v2 70 (12); usca 46 (8), usva 40 (7), usco 38 (7), usut 42 (7 or 8), usct 44 (8).
+CORE_BITS = {(7, 1): 60, (7, 2): 70, 8: 46, 9: 40, 10: 38, 11: 42, 12: 44}
+
+USNAT_V2 = gpp.UsNat(
+    version=2,
+    sale_opt_out=gpp.DID_NOT_OPT_OUT,
+    sensitive_data_processing=(0,) * 16,
+    known_child_sensitive_data_consents=(0, 0, 0),
+)
+
+
+def _core_bits(text: str) -> int:
+    return 6 * len(text.split(".")[0])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "BVVqAAEABCA.QA",  # the IAB encoder's usnat v1 example (60 bits padded to 66)
+        "BVVqAAEABCA"[:10],  # the same 60 bits padded only to the next character
+        gpp.encode_usnat(USNAT_V2),
+    ],
+)
+def test_usnat_core_segments_padded_to_whole_characters_or_bytes_decode(text):
+    section = gpp.decode_usnat(text)
+    expected = CORE_BITS[(7, section.version)]
+    assert expected <= _core_bits(text) < expected + 8 + 6
+
+
+@pytest.mark.parametrize(("section_id", "text", "fields"), STATE_SPEC_EXAMPLES)
+def test_us_state_reference_cores_are_their_layout_padded(section_id, text, fields):
+    assert CORE_BITS[section_id] <= _core_bits(text) < CORE_BITS[section_id] + 8 + 6
+
+
+def test_a_usut_core_padded_only_to_the_next_character_decodes():
+    # usut is 42 bits: 7 characters exactly; the IAB encoder pads to 48 bits (8).
+    assert gpp.decode_us_state(11, "BVVkklW") == gpp.decode_us_state(11, "BVVkklWA")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # A v2 core labelled v1: 72 bits where v1 has 60 (66 padded to whole bytes).
+        (
+            "B" + gpp.encode_usnat(USNAT_V2)[1:],
+            "usnat v1 core segment has 72 bits: its fields take 60",
+        ),
+        # A v1 core with a character too many (even a zero one).
+        ("BVVqAAEABCAA", "usnat v1 core segment has 72 bits: its fields take 60"),
+        ("BVVqAAEABCAA.QA", "usnat v1 core segment has 72 bits"),
+        # A v2 core with two characters too many.
+        (
+            gpp.encode_usnat(USNAT_V2) + "AA",
+            "usnat v2 core segment has 84 bits: its fields take 70",
+        ),
+    ],
+)
+def test_a_usnat_core_longer_than_its_version_layout_is_invalid(text, message):
+    with pytest.raises(InvalidGPPString, match=message):
+        gpp.decode_usnat(text)
+    with pytest.raises(InvalidGPPString, match=message):
+        gpp.decode(gpp.encode({7: text}))
+
+
+def test_a_usnat_core_shorter_than_its_version_layout_is_invalid():
+    # A v1 core labelled v2 runs out of bits.
+    with pytest.raises(InvalidGPPString, match="usnat core segment is truncated"):
+        gpp.decode_usnat("C" + "BVVqAAEABCA"[1:])
+
+
+@pytest.mark.parametrize(
+    ("section_id", "text", "message"),
+    [
+        (8, "BVWSSSVYA.YA", "usca v1 core segment has 54 bits: its fields take 46"),
+        (9, "BVWSSVYA", "usva v1 core segment has 48 bits: its fields take 40"),
+        (9, "BVWSSVYAAAAA", "usva v1 core segment has 72 bits: its fields take 40"),
+        (10, "BVWSSVgA.YA", "usco v1 core segment has 48 bits: its fields take 38"),
+        (11, "BVVkklWAA", "usut v1 core segment has 54 bits: its fields take 42"),
+        (12, "BVWSSZFgA.YA", "usct v1 core segment has 54 bits: its fields take 44"),
+        # A usct core (44 bits) read as usva (40): eight characters where usva has seven.
+        (9, "BVWSSZFg", "usva v1 core segment has 48 bits: its fields take 40"),
+        # A usva core read as usct runs out of bits.
+        (12, "BVWSSVY", "usct core segment is truncated"),
+    ],
+)
+def test_a_us_state_core_that_does_not_match_its_layout_is_invalid(section_id, text, message):
+    with pytest.raises(InvalidGPPString, match=message):
+        gpp.decode_us_state(section_id, text)
+    with pytest.raises(InvalidGPPString, match=message):
+        gpp.decode(gpp.encode({section_id: text}))
+
+
+def test_an_applicable_us_section_of_the_wrong_length_reads_as_an_opt_out(make_request):
+    # A v2 core labelled v1 would decode (wrongly) as "did not opt out"; as an unreadable
+    # GPP string it must get the unreadable-US-signal redaction (as an opt-out).
+    from openbid.privacy.consent import ConsentContext, redaction_for
+
+    text = gpp.encode({7: "B" + gpp.encode_usnat(USNAT_V2)[1:]})
+    consent = ConsentContext.from_request(make_request(regs={"gpp": text, "gpp_sid": [7]}))
+    assert "gpp" in consent.unreadable
+    redaction = redaction_for(consent, 42)
+    assert "unreadable_us_signal" in redaction.reasons
+    assert redaction.strip_user_ids and redaction.strip_device_ids and redaction.strip_user_data
+    assert redaction.round_geo and redaction.truncate_ip and not redaction.block
+    # The same for a state section with a character too many.
+    text = gpp.encode({9: "BVWSSVYA"})
+    consent = ConsentContext.from_request(make_request(regs={"gpp": text, "gpp_sid": [9]}))
+    assert "unreadable_us_signal" in redaction_for(consent, 42).reasons
