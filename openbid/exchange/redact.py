@@ -6,29 +6,44 @@ Identifiers also travel in `ext` objects (`user.ext.eids`, hashed emails, `devic
 and in fields OpenRTB 2.6 does not model, so stripping is by allowlist, deny by default:
 when anything of the user is stripped, `user.ext` keeps only consent signals and the user's
 unknown fields are dropped; when device ids are stripped, `device.ext` keeps only `atts` and
-`ifa_type` and the device's unknown fields are dropped. A request that needs no redaction is
-returned as it is, at no cost.
+`ifa_type` and the device's unknown fields are dropped. Extended ids (`eids`) go wherever they
+travel whenever user ids or user data are stripped (Prebid Server's `transmitEids`): from
+`user`, and as a member of `source.ext`, `imp[].ext`, `site.ext`, `app.ext` and `dooh.ext`,
+whose other members (the supply chain, bidder params, slot and site data) stay. A request
+that needs no redaction is returned as it is, at no cost.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from typing import TypeVar
 
 import msgspec
 from msgspec.structs import replace
 
 from openbid.openrtb import BidRequest, Geo
 from openbid.openrtb.base import NO_EXT
+from openbid.openrtb.request import DOOH, App, Imp, Site, Source
 from openbid.privacy.consent import Redaction
 
 USER_EXT_KEPT = frozenset({"consent", "ConsentedProvidersSettings", "consented_providers_settings"})
 """`user.ext` members that survive user redaction: consent signals (the TC string, Google's
 additional consent), which the partner needs and which identify nobody."""
+USER_EXT_STRINGS = frozenset({"consent"})
+"""`user.ext` members kept only when their value is a JSON string (the TC string)."""
 DEVICE_EXT_KEPT = frozenset({"atts", "ifa_type"})
 """`device.ext` members that survive device id stripping: the app tracking authorisation
 status and the kind of advertising id (the id itself is gone)."""
 
+ID_MEMBERS = frozenset({"eids"})
+"""Members removed from `source.ext`, `imp[].ext`, `site.ext`, `app.ext` and `dooh.ext` when
+user ids or user data are stripped: extended ids (OpenRTB 2.5's `user.ext.eids`, also sent
+in `source.ext` by some supply paths) are user ids wherever they are. Everything else in
+those objects is about the inventory or the bidder (`schain`, bidder params, `data` about
+the slot or the site, `gpid`, `tid`) and is what the partner needs to bid: it stays."""
+
 _EXT_MEMBERS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_STRING = msgspec.json.Decoder(str)
 _ENCODER = msgspec.json.Encoder()
 
 _IPV4_KEEP = 0xFFFFFF00
@@ -153,7 +168,45 @@ def apply_redaction(request: BidRequest, redaction: Redaction) -> BidRequest:
             changes.update(ext=_kept_ext(user.ext, USER_EXT_KEPT), _unknown=None)
         if changes:
             user = replace(user, **changes)
-    return replace(request, device=device, user=user)
+    if not (redaction.strip_user_ids or redaction.strip_user_data):
+        return replace(request, device=device, user=user)
+    # The eids user.eids lost (both flags strip them) go from wherever else they travel.
+    imps = [_without_id_members(imp) for imp in request.imp]
+    if all(new is old for new, old in zip(imps, request.imp, strict=True)):
+        imps = request.imp
+    return replace(
+        request,
+        device=device,
+        user=user,
+        imp=imps,
+        source=_without_id_members(request.source),
+        site=_without_id_members(request.site),
+        app=_without_id_members(request.app),
+        dooh=_without_id_members(request.dooh),
+    )
+
+
+_WithExt = TypeVar("_WithExt", Imp, Source, Site, App, DOOH, None)
+
+
+def _without_id_members(obj: _WithExt) -> _WithExt:
+    """`obj` with the `ID_MEMBERS` of its `ext` removed (the same object if it has none)."""
+    if obj is None or not obj.ext:
+        return obj
+    raw = bytes(obj.ext)
+    # Cheap test first: a key spelt "eids" or with JSON escapes ("e\u0069ds") is needed.
+    if not any(name.encode() in raw for name in ID_MEMBERS) and b"\\u" not in raw:
+        return obj
+    try:
+        members = _EXT_MEMBERS.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        # Not an object (the codec passes any ext through): it cannot be filtered, and it
+        # may hold an id; deny by default, as for user.ext.
+        return replace(obj, ext=NO_EXT)
+    if ID_MEMBERS.isdisjoint(members):
+        return obj
+    kept = {name: value for name, value in members.items() if name not in ID_MEMBERS}
+    return replace(obj, ext=msgspec.Raw(_ENCODER.encode(kept)) if kept else NO_EXT)
 
 
 def _kept_ext(ext: msgspec.Raw, kept: frozenset[str]) -> msgspec.Raw:
@@ -164,7 +217,19 @@ def _kept_ext(ext: msgspec.Raw, kept: frozenset[str]) -> msgspec.Raw:
         members = _EXT_MEMBERS.decode(ext)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return NO_EXT
-    allowed = {name: value for name, value in members.items() if name in kept}
+    allowed = {
+        name: value
+        for name, value in members.items()
+        if name in kept and (name not in USER_EXT_STRINGS or _is_string(value))
+    }
     if len(allowed) == len(members):
         return ext
     return msgspec.Raw(_ENCODER.encode(allowed)) if allowed else NO_EXT
+
+
+def _is_string(value: msgspec.Raw) -> bool:
+    try:
+        _STRING.decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    return True

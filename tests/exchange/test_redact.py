@@ -306,3 +306,123 @@ def test_signals_to_what_the_partner_receives(regs, device, expected_user, expec
     out = msgspec.json.decode(encode(apply_redaction(request, redaction)))
     assert out.get("user", {}) == expected_user
     assert out["device"] == expected_device
+
+
+# --- eids outside user: source, imp, site, app ----------------------------------------------
+
+SCHAIN = {"complete": 1, "ver": "1.0", "nodes": [{"asi": "ssp.example", "sid": "42", "hp": 1}]}
+BIDDER_PARAMS = {"dsp": {"placementId": 7, "uid": "publisher-slot-uid"}}
+IMP_EXT = {
+    "prebid": {"bidder": BIDDER_PARAMS},
+    "dsp": {"placementId": 7},  # the older form: params under the bidder's name
+    "data": {"pbadslot": "/1234/home", "adserver": {"name": "gam", "adslot": "/1234/home"}},
+    "gpid": "/1234/home",
+    "tid": "t-1",
+}
+SITE_EXT = {"data": {"section": "sports"}, "amp": 0}
+SOURCE_EXT = {"schain": SCHAIN, "omidpn": "vendor", "omidpv": "1.0"}
+
+
+def with_eids(ext):
+    return ext | {"eids": EIDS}
+
+
+def parts_with_eids_everywhere():
+    return dict(
+        source={"ext": with_eids(SOURCE_EXT)},
+        imp=[{"id": "1", "banner": {"w": 300, "h": 250}, "ext": with_eids(IMP_EXT)}],
+        site={"domain": "example.com", "ext": with_eids(SITE_EXT)},
+        user={"id": "u1", "eids": EIDS},
+    )
+
+
+@pytest.mark.parametrize(
+    "redaction", [STRIP_USER_IDS, STRIP_USER_DATA], ids=["user ids", "user data"]
+)
+def test_eids_go_from_every_ext_that_carries_them(redaction):
+    out = redacted(redaction, **parts_with_eids_everywhere())
+    assert out["source"] == {"ext": SOURCE_EXT}  # schain and the rest stay
+    assert out["imp"][0]["ext"] == IMP_EXT  # bidder params, slot data, gpid, tid stay
+    assert out["site"] == {"domain": "example.com", "ext": SITE_EXT}
+    assert "eids" not in out.get("user", {})
+
+
+def test_eids_go_from_app_ext_too():
+    out = redacted(STRIP_USER_IDS, app={"bundle": "com.example", "ext": with_eids(SITE_EXT)})
+    assert out["app"] == {"bundle": "com.example", "ext": SITE_EXT}
+
+
+def test_an_eids_key_spelt_with_json_escapes_goes_too():
+    raw = b'{"schain":' + msgspec.json.encode(SCHAIN) + b',"e\\u0069ds":[{"source":"x"}]}'
+    request = decode_bid_request(
+        b'{"id":"r1","imp":[{"id":"1","banner":{"w":1,"h":1}}],"source":{"ext":' + raw + b"}}"
+    )
+    out = msgspec.json.decode(encode(apply_redaction(request, STRIP_USER_IDS)))
+    assert out["source"] == {"ext": {"schain": SCHAIN}}
+
+
+def test_an_ext_that_is_not_an_object_and_may_hold_eids_goes_whole():
+    out = redacted(
+        STRIP_USER_IDS,
+        source={"tid": "t", "ext": [{"eids": EIDS}]},
+        site={"domain": "example.com", "ext": ["no ids here"]},
+    )
+    assert out["source"] == {"tid": "t"}
+    assert out["site"] == {"domain": "example.com", "ext": ["no ids here"]}
+
+
+def test_eids_outside_user_stay_when_only_device_ids_go():
+    # user.eids stay under strip_device_ids alone, so the others do too.
+    parts = parts_with_eids_everywhere()
+    out = redacted(STRIP_DEVICE_IDS, **parts)
+    assert out["source"] == parts["source"]
+    assert out["imp"][0]["ext"] == parts["imp"][0]["ext"]
+    assert out["site"] == parts["site"]
+
+
+def test_exts_without_eids_are_not_rewritten():
+    request = request_with(source={"ext": SOURCE_EXT}, site={"ext": SITE_EXT}, user={"id": "u1"})
+    request = msgspec.structs.replace(
+        request,
+        imp=[
+            msgspec.structs.replace(request.imp[0], ext=msgspec.Raw(msgspec.json.encode(IMP_EXT)))
+        ],
+    )
+    out = apply_redaction(request, STRIP_USER_IDS)
+    assert out.source is request.source
+    assert out.site is request.site
+    assert out.imp is request.imp
+
+
+def test_stripping_eids_outside_user_never_changes_the_original():
+    request = request_with(**parts_with_eids_everywhere())
+    before = encode(request)
+    apply_redaction(request, STRIP_USER_IDS)
+    assert encode(request) == before
+
+
+def test_a_us_opt_out_strips_source_and_imp_eids():
+    request = request_with(regs={"us_privacy": "1YYN"}, **parts_with_eids_everywhere())
+    redaction = redaction_for(ConsentContext.from_request(request), vendor_id=42)
+    out = msgspec.json.decode(encode(apply_redaction(request, redaction)))
+    assert out["source"] == {"ext": SOURCE_EXT}
+    assert out["imp"][0]["ext"] == IMP_EXT
+
+
+# --- user.ext.consent must be a string to be kept ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("consent", "kept"),
+    [
+        ("CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA", True),
+        ("", True),
+        (1, False),
+        (None, False),
+        ({"tcf": "CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA"}, False),
+        (["x"], False),
+    ],
+)
+def test_user_ext_consent_is_kept_only_as_a_string(consent, kept):
+    out = redacted(STRIP_USER_IDS, user={"id": "u1", "ext": {"consent": consent, "eids": EIDS}})
+    assert out.get("user", {}) == ({"ext": {"consent": consent}} if kept else {})
