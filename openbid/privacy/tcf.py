@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import numbers
 import operator
 import re
 from array import array
@@ -54,7 +55,8 @@ class IdSet(AbstractSet[int]):
 
     It is a `collections.abc.Set`: `in` (a bisection over the spans, or one byte of the
     bitmap), `len`, ascending iteration, comparisons and the set operators; it equals, and
-    hashes like, the frozenset of the same ints. Build one from any iterable of ints, from
+    hashes like, the frozenset of the same ints, and holds what that frozenset holds (True
+    and 1.0 where it has 1; never "1"). Build one from any iterable of ints, from
     (first, last) spans, or from a '0'/'1' bitfield:
 
     >>> ids = IdSet.from_spans([(5, 9), (1, 2), (9, 12)])
@@ -124,8 +126,15 @@ class IdSet(AbstractSet[int]):
         return format(int.from_bytes(bitmap, "big"), f"0{8 * len(bitmap)}b")
 
     def __contains__(self, item: object) -> bool:
+        # As in a frozenset of ints: True is 1, and so is any number that hashes and compares
+        # equal to 1 (1.0, Fraction(1), Decimal(1), 1+0j); an unhashable item raises TypeError
+        # (a set is looked up as a frozenset, which is never an int).
         if not isinstance(item, int):
-            return False
+            if isinstance(item, set):
+                return False
+            item = _int_equal_to(item)  # hashes the item first, as a frozenset does
+            if item is None:
+                return False
         bitmap = self._bitmap
         if bitmap is not None:
             position = item - 1
@@ -150,6 +159,20 @@ class IdSet(AbstractSet[int]):
 
     def __len__(self) -> int:
         return self._len
+
+    @classmethod
+    def _from_iterable(cls, items: Iterable[object]) -> AbstractSet:
+        """The result of a set operator (`&`, `|`, `-`, `^`): an IdSet of the ints, or, when
+        some member is not a number equal to an int ("a" from `ids | {"a"}`), the frozenset
+        those operators on a frozenset would give."""
+        members = list(items)
+        ints = []
+        for member in members:
+            value = member if isinstance(member, int) else _int_equal_to(member)
+            if value is None:
+                return frozenset(members)
+            ints.append(value)
+        return cls(ints)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, IdSet):
@@ -178,6 +201,29 @@ class IdSet(AbstractSet[int]):
 
     def __reduce__(self) -> tuple:
         return IdSet.from_spans, (self.spans(),)
+
+
+def _int_equal_to(item: object) -> int | None:
+    """The int that `item` (not an int) hashes and compares equal to, if any: the only
+    objects a frozenset of ints can hold besides ints. Raises TypeError for an unhashable
+    item."""
+    item_hash = hash(item)
+    if isinstance(item, float):
+        value = int(item) if item.is_integer() else None
+    elif isinstance(item, numbers.Number):
+        number = item
+        if isinstance(number, numbers.Complex) and not isinstance(number, numbers.Real):
+            number = number.real if number.imag == 0 else None
+        try:
+            value = None if number is None else int(number)  # type: ignore[call-overload]
+        except (TypeError, ValueError, OverflowError, ArithmeticError):
+            value = None
+    else:
+        return None
+    # `not ==`: a frozenset compares its int to the item with ==, whatever != says.
+    if value is None or hash(value) != item_hash or not value == item:  # noqa: SIM201
+        return None
+    return value
 
 
 def _merged_bounds(spans: Iterable[tuple[int, int]]) -> tuple[array, int]:

@@ -4,6 +4,8 @@ frozenset of ints, checked against one on seeded random cases."""
 
 import random
 import tracemalloc
+from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings
@@ -296,3 +298,124 @@ def test_more_publisher_restrictions_than_purposes_and_types_is_refused():
     decoded = tcf.decode(tc_string(range_section([(1, 1)]), range_section([(1, 1)]), most))
     assert len(decoded.publisher_restrictions) == 192
     assert decoded.restriction(6, 5) is RestrictionType.NOT_ALLOWED
+
+
+# --- IdSet against frozenset with members that are not ints ------------------------------------
+# A frozenset of ints holds any object that hashes and compares equal to one of its ints:
+# True is 1, 1.0, Fraction(1), Decimal(1) and 1+0j are 1. A str, None or 1.5 is never in it;
+# an unhashable probe raises TypeError (a set probe is looked up as a frozenset: never in it).
+
+NON_INT_PROBES = [
+    True,
+    False,
+    1.0,
+    2.0,
+    1.5,
+    -0.0,
+    float("nan"),
+    float("inf"),
+    2.0**40,
+    Fraction(3),
+    Fraction(3, 2),
+    Decimal(7),
+    Decimal("7.0"),
+    Decimal("7.5"),
+    Decimal("NaN"),
+    complex(7, 0),
+    complex(7, 1),
+    "1",
+    "7",
+    b"\x07",
+    None,
+    (7,),
+    frozenset({7}),
+    set(),
+    {7},
+    object(),
+]
+UNHASHABLE_PROBES = [[7], {7: 7}, bytearray(b"\x07")]
+REFERENCE_SETS = [
+    frozenset(),
+    frozenset({0}),
+    frozenset({1, 2, 3, 7}),
+    frozenset({0, 1, 2**40}),
+    frozenset(range(1, 200, 3)),
+]
+
+
+def id_sets_of(reference: frozenset[int]) -> list[IdSet]:
+    """The same ints as each kind of IdSet: spans, and a bitmap when they are all positive."""
+    kinds = [IdSet(reference), IdSet.from_spans((item, item) for item in reference)]
+    if all(0 < item < 4096 for item in reference):
+        bits = "".join(
+            "1" if i in reference else "0" for i in range(1, max(reference, default=0) + 1)
+        )
+        kinds.append(IdSet.from_bitfield(bits))
+    return kinds
+
+
+@pytest.mark.parametrize(
+    "reference", REFERENCE_SETS, ids=["empty", "zero", "small", "huge id", "every third"]
+)
+def test_membership_of_non_ints_is_the_frozensets(reference):
+    for ids in id_sets_of(reference):
+        for probe in NON_INT_PROBES:
+            assert (probe in ids) is (probe in reference), (ids, probe)
+        for probe in UNHASHABLE_PROBES:
+            with pytest.raises(TypeError):
+                probe in reference  # noqa: B015
+            with pytest.raises(TypeError):
+                probe in ids  # noqa: B015
+
+
+def test_true_and_integral_numbers_are_in_the_set():
+    ids = IdSet({1, 7})
+    assert True in ids and 1.0 in ids and 7.0 in ids and Fraction(7) in ids
+    assert Decimal(7) in ids and complex(1, 0) in ids
+    assert False not in ids and 1.5 not in ids and "1" not in ids and complex(1, 1) not in ids
+    assert IdSet.from_bitfield("1") == {True} and 1.0 in IdSet.from_bitfield("1")
+
+
+def comparisons(left, right) -> list:
+    """Every comparison and set operator between two sets, exceptions included."""
+    results = []
+    for name in ("==", "!=", "<=", "<", ">=", ">", "&", "|", "-", "^", "isdisjoint"):
+        try:
+            if name == "isdisjoint":
+                value = left.isdisjoint(right)
+            else:
+                value = eval(f"left {name} right")
+        except TypeError:
+            value = TypeError
+        results.append((name, value))
+    return results
+
+
+hashable_members = st.one_of(
+    st.integers(-3, 12),
+    st.booleans(),
+    st.integers(-3, 12).map(float),
+    st.sampled_from([0.5, 1.5, float("nan"), float("inf")]),
+    st.integers(-3, 12).map(Fraction),
+    st.integers(-3, 12).map(Decimal),
+    st.integers(-3, 12).map(lambda n: complex(n, 0)),
+    st.integers(-3, 12).map(str),
+    st.none(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.frozensets(st.integers(-3, 12)), st.frozensets(hashable_members, max_size=8))
+def test_comparisons_with_any_frozenset_are_the_frozensets(ints, other):
+    reference = frozenset(ints)
+    for ids in id_sets_of(reference):
+        for left, right, expected_left, expected_right in (
+            (ids, other, reference, other),
+            (other, ids, other, reference),
+        ):
+            got, expected = comparisons(left, right), comparisons(expected_left, expected_right)
+            assert got == expected, (ids, other)
+        if ids == other:
+            assert hash(ids) == hash(other) == hash(reference)
+        for probe in other:
+            assert (probe in ids) is (probe in reference)
