@@ -188,6 +188,11 @@ class Catalog:
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
         self.url = url
+        # A pooled connection the server has ended (a restart, an idle timeout, a failover) is
+        # found by a ping when it is lent and replaced, instead of failing the next read. The
+        # catalog is read on refreshes and admin calls, never per auction: a round trip each
+        # is cheap.
+        engine_options.setdefault("pool_pre_ping", True)
         self.engine = create_engine(url, **engine_options)  # type: ignore[arg-type]
         if self.engine.dialect.name == "sqlite":
             _enable_sqlite_foreign_keys(self.engine)
