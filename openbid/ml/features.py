@@ -157,14 +157,15 @@ def _to_float(field: str, value: object) -> float:
 
 
 def bucketize(field: NumericField, x: np.ndarray) -> np.ndarray:
-    """Bucket ids (int64) of float values; NaN gets the sentinel `-(2**62)` (missing).
+    """Bucket ids (int64) of float values; NaN gets the sentinel `-(2**62)` (missing); an
+    infinity buckets like the largest finite float of its sign (the outermost bucket).
 
     >>> bucketize(NumericField("n"), np.array([0.0, 1.0, 3.0, 1000.0, -3.0, np.nan])).tolist()
     [0, 2, 4, 19, -4, -4611686018427387904]
     """
     x = np.asarray(x, dtype=np.float64)
     missing = np.isnan(x)
-    safe = np.where(missing, 0.0, x)
+    safe = np.clip(np.where(missing, 0.0, x), -_FLOAT_MAX, _FLOAT_MAX)
     if field.buckets == "log":
         buckets = np.sign(safe) * np.floor(field.log_scale * np.log2(1.0 + np.abs(safe)))
     else:
@@ -175,6 +176,7 @@ def bucketize(field: NumericField, x: np.ndarray) -> np.ndarray:
 
 
 _MISSING_BUCKET = -(2**62)
+_FLOAT_MAX = float(np.finfo(np.float64).max)
 
 
 def bucket_of(field: NumericField, x: float) -> int:
@@ -186,8 +188,8 @@ def bucket_of(field: NumericField, x: float) -> int:
     """
     if math.isnan(x):
         return _MISSING_BUCKET
-    if math.isinf(x):  # rare; whatever the array path does with it, do the same
-        return int(bucketize(field, np.array([x]))[0])
+    if math.isinf(x):
+        x = math.copysign(_FLOAT_MAX, x)  # as the column path clips it
     if field.buckets == "log":
         safe = np.float64(x)
         return int(np.sign(safe) * np.floor(field.log_scale * np.log2(1.0 + np.abs(safe))))

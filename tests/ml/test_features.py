@@ -1,5 +1,8 @@
 """The featurizer: hashing is MurmurHash3, and serving (one dict) matches training (columns)."""
 
+import math
+import warnings
+
 import mmh3
 import msgspec
 import numpy as np
@@ -154,3 +157,22 @@ def test_one_value_buckets_like_the_column_path(field):
          rng.normal(0, 1e3, 2_000), [0.0, -0.0, -1.0, 2.5, np.nan]]
     )  # fmt: skip
     assert [bucket_of(field, v) for v in x.tolist()] == bucketize(field, x).tolist()
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        NumericField("n"),
+        NumericField("n", log_scale=3.0),
+        NumericField("n", "edges", edges=[-1, 0, 2.5]),
+    ],
+)
+def test_infinities_take_the_outermost_buckets_not_an_overflowed_cast(field):
+    big = np.finfo(np.float64).max
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "invalid value encountered in cast"
+        buckets = bucketize(field, np.array([np.inf, -np.inf, big, -big]))
+    assert buckets[0] == buckets[2] and buckets[1] == buckets[3]
+    assert buckets[0] >= bucketize(field, np.array([1e6]))[0] >= 0
+    assert buckets[1] != bucketize(field, np.array([np.nan]))[0]  # not "missing"
+    assert bucket_of(field, math.inf) == buckets[0] and bucket_of(field, -math.inf) == buckets[1]
