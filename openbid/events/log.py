@@ -82,6 +82,8 @@ ROLL_RETRY_MAX_S = 60.0
 # writer rolls in its own process instead.
 ROLL_TIMEOUT_S = 600.0
 ROLL_POOL_MAX_FAILURES = 3
+# A roll decodes and converts this many events at a time (a bounded number of Python objects).
+ROLL_CHUNK_EVENTS = 65_536
 _HOUR_MICROS = 3_600_000_000
 
 EVENTS_EMITTED = Counter(
@@ -119,12 +121,21 @@ class EventLogError(Exception):
 
 @dataclass(frozen=True)
 class _Record:
-    """One intact record: its events, decoded (MessagePack), or its Arrow batch (older logs)."""
+    """One intact record: its MessagePack payload (a view of the file's bytes, decoded on
+    demand, so reading a file never holds all its events at once), or its Arrow batch (older
+    logs). A record of a kind not asked for holds neither."""
 
     kind: str
     version: int
-    events: list[Event] | None = None
+    payload: memoryview | None = None
     arrow: pa.RecordBatch | None = None
+
+    @property
+    def events(self) -> list[Event] | None:
+        """The record's events, decoded now (each access decodes again: nothing is kept)."""
+        if self.payload is None:
+            return None
+        return _decode_events(self.kind, self.payload)
 
     @property
     def batch(self) -> pa.RecordBatch:
@@ -141,6 +152,23 @@ _GETTERS = {
 _SCHEMAS = {kind: arrow_schema(cls) for kind, cls in EVENT_TYPES.items()}
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODERS = {kind: msgspec.msgpack.Decoder(list[cls]) for kind, cls in EVENT_TYPES.items()}
+# Checks a payload is a well-formed MessagePack array without building its events.
+_RAW_ITEMS = msgspec.msgpack.Decoder(list[msgspec.Raw])
+
+
+def _decode_events(kind: str, payload: memoryview | bytes) -> list[Event]:
+    """The events of a MessagePack record; one that does not decode (a value not of its
+    field's type) is skipped, counted as damaged and logged."""
+    try:
+        # Records of an older schema version lack the newest fields: they take defaults.
+        return _DECODERS[kind].decode(payload)
+    except msgspec.DecodeError as error:
+        EVENTS_BAD_RECORDS.inc()
+        log.warning(
+            "skipped an event log record that does not decode",
+            extra={"kind": kind, "error": str(error)},
+        )
+        return []
 
 
 def _to_batch(kind: str, events: list[Event]) -> pa.RecordBatch:
@@ -189,19 +217,19 @@ def _record_at(data: bytes, offset: int, kind: str | None = None) -> tuple[_Reco
         or start + length > len(data)
     ):
         return None
-    payload = data[start : start + length]
+    payload = memoryview(data)[start : start + length]  # a view: the bytes are not copied
     if zlib.crc32(payload) != crc:
         return None
     record_kind = _CODE_KINDS[code]
     if kind is not None and record_kind != kind:
         return _Record(record_kind, version), start + length  # intact, not decoded
-    kind = record_kind
     try:
         if magic == _MAGIC_MSGPACK:
-            # Records of an older schema version lack the newest fields: they take defaults.
-            record = _Record(kind, version, events=_DECODERS[kind].decode(payload))
+            _RAW_ITEMS.decode(payload)  # well-formed (the events are decoded when converted)
+            record = _Record(record_kind, version, payload=payload)
         else:
-            record = _Record(kind, version, arrow=pa.ipc.open_stream(payload).read_next_batch())
+            batch = pa.ipc.open_stream(pa.py_buffer(payload)).read_next_batch()
+            record = _Record(record_kind, version, arrow=batch)
     except (pa.ArrowException, StopIteration, msgspec.DecodeError):
         return None
     return record, start + length
@@ -255,18 +283,30 @@ def read_log_file(path: Path, kind: str | None = None) -> tuple[list[_Record], i
 
 
 def _records_to_tables(records: list[_Record]) -> dict[tuple[str, int], pa.Table]:
-    """Groups records by (kind, hour): one Arrow table each. The events of a kind's
-    MessagePack records become one batch (the writer keeps records small for the GIL's sake;
-    columns are built in one go here)."""
+    """Groups records by (kind, hour): one Arrow table each. MessagePack records are decoded
+    and converted ROLL_CHUNK_EVENTS events at a time (the writer keeps records small for the
+    GIL's sake; columns are built in larger batches here), so the decoded events held at
+    once are bounded whatever the file's size: the peak is about the file plus its columns."""
     batches_by_kind: dict[str, list[pa.RecordBatch]] = collections.defaultdict(list)
-    events_by_kind: dict[str, list[Event]] = collections.defaultdict(list)
+    pending: dict[str, list[list[Event]]] = collections.defaultdict(list)  # decoded records
+    pending_events = 0
+
+    def convert() -> None:
+        for kind, decoded in pending.items():
+            batches_by_kind[kind].extend(_events_to_batches(kind, decoded))
+        pending.clear()
+
     for record in records:
         if record.arrow is not None:
             batches_by_kind[record.kind].append(record.arrow)
-        else:
-            events_by_kind[record.kind].extend(record.events or ())
-    for kind, events in events_by_kind.items():
-        batches_by_kind[kind].extend(_events_to_batches(kind, events, records))
+        elif record.payload is not None:
+            events = _decode_events(record.kind, record.payload)
+            pending[record.kind].append(events)
+            pending_events += len(events)
+            if pending_events >= ROLL_CHUNK_EVENTS:
+                convert()
+                pending_events = 0
+    convert()
     tables: dict[tuple[str, int], pa.Table] = {}
     for kind, batches in batches_by_kind.items():
         if not batches:
@@ -279,32 +319,34 @@ def _records_to_tables(records: list[_Record]) -> dict[tuple[str, int], pa.Table
                 [pa.Table.from_batches([b]) for b in batches], promote_options="default"
             )
         )
+        del batches[:]
         hours = pc.divide(table["ts_micros"], _HOUR_MICROS)
-        for hour in pc.unique(hours).to_pylist():
+        unique_hours = pc.unique(hours).to_pylist()
+        if len(unique_hours) == 1:  # the usual case: no copy
+            tables[(kind, unique_hours[0])] = table
+            continue
+        for hour in unique_hours:
             tables[(kind, hour)] = table.filter(pc.equal(hours, hour))
     return tables
 
 
-def _events_to_batches(
-    kind: str, events: list[Event], records: list[_Record]
-) -> list[pa.RecordBatch]:
-    """One batch of `events`; should a value not fit its column (an int beyond int64), the
-    kind's records one by one, those that do not fit skipped and counted as damaged."""
+def _events_to_batches(kind: str, decoded: list[list[Event]]) -> list[pa.RecordBatch]:
+    """One batch of the events of `decoded` (records' events); should a value not fit its
+    column (an int beyond int64), the records one by one, those that do not fit skipped and
+    counted as damaged."""
     try:
-        return [_to_batch(kind, events)]
+        return [_to_batch(kind, [event for events in decoded for event in events])]
     except (pa.ArrowException, OverflowError):
         pass
     batches = []
-    for record in records:
-        if record.kind != kind or record.arrow is not None:
-            continue
+    for events in decoded:
         try:
-            batches.append(_to_batch(kind, record.events or []))
+            batches.append(_to_batch(kind, events))
         except (pa.ArrowException, OverflowError) as error:
             EVENTS_BAD_RECORDS.inc()
             log.warning(
                 "skipped an event log record whose values do not fit the schema",
-                extra={"kind": kind, "events": len(record.events or ()), "error": str(error)},
+                extra={"kind": kind, "events": len(events), "error": str(error)},
             )
     return batches
 

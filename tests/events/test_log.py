@@ -706,3 +706,28 @@ def test_reading_one_kind_decodes_only_its_records():
     records, bad = parse_log(data, kind="auction")
     assert bad == 0 and [r.kind for r in records] == ["bid", "auction"]
     assert records[0].events is None and records[1].batch.num_rows == 1
+
+
+def test_rolling_holds_a_bounded_number_of_decoded_events(tmp_path, monkeypatch):
+    """The roll decodes and converts a bounded number of events at a time: the Python memory
+    it needs is about the file's bytes, not ten times them (every event decoded at once)."""
+    import tracemalloc
+
+    monkeypatch.setattr(log_module, "ROLL_CHUNK_EVENTS", 2048, raising=False)
+    data = b"".join(
+        _encode_record("bid", _bids(ENCODE_BATCH, start=i)) for i in range(0, 40_000, ENCODE_BATCH)
+    )
+    (tmp_path / "wal").mkdir()
+    path = tmp_path / "wal" / "dead-000-abcdef-00000001.log"
+    path.write_bytes(data)
+    segments = _SegmentStore(str(tmp_path / "segments"))
+    tracemalloc.start()
+    try:
+        rows = roll_log_file(path, segments)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rows == 40_064
+    # The file's bytes once, plus one chunk of decoded events and what Arrow copies from them.
+    assert peak < 2 * len(data), f"peak {peak} for a {len(data)} byte log"
+    assert sorted(_seqs(tmp_path)) == list(range(40_064))
