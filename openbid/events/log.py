@@ -99,6 +99,12 @@ EVENTS_BAD_RECORDS = Counter(
     "Damaged log records skipped while reading or rolling",
     registry=REGISTRY,
 )
+EVENTS_BAD_EVENTS = Counter(
+    "openbid_events_bad_events",
+    "Events skipped while reading or rolling because a value does not have its field's type"
+    " (the other events of their record are kept)",
+    registry=REGISTRY,
+)
 EVENTS_IO_ERRORS = Counter(
     "openbid_events_io_errors",
     "Failed writes, fsyncs and file opens of the event log (each is retried)",
@@ -153,22 +159,41 @@ _SCHEMAS = {kind: arrow_schema(cls) for kind, cls in EVENT_TYPES.items()}
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODERS = {kind: msgspec.msgpack.Decoder(list[cls]) for kind, cls in EVENT_TYPES.items()}
 # Checks a payload is a well-formed MessagePack array without building its events.
+_ITEM_DECODERS = {kind: msgspec.msgpack.Decoder(cls) for kind, cls in EVENT_TYPES.items()}
 _RAW_ITEMS = msgspec.msgpack.Decoder(list[msgspec.Raw])
 
 
 def _decode_events(kind: str, payload: memoryview | bytes) -> list[Event]:
-    """The events of a MessagePack record; one that does not decode (a value not of its
-    field's type) is skipped, counted as damaged and logged."""
+    """The events of a MessagePack record. Should some not have their fields' types (a str
+    where an int belongs: msgspec encodes anything), the items are decoded one by one and
+    only those are skipped, counted (EVENTS_BAD_EVENTS) and logged once for the record."""
     try:
         # Records of an older schema version lack the newest fields: they take defaults.
         return _DECODERS[kind].decode(payload)
     except msgspec.DecodeError as error:
+        first_error = str(error)
+    try:
+        items = _RAW_ITEMS.decode(payload)
+    except msgspec.DecodeError:  # not an array at all (parse_log checks this first)
         EVENTS_BAD_RECORDS.inc()
         log.warning(
             "skipped an event log record that does not decode",
-            extra={"kind": kind, "error": str(error)},
+            extra={"kind": kind, "error": first_error},
         )
         return []
+    decoder = _ITEM_DECODERS[kind]
+    events = []
+    for item in items:
+        with contextlib.suppress(msgspec.DecodeError):
+            events.append(decoder.decode(item))
+    bad = len(items) - len(events)
+    if bad:
+        EVENTS_BAD_EVENTS.inc(bad)
+        log.warning(
+            "skipped events of an event log record whose values do not have their types",
+            extra={"kind": kind, "events": len(items), "bad_events": bad, "error": first_error},
+        )
+    return events
 
 
 def _to_batch(kind: str, events: list[Event]) -> pa.RecordBatch:
@@ -480,12 +505,17 @@ def _init_roll_process(level: int, json_logs: bool) -> None:
         os.nice(10)
 
 
-def _roll_in_child(path: str, segments_url: str) -> tuple[int | None, float]:
-    """Rolls in the roll process; returns the rows and the damaged records it skipped (the
-    child's counters are not the server's, so the parent counts them)."""
-    before = EVENTS_BAD_RECORDS._value.get()
+def _roll_in_child(path: str, segments_url: str) -> tuple[int | None, float, float]:
+    """Rolls in the roll process; returns the rows, the damaged records and the wrongly typed
+    events it skipped (the child's counters are not the server's, so the parent counts them)."""
+    records_before = EVENTS_BAD_RECORDS._value.get()
+    events_before = EVENTS_BAD_EVENTS._value.get()
     rows = roll_log_file(Path(path), _SegmentStore(segments_url))
-    return rows, EVENTS_BAD_RECORDS._value.get() - before
+    return (
+        rows,
+        EVENTS_BAD_RECORDS._value.get() - records_before,
+        EVENTS_BAD_EVENTS._value.get() - events_before,
+    )
 
 
 class EventLog:
@@ -953,9 +983,9 @@ class EventLog:
             )
         pool = self._roll_pool
         try:
-            rows, bad = pool.submit(_roll_in_child, str(path), self.segments.url).result(
-                timeout=ROLL_TIMEOUT_S
-            )
+            rows, bad, bad_events = pool.submit(
+                _roll_in_child, str(path), self.segments.url
+            ).result(timeout=ROLL_TIMEOUT_S)
         except (concurrent.futures.process.BrokenProcessPool, TimeoutError):
             # A dead, unstartable or stuck roll process: kill it (it ignores SIGTERM) and
             # start a new one for the retry; after a few failures in a row, roll here.
@@ -969,6 +999,8 @@ class EventLog:
         self._pool_failures = 0
         if bad:
             EVENTS_BAD_RECORDS.inc(bad)
+        if bad_events:
+            EVENTS_BAD_EVENTS.inc(bad_events)
         return rows
 
 

@@ -731,3 +731,29 @@ def test_rolling_holds_a_bounded_number_of_decoded_events(tmp_path, monkeypatch)
     # The file's bytes once, plus one chunk of decoded events and what Arrow copies from them.
     assert peak < 2 * len(data), f"peak {peak} for a {len(data)} byte log"
     assert sorted(_seqs(tmp_path)) == list(range(40_064))
+
+
+def _bad_events_count():
+    return REGISTRY.get_sample_value("openbid_events_bad_events_total") or 0.0
+
+
+def test_a_wrongly_typed_value_costs_only_its_event(tmp_path, caplog):
+    events = _bids(5)
+    # msgspec encodes anything; only the typed decoder refuses a str where an int belongs.
+    events[2] = BidEvent(T0, "a-bad", "dsp-a", price_micros="not an int")
+    data = _encode_record("bid", events) + _encode_record("bid", _bids(2, start=5))
+    before = _bad_events_count()
+    records, damaged = parse_log(data)
+    assert damaged == 0 and len(records) == 2
+    tables = log_module._records_to_tables(records)
+    prices = sorted(p for t in tables.values() for p in t.column("price_micros").to_pylist())
+    assert prices == [0, 1, 3, 4, 5, 6]
+    assert _bad_events_count() == before + 1
+    assert caplog.text.count("whose values do not have their types") == 1
+    # The roll process counts them for the server too.
+    (tmp_path / "wal").mkdir()
+    (tmp_path / "wal" / "dead-000-abcdef-00000001.log").write_bytes(data)
+    with EventLog(tmp_path, flush_interval_s=0.05, roll_in_subprocess=True) as log:
+        log.roll()
+    assert _bad_events_count() == before + 2
+    assert sorted(_seqs(tmp_path)) == [0, 1, 3, 4, 5, 6]
