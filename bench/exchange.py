@@ -22,19 +22,29 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import uvloop
 from upstreams import _taskset, _wait_listening, free_ports, start_dsps
 
+from openbid.enrich.context import build_auction_context
 from openbid.exchange.client import FanoutClient, UpstreamError
+from openbid.openrtb import decode_bid_request
+from openbid.privacy.consent import redaction_for
 from openbid.sim.market import Market
 from openbid.stores.catalog import Catalog, DemandPartner
 
 API_KEY = "bench-key"
 # Three DSPs bid, five answer no-bid: every auction calls all eight.
 PRICES = [1.10, None, 2.40, None, None, 0.90, None, None]
+# The TCF vendor ids of the default market's eight DSPs: GDPR requests consenting to them all
+# are kept (their TC strings are decoded and checked), the others are left out, so that every
+# auction calls all eight DSPs, as the baseline (which knows no consent) does.
+VENDOR_IDS = [10, 23, 36, 48, 62, 71, 84, 97]
+# Calls that leave for a DSP, as opposed to ones the exchange decided not to make.
+_NOT_SENT = {"consent_blocked", "filtered", "qps_capped", "circuit_open", "no_time"}
 WRK_SCRIPT = """
 local bodies = {}
 for line in io.lines(os.getenv("OPENBID_BODIES")) do bodies[#bodies + 1] = line end
@@ -48,13 +58,21 @@ end
 
 
 def bodies_file(root: Path, count: int) -> tuple[Path, list[bytes]]:
+    """`count` simulated requests (tmax 200 ms) whose consent lets every DSP be called."""
     market = Market.load("default")
-    batch = market.generate(count, seed=7, start_s=time.time(), span_s=60.0)
-    bodies = []
-    for body in batch.bodies:
-        request = json.loads(body)
-        request["tmax"] = 200
-        bodies.append(json.dumps(request, separators=(",", ":")).encode())
+    bodies: list[bytes] = []
+    seed = 7
+    while len(bodies) < count:
+        batch = market.generate(count, seed=seed, start_s=time.time(), span_s=60.0)
+        seed += 1
+        for body in batch.bodies:
+            request = json.loads(body)
+            request["tmax"] = 200
+            encoded = json.dumps(request, separators=(",", ":")).encode()
+            consent = build_auction_context(decode_bid_request(encoded)).consent
+            if all(not redaction_for(consent, vendor).block for vendor in VENDOR_IDS):
+                bodies.append(encoded)
+    bodies = bodies[:count]
     path = root / "bodies.jsonl"
     path.write_bytes(b"\n".join(bodies) + b"\n")
     return path, bodies
@@ -67,7 +85,9 @@ def start_ours(root: Path, urls: list[str]) -> tuple[str, subprocess.Popen]:
     catalog.migrate()
     catalog.add_publisher("bench", "Bench publisher", api_key=API_KEY)
     for i, url in enumerate(urls):
-        catalog.upsert_demand_partner(DemandPartner(f"dsp{i}", url, seat=f"dsp{i}", timeout_ms=150))
+        catalog.upsert_demand_partner(
+            DemandPartner(f"dsp{i}", url, seat=f"dsp{i}", vendor_id=VENDOR_IDS[i], timeout_ms=150)
+        )
     catalog.close()
     env = dict(
         os.environ,
@@ -182,12 +202,30 @@ async def open_loop(base: str, bodies: list[bytes], rate: float, seconds: float)
     return {"p50_ms": p50, "p99_ms": p99, "p999_ms": p999, "statuses": statuses, "rate": rate}
 
 
+def calls_per_auction(base: str) -> float:
+    """DSP calls that left per auction answered, over the server's whole run (/metrics)."""
+    text = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+    calls = auctions = 0.0
+    for line in text.splitlines():
+        found = re.match(r'openbid_dsp_calls_total\{dsp="[^"]*",outcome="([^"]*)"\} (\S+)', line)
+        if found and found.group(1) not in _NOT_SENT:
+            calls += float(found.group(2))
+        found = re.match(
+            r'openbid_requests_total\{endpoint="auction",outcome="[^"]*"\} (\S+)', line
+        )
+        if found:
+            auctions += float(found.group(1))
+    return calls / max(auctions, 1.0)
+
+
 def measure(name: str, start, urls, bodies_path, bodies, root, seconds, connections) -> dict:
     base, process = start(urls) if name == "baseline" else start(root, urls)
     try:
         uvloop.run(open_loop(base, bodies, 50, 1.0))  # warm-up: connections, caches
         peak = wrk_peak(base, bodies_path, root, seconds, connections)
         latency = uvloop.run(open_loop(base, bodies, peak["auctions_per_s"] / 2, seconds))
+        if name != "baseline":  # the baseline calls every DSP for every request
+            latency["calls_per_auction"] = calls_per_auction(base)
     finally:
         stop(process)
     return {**peak, **latency}
@@ -233,6 +271,7 @@ def main() -> None:
             f"{ours[key]:>10.2f} {base[key] / max(ours[key], 1e-9):>7.2f}"
         )
     print(f"statuses at half peak: openbid {ours['statuses']}, baseline {base['statuses']}")
+    print(f"DSP calls per auction (openbid, from its /metrics): {ours['calls_per_auction']:.2f}")
     print(
         json.dumps(
             {
@@ -245,6 +284,7 @@ def main() -> None:
                 "p999_added_ms": round(ours["p999_ms"], 2),
                 "baseline_p99_added_ms": round(base["p99_ms"], 2),
                 "dsps": 8,
+                "dsp_calls_per_auction": round(ours["calls_per_auction"], 2),
                 "upstream": upstream,
             }
         )
