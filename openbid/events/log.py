@@ -27,21 +27,20 @@ and reading resumes at the next record whose header and CRC check out.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
-import concurrent.futures.process
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import math
-import multiprocessing
 import operator
 import os
 import re
 import secrets
-import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -491,31 +490,23 @@ def roll_log_file(path: Path, segments: _SegmentStore) -> int | None:
         os.close(fd)
 
 
-def _init_roll_process(level: int, json_logs: bool) -> None:
-    """Initializer of the roll process: logs like its parent, runs at low CPU priority so the
-    serving process comes first on a shared core, and leaves stopping to its parent (a
-    Ctrl-C reaches the whole process group; the parent finishes its rolls, then stops it)."""
-    from openbid.obs import setup_logging
+# The roll process (see openbid.events.rollproc): its priority is lowered and the signals a
+# terminal or a service manager sends to everything are ignored before anything is imported
+# (the server finishes its rolls on shutdown, then stops).
+_ROLL_CHILD_PRELUDE = (
+    "import os, signal\n"
+    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "try:\n"
+    "    os.nice(10)\n"
+    "except OSError:\n"  # not permitted: rolls at normal priority
+    "    pass\n"
+)
+_ROLL_CHILD_MAIN = "from openbid.events.rollproc import main\nmain()\n"
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-    setup_logging(logging.getLevelName(level).lower(), "json" if json_logs else "text")
-    with contextlib.suppress(OSError):  # not permitted: rolls at normal priority
-        os.nice(10)
-
-
-def _roll_in_child(path: str, segments_url: str) -> tuple[int | None, float, float]:
-    """Rolls in the roll process; returns the rows, the damaged records and the wrongly typed
-    events it skipped (the child's counters are not the server's, so the parent counts them)."""
-    records_before = EVENTS_BAD_RECORDS._value.get()
-    events_before = EVENTS_BAD_EVENTS._value.get()
-    rows = roll_log_file(Path(path), _SegmentStore(segments_url))
-    return (
-        rows,
-        EVENTS_BAD_RECORDS._value.get() - records_before,
-        EVENTS_BAD_EVENTS._value.get() - events_before,
-    )
+class RollProcessError(EventLogError):
+    """The roll process died, could not start or was stuck (and was killed)."""
 
 
 class EventLog:
@@ -541,9 +532,9 @@ class EventLog:
         self.roll_max_bytes = roll_max_bytes
         self.buffer_max_events = buffer_max_events
         self.roll_in_subprocess = roll_in_subprocess
-        self._roll_pool: concurrent.futures.ProcessPoolExecutor | None = None
-        self._pool_failures = 0  # roll process failures in a row
-        self._pool_given_up = False
+        self._roll_child: subprocess.Popen[bytes] | None = None  # the roll process, while it runs
+        self._child_failures = 0  # roll process failures in a row
+        self._child_given_up = False
         self.dropped = 0
         self._writer_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._seq = 0
@@ -659,12 +650,17 @@ class EventLog:
         """Flushes everything, rolls every log file into segments and stops the threads."""
         if self._stopping:
             return
-        self.roll(timeout_s)
+        try:
+            self.roll(timeout_s)
+        except EventLogError:
+            self._stop_roll_child()  # a roll that did not finish in time is not left running
+            raise
         self._stopping = True
         self._wake.set()
         self._roll_wake.set()
         self._flusher.join(timeout_s)
         self._roller.join(timeout_s)
+        self._stop_roll_child()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -678,6 +674,17 @@ class EventLog:
                     "event log file left for the next start",
                     extra={"file": str(self._wal_path)},
                 )
+
+    def _stop_roll_child(self) -> None:
+        """Kills the roll process should one still run (its roll is retried at the next start:
+        the file stays until its segments are written)."""
+        child = self._roll_child
+        if child is not None and child.poll() is None:
+            log.warning("stopping the event log roll process", extra={"pid": child.pid})
+            with contextlib.suppress(OSError):
+                child.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(10)
 
     def __enter__(self) -> EventLog:
         return self
@@ -952,56 +959,88 @@ class EventLog:
                         extra={"files": [str(item[2]) for item in self._roll_retry]},
                     )
                     EVENTS_LOGS_WAITING.dec(left)
-                if self._roll_pool is not None:
-                    self._roll_pool.shutdown(wait=True)
-                    self._roll_pool = None
                 return
 
     def _roll_one(self, path: Path) -> int | None:
-        """Rolls one file, in this thread or in the low-priority roll process.
+        """Rolls one file, in this thread or in a low-priority roll process.
 
         Turning a log file into Parquet holds the GIL for about as long as the events took
         to serve (decoding, column building), so a serving process rolls in a child process
         at low CPU priority: the event loop never waits for the roll. A roll process that
-        dies fails this roll (retried like any failed roll) and is replaced."""
-        if not self.roll_in_subprocess or self._pool_failures >= ROLL_POOL_MAX_FAILURES:
-            if self.roll_in_subprocess and not self._pool_given_up:
-                self._pool_given_up = True
+        dies or is stuck fails this roll (retried like any failed roll); after
+        ROLL_POOL_MAX_FAILURES of those in a row the writer rolls in its own process."""
+        if not self.roll_in_subprocess or self._child_failures >= ROLL_POOL_MAX_FAILURES:
+            if self.roll_in_subprocess and not self._child_given_up:
+                self._child_given_up = True
                 log.error(
                     "the roll process failed repeatedly; rolling in this process from now on",
-                    extra={"failures": self._pool_failures},
+                    extra={"failures": self._child_failures},
                 )
             return roll_log_file(path, self.segments)
-        if self._roll_pool is None:
-            root = logging.getLogger()
-            json_logs = any(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
-            self._roll_pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_roll_process,
-                initargs=(root.getEffectiveLevel(), json_logs),
-            )
-        pool = self._roll_pool
         try:
-            rows, bad, bad_events = pool.submit(
-                _roll_in_child, str(path), self.segments.url
-            ).result(timeout=ROLL_TIMEOUT_S)
-        except (concurrent.futures.process.BrokenProcessPool, TimeoutError):
-            # A dead, unstartable or stuck roll process: kill it (it ignores SIGTERM) and
-            # start a new one for the retry; after a few failures in a row, roll here.
-            self._pool_failures += 1
-            for process in list(getattr(pool, "_processes", {}).values()):
-                with contextlib.suppress(OSError, ValueError):
-                    process.kill()
-            pool.shutdown(wait=False, cancel_futures=True)
-            self._roll_pool = None
+            result = self._roll_in_child(path)
+        except RollProcessError:
+            self._child_failures += 1
             raise
-        self._pool_failures = 0
-        if bad:
-            EVENTS_BAD_RECORDS.inc(bad)
-        if bad_events:
-            EVENTS_BAD_EVENTS.inc(bad_events)
-        return rows
+        self._child_failures = 0
+        if result.get("error"):
+            raise EventLogError(f"the roll process failed: {result['error']}")
+        if result.get("bad_records"):
+            EVENTS_BAD_RECORDS.inc(result["bad_records"])
+        if result.get("bad_events"):
+            EVENTS_BAD_EVENTS.inc(result["bad_events"])
+        return result["rows"]
+
+    def _roll_in_child(self, path: Path) -> dict:
+        """Runs one roll process for `path` and returns what it printed (its JSON line).
+
+        A fresh interpreter (not a fork, nor multiprocessing's spawn, which would import the
+        server's main module first), in a session of its own so a Ctrl-C in a terminal does
+        not reach it; killed when it takes longer than ROLL_TIMEOUT_S."""
+        root = logging.getLogger()
+        json_logs = any(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
+        command = [
+            sys.executable,
+            "-c",
+            _ROLL_CHILD_PRELUDE + _ROLL_CHILD_MAIN,
+            str(path),
+            self.segments.url,
+            logging.getLevelName(root.getEffectiveLevel()).lower(),
+            "json" if json_logs else "text",
+            str(os.getpid()),
+        ]
+        try:
+            child = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as error:
+            raise RollProcessError(f"the roll process could not start: {error}") from error
+        self._roll_child = child
+        try:
+            try:
+                out, _ = child.communicate(timeout=ROLL_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                child.kill()  # it ignores SIGTERM
+                child.wait()
+                raise RollProcessError(
+                    f"the roll process was stuck for {ROLL_TIMEOUT_S} s and was killed"
+                ) from None
+        finally:
+            if child.poll() is None:  # interrupted some other way: never left running
+                child.kill()
+                child.wait()
+            self._roll_child = None
+        try:
+            result = json.loads(out.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            result = None
+        if child.returncode != 0 or not isinstance(result, dict):
+            raise RollProcessError(f"the roll process exited with {child.returncode} and no result")
+        return result
 
 
 class EventReader:

@@ -551,30 +551,83 @@ def test_records_are_messagepack_and_older_arrow_records_still_read(tmp_path):
     assert parse_log(header + payload + new)[0][0].batch.num_rows == 3
 
 
-def test_rolls_in_a_child_process_and_a_dead_roll_process_is_replaced(tmp_path, monkeypatch):
+class _SlowRollProcess:
+    """Holds each roll process just before it rolls (after its priority and signals are set)
+    until `release()`, and tells when one is waiting there."""
+
+    def __init__(self, tmp_path, monkeypatch):
+        self.gate = tmp_path / "roll-gate"
+        self.gate.touch()
+        self.started = tmp_path / "roll-started"
+        hold = (
+            "import os, time\n"
+            f"open({str(self.started)!r}, 'w').close()\n"
+            f"while os.path.exists({str(self.gate)!r}):\n"
+            "    time.sleep(0.02)\n"
+        )
+        monkeypatch.setattr(log_module, "_ROLL_CHILD_MAIN", hold + log_module._ROLL_CHILD_MAIN)
+
+    def wait_started(self, log):
+        _poll(self.started.exists, "the roll process did not start")
+        self.started.unlink()
+        child = log._roll_child
+        assert child is not None and child.poll() is None
+        return child
+
+    def release(self):
+        self.gate.unlink(missing_ok=True)
+
+
+def _roll_in_background(log):
+    import threading
+
+    thread = threading.Thread(target=log.roll, kwargs={"timeout_s": 60}, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_rolls_in_a_low_priority_child_process_and_a_dead_one_is_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(log_module, "ROLL_RETRY_S", 0.01)
     monkeypatch.setattr(log_module, "ROLL_RETRY_MAX_S", 0.05)
+    slow = _SlowRollProcess(tmp_path, monkeypatch)
     log = EventLog(tmp_path, flush_interval_s=0.05, roll_in_subprocess=True)
     for event in _bids(10):
         log.emit(event)
-    log.roll()
-    pool = log._roll_pool
-    assert pool is not None
-    (child,) = pool._processes.values()
+    rolling = _roll_in_background(log)
+    child = slow.wait_started(log)
     assert child.pid != os.getpid()
-    assert os.getpriority(os.PRIO_PROCESS, child.pid) >= os.getpriority(os.PRIO_PROCESS, 0)
-    assert len(list(tmp_path.glob("segments/bid/*/*.parquet"))) == 1
+    parent_nice = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, parent_nice + 10)
     os.kill(child.pid, signal.SIGKILL)  # the roll process dies (OOM killer, say)
-    child.join(10)
+    rolling.join(30)
+    assert log.logs_waiting == 1 and log._child_failures == 1
+    slow.release()  # the retry gets a new process, which rolls the file
+    _poll(lambda: log.logs_waiting == 0, "the roll was not retried in a new process")
+    assert log._child_failures == 0 and log._roll_child is None
     for event in _bids(10, start=10):
         log.emit(event)
-    log.roll()  # the first attempt meets the dead pool; the retry gets a new process
-    _poll(lambda: log.logs_waiting == 0, "the roll was not retried in a new process")
-    assert log._roll_pool is not None and log._roll_pool is not pool
     log.close()
-    assert log._roll_pool is None
     assert sorted(_seqs(tmp_path)) == list(range(20))
     assert len(list(tmp_path.glob("segments/bid/*/*.parquet"))) == 2
+
+
+def test_a_stuck_roll_process_is_killed_and_the_roll_retried(tmp_path, monkeypatch):
+    monkeypatch.setattr(log_module, "ROLL_RETRY_S", 0.01)
+    monkeypatch.setattr(log_module, "ROLL_RETRY_MAX_S", 0.05)
+    monkeypatch.setattr(log_module, "ROLL_TIMEOUT_S", 1.0)
+    slow = _SlowRollProcess(tmp_path, monkeypatch)
+    log = EventLog(tmp_path, flush_interval_s=0.05, roll_in_subprocess=True)
+    for event in _bids(10):
+        log.emit(event)
+    rolling = _roll_in_background(log)
+    child = slow.wait_started(log)
+    rolling.join(30)  # the first attempt times out: the child is killed, not left stuck
+    assert child.returncode == -signal.SIGKILL
+    assert log.logs_waiting == 1 and log._child_failures == 1
+    slow.release()
+    _poll(lambda: log.logs_waiting == 0, "the roll was not retried after the stuck process")
+    log.close()
+    assert sorted(_seqs(tmp_path)) == list(range(10))
 
 
 def test_damage_met_by_the_roll_process_is_counted_by_the_server(tmp_path):
@@ -588,21 +641,82 @@ def test_damage_met_by_the_roll_process_is_counted_by_the_server(tmp_path):
     assert sorted(_seqs(tmp_path)) == list(range(5))
 
 
-def test_the_roll_process_leaves_stopping_to_the_server(tmp_path):
-    # Ctrl-C in a terminal signals the whole process group: the roll process must not die
-    # of it mid-roll; the server finishes its rolls and then stops it.
-    with EventLog(tmp_path, flush_interval_s=0.05, roll_in_subprocess=True) as log:
-        for event in _bids(5):
-            log.emit(event)
-        log.roll()
-        (child,) = log._roll_pool._processes.values()
-        os.kill(child.pid, signal.SIGINT)
-        os.kill(child.pid, signal.SIGTERM)
-        for event in _bids(5, start=5):
-            log.emit(event)
-        log.roll()
-        assert log.logs_waiting == 0 and child.is_alive()
-    assert sorted(_seqs(tmp_path)) == list(range(10))
+def test_the_roll_process_leaves_stopping_to_the_server(tmp_path, monkeypatch):
+    # Ctrl-C in a terminal signals the terminal's foreground process group: the roll process
+    # is in a session of its own, out of its reach, and ignores SIGINT and SIGTERM sent to it
+    # (a service manager signals every process): the server finishes its rolls, then stops.
+    slow = _SlowRollProcess(tmp_path, monkeypatch)
+    log = EventLog(tmp_path, flush_interval_s=0.05, roll_in_subprocess=True)
+    for event in _bids(5):
+        log.emit(event)
+    rolling = _roll_in_background(log)
+    child = slow.wait_started(log)
+    assert os.getsid(child.pid) == child.pid != os.getsid(0)
+    assert os.getpgid(child.pid) != os.getpgrp()
+    os.kill(child.pid, signal.SIGINT)
+    os.kill(child.pid, signal.SIGTERM)
+    time.sleep(0.2)
+    assert child.poll() is None
+    slow.release()
+    rolling.join(30)
+    assert child.returncode == 0 and log.logs_waiting == 0 and log._child_failures == 0
+    log.close()
+    assert sorted(_seqs(tmp_path)) == list(range(5))
+
+
+def test_close_does_not_leave_a_roll_process_running(tmp_path, monkeypatch):
+    slow = _SlowRollProcess(tmp_path, monkeypatch)
+    log = EventLog(tmp_path, flush_interval_s=0.05, roll_in_subprocess=True)
+    for event in _bids(5):
+        log.emit(event)
+    log.flush()
+    with pytest.raises(EventLogError, match="did not finish"):
+        log.close(timeout_s=1.0)  # the roll takes longer than the shutdown may
+    child = log._roll_child or None
+    assert child is None or child.poll() is not None
+    slow.release()
+    assert sorted(_seqs(tmp_path)) == list(range(5))  # the file stays for the next start
+    with EventLog(tmp_path, flush_interval_s=0.05):
+        pass
+    assert sorted(_seqs(tmp_path)) == list(range(5))
+
+
+def test_a_roll_process_whose_server_died_stops(tmp_path):
+    """A server killed mid-roll (kill -9) leaves no roll process behind for long."""
+    script = (
+        "import os, sys, time\n"
+        "import openbid.events.log as m\n"
+        "m._ROLL_CHILD_MAIN = (\n"
+        "    'import time\\nfrom openbid.events import rollproc\\n'\n"
+        "    'rollproc.roll = lambda *args: time.sleep(60)\\nrollproc.main()\\n'\n"
+        ")\n"
+        "from openbid.events import EventLog, ClickEvent\n"
+        "log = EventLog(sys.argv[1], flush_interval_s=0.05, roll_in_subprocess=True)\n"
+        "log.emit(ClickEvent(1, 'a', 'b'))\n"
+        "log.flush()\n"
+        "log._rotate_requested = True\n"
+        "while log._roll_child is None:\n"
+        "    time.sleep(0.01)\n"
+        "print(log._roll_child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        child_pid = int(server.stdout.readline())
+    finally:
+        server.kill()
+        server.wait()
+    _poll(lambda: not _running(child_pid), "the roll process outlived its server")
+
+
+def _running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_record_whose_values_do_not_fit_the_schema_is_skipped_not_fatal_to_the_roll(tmp_path):
@@ -690,13 +804,17 @@ def test_a_kind_whose_every_record_is_skipped_does_not_stop_the_roll():
     assert [kind for kind, _ in tables] == ["auction"]
 
 
-def test_after_repeated_roll_process_failures_the_writer_rolls_itself(tmp_path):
+def test_after_repeated_roll_process_failures_the_writer_rolls_itself(tmp_path, monkeypatch):
+    monkeypatch.setattr(log_module, "ROLL_RETRY_S", 0.01)
+    monkeypatch.setattr(log_module, "ROLL_RETRY_MAX_S", 0.05)
+    # Every roll process dies at once (it cannot import, say).
+    monkeypatch.setattr(log_module, "_ROLL_CHILD_MAIN", "os._exit(3)\n")
     log = EventLog(tmp_path, flush_interval_s=0.05, roll_in_subprocess=True)
-    log._pool_failures = log_module.ROLL_POOL_MAX_FAILURES
     for event in _bids(4):
         log.emit(event)
     log.roll()
-    assert log._roll_pool is None and log.logs_waiting == 0
+    _poll(lambda: log.logs_waiting == 0, "the writer did not roll in its own process")
+    assert log._child_given_up and log._child_failures == log_module.ROLL_POOL_MAX_FAILURES
     log.close()
     assert sorted(_seqs(tmp_path)) == list(range(4))
 

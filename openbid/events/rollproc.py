@@ -1,0 +1,73 @@
+"""The roll process: rolls one closed event log file into Parquet segments, then exits.
+
+`EventLog` (with `roll_in_subprocess`) starts it once per roll as
+
+    python -c "<lower the priority, ignore SIGINT/SIGTERM>; from openbid.events.rollproc
+    import main; main()" PATH SEGMENTS_URL LOG_LEVEL LOG_FORMAT SERVER_PID
+
+in a session of its own. Its priority is lowered (`nice` 10) before anything is imported,
+and the server's main module (`openbid.cli`, click, the config) is never imported, so the
+only CPU it spends at normal priority is the interpreter's start-up. It prints one JSON line
+to stdout: `{"rows": n, "bad_records": n, "bad_events": n}` (its counters are not the
+server's, so the server counts what it skipped), or `{"error": "..."}` when the roll failed
+(the server retries it like any failed roll). Should the server die (its close kills a roll
+process it stops waiting for), the roll process exits too, within a second: the file stays
+for the next writer to roll.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from openbid.events.log import (
+    EVENTS_BAD_EVENTS,
+    EVENTS_BAD_RECORDS,
+    _SegmentStore,
+    roll_log_file,
+)
+from openbid.obs import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+def roll(path: str, segments_url: str) -> dict[str, object]:
+    """Rolls `path`; the rows, or None when another process holds the file, and what the
+    roll skipped as damaged."""
+    records_before = EVENTS_BAD_RECORDS._value.get()
+    events_before = EVENTS_BAD_EVENTS._value.get()
+    rows = roll_log_file(Path(path), _SegmentStore(segments_url))
+    return {
+        "rows": rows,
+        "bad_records": EVENTS_BAD_RECORDS._value.get() - records_before,
+        "bad_events": EVENTS_BAD_EVENTS._value.get() - events_before,
+    }
+
+
+def _exit_with_server(server_pid: int) -> None:
+    """Exits this process once its server is gone (it is then a child of another process)."""
+    while os.getppid() == server_pid:
+        time.sleep(1.0)
+    log.warning("the server stopped; the roll process stops with it")
+    os._exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    path, segments_url, level, log_format, server_pid = sys.argv[1:] if argv is None else argv
+    setup_logging(level, log_format)
+    threading.Thread(
+        target=_exit_with_server, args=(int(server_pid),), name="server-watch", daemon=True
+    ).start()
+    try:
+        result = roll(path, segments_url)
+    except Exception as error:  # reported to the server, which logs it and retries
+        result = {"error": f"{type(error).__name__}: {error}"}
+    # Should the server be gone, the roll itself is done (or not) on disk all the same.
+    with contextlib.suppress(BrokenPipeError):
+        print(json.dumps(result), flush=True)
