@@ -258,6 +258,44 @@ def _dsp_metrics(dsp: str) -> _DspMetrics:
     return found
 
 
+async def _settled(
+    loop: asyncio.AbstractEventLoop, futures: list[asyncio.Future[Any]], deadline: float
+) -> None:
+    """Returns when every future is done or the loop's clock reaches `deadline`.
+
+    `asyncio.wait` does the same with a set of tasks-or-futures checked one by one, a done
+    callback and its removal per future, and sets built for the result: a tenth of an
+    auction's own CPU. Here: one counter, one waiter, one timer."""
+    pending = 0
+    waiter = loop.create_future()
+
+    def one_done(_: object) -> None:
+        nonlocal pending
+        pending -= 1
+        if not pending and not waiter.done():
+            waiter.set_result(None)
+
+    for future in futures:
+        if not future.done():
+            pending += 1
+            future.add_done_callback(one_done)
+    if not pending:
+        return
+    timer = loop.call_at(deadline, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        if pending:  # woken by the deadline (or cancelled): unhook the futures still out
+            for future in futures:
+                future.remove_done_callback(one_done)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def _media(imp: Imp) -> str:
     if imp.video is not None:
         return "video"
@@ -409,9 +447,12 @@ class Exchange:
             # Every future settles by its own deadline; the timeout is a second line of
             # defence so that no fault of ours or a DSP's can hold the auction past tmax.
             futures = [future for _, future, _ in in_flight]
-            _, late = await asyncio.wait(futures, timeout=max(deadline - loop.time(), 0.0))
-            for future in late:
-                future.set_exception(UpstreamError("timeout", "no reply by the auction deadline"))
+            await _settled(loop, futures, deadline)
+            for future in futures:
+                if not future.done():
+                    future.set_exception(
+                        UpstreamError("timeout", "no reply by the auction deadline")
+                    )
             for call, future, sent in in_flight:
                 self._reply(call, future, sent, outgoing)
                 if self._observe is not None:
