@@ -70,6 +70,7 @@ _WAL_SUFFIX = ".log"
 _OPENING_SUFFIX = ".log.new"  # a log file being created: locked before it is named *.log
 WRITE_INTERVAL_S = 0.1  # how often the flusher writes what was emitted
 ENCODE_BATCH = 128  # events per record at most
+DROP_LOG_INTERVAL_S = 10.0  # unencodable events are logged at most this often
 # Bytes written since the last good fsync are kept until the next one, to be rewritten to a new
 # file if that fsync fails; past this many the flusher fsyncs early.
 UNSYNCED_MAX_BYTES = 16 * 1024 * 1024
@@ -169,11 +170,11 @@ def _decode_events(kind: str, payload: memoryview | bytes) -> list[Event]:
     try:
         # Records of an older schema version lack the newest fields: they take defaults.
         return _DECODERS[kind].decode(payload)
-    except msgspec.DecodeError as error:
-        first_error = str(error)
+    except (msgspec.DecodeError, RecursionError, MemoryError) as error:
+        first_error = f"{type(error).__name__}: {error}"
     try:
         items = _RAW_ITEMS.decode(payload)
-    except msgspec.DecodeError:  # not an array at all (parse_log checks this first)
+    except (msgspec.DecodeError, RecursionError, MemoryError):  # parse_log checks this first
         EVENTS_BAD_RECORDS.inc()
         log.warning(
             "skipped an event log record that does not decode",
@@ -183,7 +184,7 @@ def _decode_events(kind: str, payload: memoryview | bytes) -> list[Event]:
     decoder = _ITEM_DECODERS[kind]
     events = []
     for item in items:
-        with contextlib.suppress(msgspec.DecodeError):
+        with contextlib.suppress(msgspec.DecodeError, RecursionError, MemoryError):
             events.append(decoder.decode(item))
     bad = len(items) - len(events)
     if bad:
@@ -254,8 +255,8 @@ def _record_at(data: bytes, offset: int, kind: str | None = None) -> tuple[_Reco
         else:
             batch = pa.ipc.open_stream(pa.py_buffer(payload)).read_next_batch()
             record = _Record(record_kind, version, arrow=batch)
-    except (pa.ArrowException, StopIteration, msgspec.DecodeError):
-        return None
+    except (pa.ArrowException, StopIteration, msgspec.DecodeError, RecursionError, MemoryError):
+        return None  # damaged (nesting past the stack: a record no writer of ours makes)
     return record, start + length
 
 
@@ -356,8 +357,9 @@ def _records_to_tables(records: list[_Record]) -> dict[tuple[str, int], pa.Table
 
 def _events_to_batches(kind: str, decoded: list[list[Event]]) -> list[pa.RecordBatch]:
     """One batch of the events of `decoded` (records' events); should a value not fit its
-    column (an int beyond int64), the records one by one, those that do not fit skipped and
-    counted as damaged."""
+    column (an int in [2**63, 2**64): MessagePack holds it, an int64 column does not), the
+    records one by one, and in a record that does not fit, its events one by one: only the
+    events that do not fit are skipped and counted (EVENTS_BAD_EVENTS)."""
     try:
         return [_to_batch(kind, [event for events in decoded for event in events])]
     except (pa.ArrowException, OverflowError):
@@ -366,12 +368,28 @@ def _events_to_batches(kind: str, decoded: list[list[Event]]) -> list[pa.RecordB
     for events in decoded:
         try:
             batches.append(_to_batch(kind, events))
+            continue
         except (pa.ArrowException, OverflowError) as error:
-            EVENTS_BAD_RECORDS.inc()
-            log.warning(
-                "skipped an event log record whose values do not fit the schema",
-                extra={"kind": kind, "events": len(events), "error": str(error)},
-            )
+            first_error = str(error)
+        kept = []
+        for event in events:
+            try:
+                _to_batch(kind, [event])
+            except (pa.ArrowException, OverflowError):
+                continue
+            kept.append(event)
+        EVENTS_BAD_EVENTS.inc(len(events) - len(kept))
+        log.warning(
+            "skipped events whose values do not fit the schema",
+            extra={
+                "kind": kind,
+                "events": len(events),
+                "bad_events": len(events) - len(kept),
+                "error": first_error,
+            },
+        )
+        if kept:
+            batches.append(_to_batch(kind, kept))
     return batches
 
 
@@ -544,6 +562,8 @@ class EventLog:
         self._open: dict[str, list] = {}  # kind -> [encoded events (bytearray), count]
         self._sealed: list[tuple[str, int, bytearray]] = []
         self._buffered = 0  # events encoded and not yet taken by the flusher
+        self._unencodable_since_log = 0
+        self._unencodable_logged_at = -math.inf
         self._wake = threading.Event()
         self._flushed = threading.Condition()
         self._flush_generation = 0
@@ -578,31 +598,37 @@ class EventLog:
         """Encodes one event into the buffer (a microsecond or less, on the caller's thread:
         the flusher then only writes bytes and never competes for the GIL); drops it, and
         counts the drop, when the buffer is full or the event cannot be encoded."""
+        kind = event.kind
+        if kind not in _KIND_CODES:
+            self._drop_unencodable(event, f"unknown event kind {kind!r}")
+            return
         with self._lock:
             if self._buffered >= self.buffer_max_events:
                 self.dropped += 1
                 EVENTS_DROPPED.inc()
                 return
-            kind = event.kind
             entry = self._open.get(kind)
             if entry is None:
-                if kind not in _KIND_CODES:
-                    self._drop_unencodable(event, f"unknown event kind {kind!r}")
-                    return
                 entry = self._open[kind] = [bytearray(), 0]
             data = entry[0]
             size = len(data)
             try:
                 _ENCODER.encode_into(event, data, -1)
-            except (OverflowError, TypeError, ValueError, msgspec.EncodeError) as error:
+            except Exception as error:  # an int beyond 64 bits, nesting past the stack...
+                del data[size:]  # never half an event in a record
+                refused: str | None = f"{type(error).__name__}: {error}"
+            except BaseException:
                 del data[size:]
-                self._drop_unencodable(event, str(error))
-                return
-            self._buffered += 1
-            entry[1] += 1
-            if entry[1] >= ENCODE_BATCH:
-                self._sealed.append((kind, entry[1], data))
-                del self._open[kind]
+                raise
+            else:
+                refused = None
+                self._buffered += 1
+                entry[1] += 1
+                if entry[1] >= ENCODE_BATCH:
+                    self._sealed.append((kind, entry[1], data))
+                    del self._open[kind]
+        if refused is not None:
+            self._drop_unencodable(event, refused)  # counted and logged outside the lock
 
     @property
     def buffered(self) -> int:
@@ -610,13 +636,32 @@ class EventLog:
         return self._buffered
 
     def _drop_unencodable(self, event: Event, error: str) -> None:
-        """An event that cannot be encoded (an int beyond 64 bits from a bug upstream) is
-        dropped and counted; it never reaches the log, where it would cost its record."""
-        self.dropped += 1
+        """An event that cannot be encoded (an int beyond 64 bits, a value nested past the
+        stack, from a bug upstream) is dropped and counted; it never reaches the log, where
+        it would cost its record. Logged at most once every DROP_LOG_INTERVAL_S, with how
+        many were dropped since, so a flood of them cannot stall the callers on logging."""
+        with self._lock:
+            self.dropped += 1
+            self._unencodable_since_log += 1
+            now = time.monotonic()
+            if now - self._unencodable_logged_at < DROP_LOG_INTERVAL_S:
+                EVENTS_DROPPED.inc()
+                return
+            self._unencodable_logged_at = now
+            count, self._unencodable_since_log = self._unencodable_since_log, 0
         EVENTS_DROPPED.inc()
+        try:
+            shown = repr(event)[:300]
+        except Exception:  # nested past the stack too
+            shown = f"{type(event).__name__}(auction_id={event.auction_id!r}, ...)"
         log.error(
             "dropped an event that cannot be encoded",
-            extra={"kind": event.kind, "event": repr(event)[:300], "error": error},
+            extra={
+                "kind": event.kind,
+                "event": shown,
+                "error": error[:300],
+                "dropped_since_last_report": count,
+            },
         )
 
     def flush(self, timeout_s: float = 30.0) -> None:

@@ -719,16 +719,46 @@ def _running(pid):
         return False
 
 
-def test_a_record_whose_values_do_not_fit_the_schema_is_skipped_not_fatal_to_the_roll(tmp_path):
+def test_a_value_that_does_not_fit_its_column_costs_only_its_event(tmp_path):
     good = _encode_record("bid", _bids(3))
     # MessagePack holds up to 2**64 - 1, an Arrow int64 column only up to 2**63 - 1.
-    bad = _encode_record("bid", [BidEvent(T0, "a-huge", "dsp-a", price_micros=2**63 + 5)])
-    records, damaged = parse_log(good + bad + good)
+    huge = BidEvent(T0, "a-huge", "dsp-a", price_micros=2**63 + 5)
+    mixed = _encode_record("bid", [*_bids(2, start=10), huge, *_bids(2, start=20)])
+    records, damaged = parse_log(good + mixed + good)
     assert damaged == 0  # it decodes; only the column cannot hold it
-    before = REGISTRY.get_sample_value("openbid_events_bad_records_total") or 0.0
+    bad_events = REGISTRY.get_sample_value("openbid_events_bad_events_total") or 0.0
     tables = log_module._records_to_tables(records)
-    assert sum(t.num_rows for t in tables.values()) == 6
-    assert REGISTRY.get_sample_value("openbid_events_bad_records_total") == before + 1
+    ids = sorted(i for t in tables.values() for i in t["auction_id"].to_pylist())
+    assert ids == sorted(["a0", "a1", "a2"] * 2 + ["a10", "a11", "a20", "a21"])
+    assert REGISTRY.get_sample_value("openbid_events_bad_events_total") == bad_events + 1
+
+
+def test_an_event_nested_past_the_stack_is_refused_at_emit_and_its_neighbours_kept(tmp_path):
+    deep: dict = {}
+    for _ in range(5000):
+        deep = {"x": deep}
+    with EventLog(tmp_path, flush_interval_s=0.05) as log:
+        for event in _bids(3):
+            log.emit(event)
+        log.emit(AuctionEvent(T0, "a-deep", "req", features=deep))  # not raised to the caller
+        log.emit(BidEvent(T0, "a-deep", "dsp-a", error=deep))
+        for event in _bids(3, start=3):
+            log.emit(event)
+        assert log.dropped == 2
+    assert sorted(_seqs(tmp_path)) == list(range(6))
+    assert EventReader(tmp_path).read_table("auction").num_rows == 0
+
+
+def test_a_record_nested_past_the_stack_is_damaged_not_a_crash(tmp_path):
+    nested = b"\x91" * 100_000 + b"\xc0"  # [[[...[nil]...]]]: no writer of ours makes it
+    payload = b"\x91" + nested
+    header = log_module._HEADER.pack(
+        b"OM", SCHEMA_VERSION, log_module._KIND_CODES["bid"], len(payload), zlib.crc32(payload)
+    )
+    good = _encode_record("bid", _bids(2))
+    records, damaged = parse_log(good + header + payload + good)
+    assert damaged == 1
+    assert sum(len(log_module._decode_events("bid", r.payload)) for r in records) == 4
 
 
 def test_an_event_that_cannot_be_encoded_is_dropped_and_the_rest_written(tmp_path):
