@@ -6,7 +6,10 @@ section 2 (TCF EU v2, a TC string: `openbid.privacy.tcf`), section 6 (US Privacy
 section 7 (US National, `usnat` v1 and v2, with its optional GPC subsection) and the first
 US state sections, 8-12 (California, Virginia, Colorado, Utah, Connecticut: `UsState`); the
 other sections are kept as raw text (the later US state sections, 13-27, are listed in
-`US_STATE_SECTIONS_UNDECODED`). `decode` raises `InvalidGPPString` and nothing else.
+`US_STATE_SECTIONS_UNDECODED`). `decode` raises `InvalidGPPString` and nothing else: for
+a malformed header, an empty section, or a TCF EU or US Privacy section that does not
+decode. A US National or state section that does not decode is only that section
+unreadable (`GPPString.unreadable`): the others still stand.
 
 >>> gpp = decode(encode({7: encode_usnat(UsNat(sale_opt_out=OPTED_OUT))}))
 >>> gpp.section_ids, gpp.usnat.sale_opt_out == OPTED_OUT
@@ -332,10 +335,15 @@ class GPPString:
     usnat: UsNat | None = None
     us_states: tuple[UsState, ...] = ()
     """The US state sections we decode (8-12), in header order."""
+    unreadable: Mapping[int, str] = field(default_factory=lambda: MappingProxyType({}))
+    """The US National and state sections (7-12) that did not decode: section id -> error.
+    Each is left out of `usnat` / `us_states` (and the rules read it as unreadable, an
+    opt-out, where it applies); the string's other sections still stand."""
 
 
 def decode(gpp_string: str) -> GPPString:
-    """Decodes a GPP string's header and the sections we enforce; raises InvalidGPPString."""
+    """Decodes a GPP string's header and the sections we enforce; raises InvalidGPPString
+    (a US National or state section that does not decode goes to `unreadable` instead)."""
     if not isinstance(gpp_string, str):
         raise InvalidGPPString(f"a GPP string must be text, not {type(gpp_string).__name__}")
     if not gpp_string:
@@ -354,6 +362,7 @@ def decode(gpp_string: str) -> GPPString:
     sections = dict(zip(section_ids, texts, strict=True))
     decoded: dict[str, object] = {}
     states: list[UsState] = []
+    unreadable: dict[int, str] = {}
     for section_id, text in sections.items():
         if not text:
             raise InvalidGPPString(f"GPP section {section_id} is empty")
@@ -368,11 +377,22 @@ def decode(gpp_string: str) -> GPPString:
             except InvalidUSPrivacyString as error:
                 raise InvalidGPPString(f"GPP section 6 (uspv1): {error}") from error
         elif section_id == SECTION_US_NATIONAL:
-            decoded["usnat"] = decode_usnat(text)
+            try:
+                decoded["usnat"] = decode_usnat(text)
+            except InvalidGPPString as error:
+                unreadable[section_id] = str(error)
         elif section_id in _STATE_LAYOUTS:
-            states.append(decode_us_state(section_id, text))
+            try:
+                states.append(decode_us_state(section_id, text))
+            except InvalidGPPString as error:
+                unreadable[section_id] = str(error)
     return GPPString(
-        version, section_ids, MappingProxyType(sections), us_states=tuple(states), **decoded
+        version,
+        section_ids,
+        MappingProxyType(sections),
+        us_states=tuple(states),
+        unreadable=MappingProxyType(unreadable),
+        **decoded,
     )
 
 
@@ -472,7 +492,7 @@ def decode_usnat(text: str) -> UsNat:
         "mspa_service_provider_mode",
     ):
         fields[name] = _two_bits(reader, name)
-    _check_core_length("usnat", version, reader.pos, len(bits))
+    _check_core_length("usnat", version, reader.pos, bits)
     gpc = _decode_gpc_subsections(subsections, "usnat")
     return UsNat(version=version, gpc=gpc, **fields)  # type: ignore[arg-type]
 
@@ -501,27 +521,31 @@ def decode_us_state(section_id: int, text: str) -> UsState:
         fields["personal_data_consents"] = _two_bits(reader, "personal_data_consents", name)
     for key in _MSPA_FIELDS:
         fields[key] = _two_bits(reader, key, name)
-    _check_core_length(name, version, reader.pos, len(bits))
+    _check_core_length(name, version, reader.pos, bits)
     if subsections and not layout.gpc:
         raise InvalidGPPString(f"{name} has no subsections, but {len(subsections)} follow")
     gpc = _decode_gpc_subsections(subsections, name)
     return UsState(section_id, version, gpc=gpc, **fields)  # type: ignore[arg-type]
 
 
-def _check_core_length(name: str, version: int, used: int, total: int) -> None:
-    """A core segment holds exactly its version's fields, padded with at most the zeros
-    that make whole characters: to the next 6-bit boundary, or (as the IAB's reference
-    encoders and `bits_to_base64url` write it) to whole bytes, then 6 bits. Any other
-    length means the section is not the version it says (or not that section at all), and
-    its fields would be read from the wrong bits."""
-    to_sextet = used + -used % 6
-    to_byte = used + -used % 8
-    to_byte_then_sextet = to_byte + -to_byte % 6
-    if total not in (to_sextet, to_byte_then_sextet):
-        padded = " or ".join(map(str, sorted({to_sextet, to_byte_then_sextet})))
+def _check_core_length(name: str, version: int, used: int, bits: str) -> None:
+    """A core segment holds its version's fields, then at most zero padding up to the next
+    24-bit boundary: encoders pad to the next character (6 bits), to whole bytes then a
+    character (the IAB's reference encoders, and `bits_to_base64url`), to 24-bit groups
+    (the IAB's traditional base64 encoder), or add a zero character. A longer segment, or a
+    non-zero bit past the fields, means the section is not the version it says (or not
+    that section at all), and its fields would be read from the wrong bits."""
+    total = len(bits)
+    limit = used + -used % 24
+    if total > limit:
         raise InvalidGPPString(
             f"GPP {name} v{version} core segment has {total} bits: its fields take {used}, "
-            f"padded to {padded} bits"
+            f"padded to at most {limit} bits"
+        )
+    if "1" in bits[used:]:
+        raise InvalidGPPString(
+            f"GPP {name} v{version} core segment has {total} bits: its fields take {used}, "
+            f"and the {total - used} bits after them are not all zero"
         )
 
 

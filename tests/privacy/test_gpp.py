@@ -1,6 +1,8 @@
 """US Privacy and GPP parsing: published examples, table tests, round trips, and malformed
 input that only ever raises our own error."""
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -344,23 +346,44 @@ def test_usnat_gpc_subsection_round_trips():
         ("DCABMA~x", "version 2 is not supported"),
         ("DBABMA~", "section 2 is empty"),
         ("DBABMA~CPX!", "section 2 \\(tcfeuv2\\): .*not base64url"),
-        ("DBABLA~BVVq", "usnat core segment is truncated"),
-        ("DBABLA~DVVqAAEABCA", "usnat version 3 is not supported"),
-        ("DBABLA~BAAAAAAAAQA.wA", "subsection type 3 is unknown"),
-        ("DBABLA~B____________", "is 3: two-bit fields hold 0, 1 or 2"),
         ("DBACNY~" + SPEC_TCF_ONLY.split("~")[1] + "~1YN", "section 6 \\(uspv1\\)"),
         ("DBABAAAA", "Fibonacci integer\\) has no '11' terminator"),
-        (gpp.encode({8: "BVWSSS"}), "usca core segment is truncated"),
-        (gpp.encode({9: "CVWSSVY"}), "usva version 2 is not supported"),
-        (gpp.encode({9: "BVWSSVY.YA"}), "usva has no subsections, but 1 follow"),
-        (gpp.encode({11: "B____________"}), "usut sharing_notice is 3"),
-        (gpp.encode({12: "BVWSSZFg.wA"}), "usct subsection type 3 is unknown"),
     ],
 )
 def test_malformed_gpp_strings_raise_a_clear_invalid_gpp_string(text, message):
     with pytest.raises(InvalidGPPString, match=message) as raised:
         gpp.decode(text)
     assert isinstance(raised.value, PrivacyError)
+
+
+@pytest.mark.parametrize(
+    ("section_id", "text", "message"),
+    [
+        (7, "BVVq", "usnat core segment is truncated"),
+        (7, "DVVqAAEABCA", "usnat version 3 is not supported"),
+        (7, "BAAAAAAAAQA.wA", "subsection type 3 is unknown"),
+        (7, "B____________", "is 3: two-bit fields hold 0, 1 or 2"),
+        (8, "BVWSSS", "usca core segment is truncated"),
+        (9, "CVWSSVY", "usva version 2 is not supported"),
+        (9, "BVWSSVY.YA", "usva has no subsections, but 1 follow"),
+        (11, "B____________", "usut sharing_notice is 3"),
+        (12, "BVWSSZFg.wA", "usct subsection type 3 is unknown"),
+    ],
+)
+def test_a_malformed_us_section_is_unreadable_on_its_own(section_id, text, message):
+    # The section's decoder raises; the GPP string decodes, with that section unreadable
+    # (not decoded) and the string's other sections intact.
+    decoder = gpp.decode_usnat if section_id == 7 else lambda t: gpp.decode_us_state(section_id, t)
+    with pytest.raises(InvalidGPPString, match=message):
+        decoder(text)
+    tc_text = SPEC_TCF_ONLY.split("~")[1]
+    decoded = gpp.decode(gpp.encode({2: tc_text, section_id: text, 13: "BAAA"}))
+    assert decoded.section_ids == (2, section_id, 13)
+    assert decoded.tcf_eu == tcf.decode(tc_text)
+    assert decoded.usnat is None and decoded.us_states == ()
+    assert list(decoded.unreadable) == [section_id]
+    assert re.search(message, decoded.unreadable[section_id])
+    assert decoded.sections[section_id] == text
 
 
 def test_decode_cached_returns_errors_instead_of_raising():
@@ -517,10 +540,13 @@ def test_header_lists_at_most_64_sections():
 
 
 # --- Core segment lengths ---------------------------------------------------------------
-# Each core segment's fields fill a fixed number of bits per version; the text may only pad
-# them to whole characters: to the next 6-bit boundary, or (as the IAB's reference encoders
-# write them) to whole bytes and then 6 bits. usnat v1 is 60 bits (10 or 11 characters),
-# v2 70 (12); usca 46 (8), usva 40 (7), usco 38 (7), usut 42 (7 or 8), usct 44 (8).
+# Each core segment's fields fill a fixed number of bits per version; the text may pad them
+# with zero bits up to the next 24-bit boundary (whole characters; whole bytes then
+# characters as the IAB's reference encoders write; 24-bit groups as its traditional base64
+# encoder writes; or a zero character more): usnat v1 is 60 bits (10-12 characters), v2 70
+# (12); usca 46 (8), usva 40 (7-8), usco 38 (7-8), usut 42 (7-8), usct 44 (8). Longer
+# cores, and non-zero bits past the fields, are what a section of another version (or
+# another section) looks like.
 CORE_BITS = {(7, 1): 60, (7, 2): 70, 8: 46, 9: 40, 10: 38, 11: 42, 12: 44}
 
 USNAT_V2 = gpp.UsNat(
@@ -535,23 +561,31 @@ def _core_bits(text: str) -> int:
     return 6 * len(text.split(".")[0])
 
 
+def _ceil24(bits: int) -> int:
+    return bits + -bits % 24
+
+
 @pytest.mark.parametrize(
     "text",
     [
         "BVVqAAEABCA.QA",  # the IAB encoder's usnat v1 example (60 bits padded to 66)
         "BVVqAAEABCA"[:10],  # the same 60 bits padded only to the next character
+        "BVVqAAEABCAA",  # ... padded to 72 bits (24-bit groups, or a zero character more)
+        "BVVqAAEABCAA.QA",
         gpp.encode_usnat(USNAT_V2),
     ],
 )
-def test_usnat_core_segments_padded_to_whole_characters_or_bytes_decode(text):
+def test_usnat_core_segments_padded_with_zeros_to_24_bits_decode(text):
     section = gpp.decode_usnat(text)
     expected = CORE_BITS[(7, section.version)]
-    assert expected <= _core_bits(text) < expected + 8 + 6
+    assert expected <= _core_bits(text) <= _ceil24(expected)
+    assert section == gpp.decode_usnat(gpp.encode_usnat(section))
+    assert gpp.decode(gpp.encode({7: text})).usnat == section
 
 
 @pytest.mark.parametrize(("section_id", "text", "fields"), STATE_SPEC_EXAMPLES)
 def test_us_state_reference_cores_are_their_layout_padded(section_id, text, fields):
-    assert CORE_BITS[section_id] <= _core_bits(text) < CORE_BITS[section_id] + 8 + 6
+    assert CORE_BITS[section_id] <= _core_bits(text) <= _ceil24(CORE_BITS[section_id])
 
 
 def test_a_usut_core_padded_only_to_the_next_character_decodes():
@@ -560,28 +594,59 @@ def test_a_usut_core_padded_only_to_the_next_character_decodes():
 
 
 @pytest.mark.parametrize(
+    ("section_id", "short", "padded"),
+    [
+        # usva and usco: 40 and 38 bits, written in 7 characters; 48 bits (8) is their 24-bit
+        # padding, or one zero character more.
+        (9, "BVVVVVU", "BVVVVVUA"),
+        (9, "BVWSSVY", "BVWSSVYA"),
+        (10, "BVWSSVg.YA", "BVWSSVgA.YA"),
+    ],
+)
+def test_a_us_state_core_padded_with_zeros_to_24_bits_decodes(section_id, short, padded):
+    assert gpp.decode_us_state(section_id, padded) == gpp.decode_us_state(section_id, short)
+    decoded = gpp.decode(gpp.encode({section_id: padded}))
+    assert decoded.us_states == (gpp.decode_us_state(section_id, short),)
+    assert not decoded.unreadable
+
+
+def test_a_usva_core_with_a_field_past_its_layout_is_not_zero_padding():
+    # "BVVVVVVY" is 17 two-bit fields of 1 (usva's 40 bits), then bits 40-47 "01011000": an
+    # 18th field and more, not padding. Its 24-bit padded form is "BVVVVVUA".
+    with pytest.raises(InvalidGPPString, match="48 bits: its fields take 40, and the 8 bits"):
+        gpp.decode_us_state(9, "BVVVVVVY")
+    assert gpp.decode_us_state(9, "BVVVVVUA").sale_opt_out == gpp.OPTED_OUT
+
+
+@pytest.mark.parametrize(
     ("text", "message"),
     [
-        # A v2 core labelled v1: 72 bits where v1 has 60 (66 padded to whole bytes).
+        # A v2 core labelled v1: 72 bits where v1 has 60, and the 12 after them not zero.
         (
             "B" + gpp.encode_usnat(USNAT_V2)[1:],
-            "usnat v1 core segment has 72 bits: its fields take 60",
+            "usnat v1 core segment has 72 bits: its fields take 60, and the 12 bits after "
+            "them are not all zero",
         ),
-        # A v1 core with a character too many (even a zero one).
-        ("BVVqAAEABCAA", "usnat v1 core segment has 72 bits: its fields take 60"),
-        ("BVVqAAEABCAA.QA", "usnat v1 core segment has 72 bits"),
+        # A v1 core whose padding is not zero.
+        ("BVVqAAEABCAB", "usnat v1 core segment has 72 bits: its fields take 60, and the 12"),
+        ("BVVqAAEABCB", "usnat v1 core segment has 66 bits: its fields take 60, and the 6"),
+        ("BVVqAAEABCB.QA", "usnat v1 core segment has 66 bits"),
+        # A v1 core zero-padded past 72 bits.
+        ("BVVqAAEABCAAA", "usnat v1 core segment has 78 bits: its fields take 60, padded to"),
+        ("BVVqAAEABCAAAAAA", "usnat v1 core segment has 96 bits: its fields take 60"),
         # A v2 core with two characters too many.
         (
             gpp.encode_usnat(USNAT_V2) + "AA",
-            "usnat v2 core segment has 84 bits: its fields take 70",
+            "usnat v2 core segment has 84 bits: its fields take 70, padded to at most 72",
         ),
     ],
 )
 def test_a_usnat_core_longer_than_its_version_layout_is_invalid(text, message):
     with pytest.raises(InvalidGPPString, match=message):
         gpp.decode_usnat(text)
-    with pytest.raises(InvalidGPPString, match=message):
-        gpp.decode(gpp.encode({7: text}))
+    decoded = gpp.decode(gpp.encode({7: text}))
+    assert decoded.usnat is None
+    assert re.search(message, decoded.unreadable[7])
 
 
 def test_a_usnat_core_shorter_than_its_version_layout_is_invalid():
@@ -594,13 +659,13 @@ def test_a_usnat_core_shorter_than_its_version_layout_is_invalid():
     ("section_id", "text", "message"),
     [
         (8, "BVWSSSVYA.YA", "usca v1 core segment has 54 bits: its fields take 46"),
-        (9, "BVWSSVYA", "usva v1 core segment has 48 bits: its fields take 40"),
         (9, "BVWSSVYAAAAA", "usva v1 core segment has 72 bits: its fields take 40"),
-        (10, "BVWSSVgA.YA", "usco v1 core segment has 48 bits: its fields take 38"),
+        (9, "BVWSSVYAA", "usva v1 core segment has 54 bits: its fields take 40"),
+        (10, "BVWSSVgAA.YA", "usco v1 core segment has 54 bits: its fields take 38"),
         (11, "BVVkklWAA", "usut v1 core segment has 54 bits: its fields take 42"),
         (12, "BVWSSZFgA.YA", "usct v1 core segment has 54 bits: its fields take 44"),
-        # A usct core (44 bits) read as usva (40): eight characters where usva has seven.
-        (9, "BVWSSZFg", "usva v1 core segment has 48 bits: its fields take 40"),
+        # A usct core (44 bits) read as usva (40): its last fields are not zero padding.
+        (9, "BVWSSZFg", "usva v1 core segment has 48 bits: its fields take 40, and the 8"),
         # A usva core read as usct runs out of bits.
         (12, "BVWSSVY", "usct core segment is truncated"),
     ],
@@ -608,23 +673,54 @@ def test_a_usnat_core_shorter_than_its_version_layout_is_invalid():
 def test_a_us_state_core_that_does_not_match_its_layout_is_invalid(section_id, text, message):
     with pytest.raises(InvalidGPPString, match=message):
         gpp.decode_us_state(section_id, text)
-    with pytest.raises(InvalidGPPString, match=message):
-        gpp.decode(gpp.encode({section_id: text}))
+    decoded = gpp.decode(gpp.encode({section_id: text}))
+    assert decoded.us_states == ()
+    assert re.search(message, decoded.unreadable[section_id])
 
 
 def test_an_applicable_us_section_of_the_wrong_length_reads_as_an_opt_out(make_request):
     # A v2 core labelled v1 would decode (wrongly) as "did not opt out"; as an unreadable
-    # GPP string it must get the unreadable-US-signal redaction (as an opt-out).
+    # US section it must get the unreadable-US-signal redaction (as an opt-out).
     from openbid.privacy.consent import ConsentContext, redaction_for
 
     text = gpp.encode({7: "B" + gpp.encode_usnat(USNAT_V2)[1:]})
     consent = ConsentContext.from_request(make_request(regs={"gpp": text, "gpp_sid": [7]}))
-    assert "gpp" in consent.unreadable
+    assert "gpp_us_section" in consent.unreadable
     redaction = redaction_for(consent, 42)
     assert "unreadable_us_signal" in redaction.reasons
     assert redaction.strip_user_ids and redaction.strip_device_ids and redaction.strip_user_data
     assert redaction.round_geo and redaction.truncate_ip and not redaction.block
     # The same for a state section with a character too many.
-    text = gpp.encode({9: "BVWSSVYA"})
+    text = gpp.encode({9: "BVWSSVYAA"})
     consent = ConsentContext.from_request(make_request(regs={"gpp": text, "gpp_sid": [9]}))
     assert "unreadable_us_signal" in redaction_for(consent, 42).reasons
+
+
+@pytest.mark.parametrize("gpp_sid", [None, [2, 7]])
+def test_an_unreadable_us_section_leaves_the_tcf_eu_section_in_force(make_request, gpp_sid):
+    from openbid.privacy.consent import ConsentContext, redaction_for
+
+    tc_text = SPEC_TCF_ONLY.split("~")[1]
+    text = gpp.encode({2: tc_text, 7: "B" + gpp.encode_usnat(USNAT_V2)[1:]})
+    regs = {"gpp": text} if gpp_sid is None else {"gpp": text, "gpp_sid": gpp_sid}
+    consent = ConsentContext.from_request(make_request(regs=regs))
+    assert consent.unreadable == ("gpp_us_section",)
+    assert consent.tc == tcf.decode(tc_text)
+    assert consent.gdpr_applies
+    assert consent.usnat is None
+    # The US section reads as an opt-out; the TCF section still governs the GDPR side.
+    reasons = redaction_for(consent, 42).reasons
+    assert "unreadable_us_signal" in reasons
+    assert "gdpr_no_valid_tc_string" not in reasons
+    tcf_only = ConsentContext.from_request(make_request(regs={"gpp": SPEC_TCF_ONLY}))
+    assert set(redaction_for(tcf_only, 42).reasons) <= set(reasons)
+
+
+def test_an_unreadable_us_section_that_does_not_apply_is_ignored(make_request):
+    from openbid.privacy.consent import ConsentContext
+
+    tc_text = SPEC_TCF_ONLY.split("~")[1]
+    text = gpp.encode({2: tc_text, 9: "BVWSSVYAA"})
+    consent = ConsentContext.from_request(make_request(regs={"gpp": text, "gpp_sid": [2]}))
+    assert consent.unreadable == ()
+    assert consent.tc == tcf.decode(tc_text)
