@@ -523,6 +523,19 @@ _ROLL_CHILD_PRELUDE = (
 _ROLL_CHILD_MAIN = "from openbid.events.rollproc import main\nmain()\n"
 
 
+ROLL_RESULT_MARKER = "openbid-roll-result "
+"""The roll process's result line starts with this (then JSON)."""
+
+
+def _standard_level_name(level: int) -> str:
+    """The name of the highest standard logging level at or below `level` ("Level 15" is
+    not a name the roll process could set)."""
+    for number, name in ((40, "error"), (30, "warning"), (20, "info")):
+        if level >= number:
+            return name if level < 50 else "critical"
+    return "debug"
+
+
 class RollProcessError(EventLogError):
     """The roll process died, could not start or was stuck (and was killed)."""
 
@@ -1044,21 +1057,27 @@ class EventLog:
         not reach it; killed when it takes longer than ROLL_TIMEOUT_S."""
         root = logging.getLogger()
         json_logs = any(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
-        command = [
-            sys.executable,
-            "-c",
-            _ROLL_CHILD_PRELUDE + _ROLL_CHILD_MAIN,
-            str(path),
-            self.segments.url,
-            logging.getLevelName(root.getEffectiveLevel()).lower(),
-            "json" if json_logs else "text",
-            str(os.getpid()),
-        ]
+        # The arguments go on stdin, not the command line, where every local user could read
+        # them (a segments URL may carry credentials).
+        arguments = json.dumps(
+            {
+                "path": str(path),
+                "segments_url": self.segments.url,
+                "log_level": _standard_level_name(root.getEffectiveLevel()),
+                "log_format": "json" if json_logs else "text",
+                "server_pid": os.getpid(),
+            }
+        ).encode()
+        # `-P`: the current directory is not put on the import path (it could hold another
+        # `openbid`); the child imports exactly what this process can import.
+        command = [sys.executable, "-P", "-c", _ROLL_CHILD_PRELUDE + _ROLL_CHILD_MAIN]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         try:
             child = subprocess.Popen(
                 command,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
+                env=env,
                 start_new_session=True,
                 close_fds=True,
             )
@@ -1067,10 +1086,10 @@ class EventLog:
         self._roll_child = child
         try:
             try:
-                out, _ = child.communicate(timeout=ROLL_TIMEOUT_S)
+                out, _ = child.communicate(arguments, timeout=ROLL_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 child.kill()  # it ignores SIGTERM
-                child.wait()
+                child.communicate()  # reaps it and closes the pipes
                 raise RollProcessError(
                     f"the roll process was stuck for {ROLL_TIMEOUT_S} s and was killed"
                 ) from None
@@ -1079,10 +1098,12 @@ class EventLog:
                 child.kill()
                 child.wait()
             self._roll_child = None
-        try:
-            result = json.loads(out.decode().strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            result = None
+        result = None
+        for line in reversed(out.decode("utf-8", "replace").splitlines()):
+            if line.startswith(ROLL_RESULT_MARKER):  # whatever else a library printed
+                with contextlib.suppress(ValueError):
+                    result = json.loads(line.removeprefix(ROLL_RESULT_MARKER))
+                break
         if child.returncode != 0 or not isinstance(result, dict):
             raise RollProcessError(f"the roll process exited with {child.returncode} and no result")
         return result

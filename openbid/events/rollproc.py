@@ -2,17 +2,20 @@
 
 `EventLog` (with `roll_in_subprocess`) starts it once per roll as
 
-    python -c "<lower the priority, ignore SIGINT/SIGTERM>; from openbid.events.rollproc
-    import main; main()" PATH SEGMENTS_URL LOG_LEVEL LOG_FORMAT SERVER_PID
+    python -P -c "<lower the priority, ignore SIGINT/SIGTERM>; from openbid.events.rollproc
+    import main; main()"
 
-in a session of its own. Its priority is lowered (`nice` 10) before anything is imported,
-and the server's main module (`openbid.cli`, click, the config) is never imported, so the
-only CPU it spends at normal priority is the interpreter's start-up. It prints one JSON line
-to stdout: `{"rows": n, "bad_records": n, "bad_events": n}` (its counters are not the
+in a session of its own, with its arguments as one JSON object on stdin (not the command
+line, which every local user can read: a segments URL may carry credentials) and the
+server's import path as PYTHONPATH (`-P`: never the current directory). Its priority is
+lowered (`nice` 10) before anything is imported, and the server's main module
+(`openbid.cli`, click, the config) is never imported, so the only CPU it spends at normal
+priority is the interpreter's start-up. It prints one line to stdout, `openbid-roll-result `
+then JSON: `{"rows": n, "bad_records": n, "bad_events": n}` (its counters are not the
 server's, so the server counts what it skipped), or `{"error": "..."}` when the roll failed
 (the server retries it like any failed roll). Should the server die (its close kills a roll
-process it stops waiting for), the roll process exits too, within a second: the file stays
-for the next writer to roll.
+process it stops waiting for), the roll process exits too, within a second of its imports:
+the file stays for the next writer to roll.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from openbid.events.log import (
     EVENTS_BAD_EVENTS,
     EVENTS_BAD_RECORDS,
+    ROLL_RESULT_MARKER,
     _SegmentStore,
     roll_log_file,
 )
@@ -58,16 +62,21 @@ def _exit_with_server(server_pid: int) -> None:
     os._exit(1)
 
 
-def main(argv: list[str] | None = None) -> None:
-    path, segments_url, level, log_format, server_pid = sys.argv[1:] if argv is None else argv
-    setup_logging(level, log_format)
+def main(arguments: dict[str, object] | None = None) -> None:
+    """Reads its arguments as one JSON object on stdin (`path`, `segments_url`, `log_level`,
+    `log_format`, `server_pid`), rolls, prints the result line."""
+    args = json.loads(sys.stdin.read()) if arguments is None else arguments
+    setup_logging(str(args["log_level"]), str(args["log_format"]))
     threading.Thread(
-        target=_exit_with_server, args=(int(server_pid),), name="server-watch", daemon=True
+        target=_exit_with_server,
+        args=(int(args["server_pid"]),),  # type: ignore[call-overload]
+        name="server-watch",
+        daemon=True,
     ).start()
     try:
-        result = roll(path, segments_url)
+        result = roll(str(args["path"]), str(args["segments_url"]))
     except Exception as error:  # reported to the server, which logs it and retries
         result = {"error": f"{type(error).__name__}: {error}"}
     # Should the server be gone, the roll itself is done (or not) on disk all the same.
     with contextlib.suppress(BrokenPipeError):
-        print(json.dumps(result), flush=True)
+        print(ROLL_RESULT_MARKER + json.dumps(result), flush=True)

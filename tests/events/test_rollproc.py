@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import openbid.events.log as log_module
 from openbid.events import BidEvent
@@ -63,24 +64,101 @@ def test_the_roll_process_does_not_import_the_servers_main_module(tmp_path):
     assert list((tmp_path / "events" / "segments" / "bid").glob("*/*.parquet"))
 
 
-def test_main_rolls_a_file_and_prints_one_json_line(tmp_path):
+def test_main_rolls_a_file_and_prints_one_result_line(tmp_path):
     wal = tmp_path / "wal"
     wal.mkdir()
     path = wal / "dead-000-abcdef-00000001.log"
     events = [BidEvent(T0 + i, f"a{i}", "dsp-a") for i in range(3)]
     path.write_bytes(_encode_record("bid", events) + b"OM torn")
     command = log_module._ROLL_CHILD_PRELUDE + log_module._ROLL_CHILD_MAIN
-    args = [str(path), str(tmp_path / "segments"), "warning", "text", str(os.getpid())]
-    done = subprocess.run(
-        [sys.executable, "-c", command, *args], capture_output=True, text=True, check=True
-    )
-    assert json.loads(done.stdout) == {"rows": 3, "bad_records": 1, "bad_events": 0}
+    args = {
+        "path": str(path),
+        "segments_url": str(tmp_path / "segments"),
+        "log_level": "warning",
+        "log_format": "text",
+        "server_pid": os.getpid(),
+    }
+
+    def run(args):
+        done = subprocess.run(
+            [sys.executable, "-P", "-c", command],
+            input=json.dumps(args),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert done.stdout.startswith(log_module.ROLL_RESULT_MARKER)
+        return json.loads(done.stdout.removeprefix(log_module.ROLL_RESULT_MARKER))
+
+    assert run(args) == {"rows": 3, "bad_records": 1, "bad_events": 0}
     assert not path.exists()
     # A roll that fails is reported, not raised: the server retries it.
     path.write_bytes(_encode_record("bid", events))
     (tmp_path / "blocked").write_text("a file where the segments directory should be")
-    args[1] = str(tmp_path / "blocked")
+    args["segments_url"] = str(tmp_path / "blocked")
+    result = run(args)
+    assert "error" in result and path.exists()
+
+
+SHADOWED_SERVER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])  # the real openbid, as an installed package would be
+import openbid.events.log as m
+from openbid.events import BidEvent, EventLog
+assert m.__file__.startswith(sys.argv[2]), m.__file__
+m.ROLL_POOL_MAX_FAILURES = 1_000  # never fall back to rolling in this process
+log = EventLog(sys.argv[1], flush_interval_s=0.05, roll_in_subprocess=True)
+log.emit(BidEvent(1, "a1", "dsp-a"))
+log.close()
+print(log.logs_waiting)
+"""
+
+
+def test_the_roll_process_imports_the_servers_openbid_not_one_in_its_working_directory(
+    tmp_path,
+):
+    stray = tmp_path / "cwd" / "openbid"
+    stray.mkdir(parents=True)
+    (stray / "__init__.py").write_text("raise SystemExit('imported the stray openbid')\n")
+    script = tmp_path / "server.py"
+    script.write_text(SHADOWED_SERVER)
+    repo = str(Path(log_module.__file__).parents[2])
     done = subprocess.run(
-        [sys.executable, "-c", command, *args], capture_output=True, text=True, check=True
+        [sys.executable, str(script), str(tmp_path / "events"), repo],
+        cwd=tmp_path / "cwd",
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert "error" in json.loads(done.stdout) and path.exists()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "0"
+    assert list((tmp_path / "events" / "segments" / "bid").glob("*/*.parquet"))
+
+
+def test_the_roll_process_gets_no_secret_on_its_command_line_and_ignores_other_output(
+    tmp_path, monkeypatch
+):
+    seen = []
+    real_popen = subprocess.Popen
+
+    def popen(command, *args, **kwargs):
+        seen.append(command)
+        return real_popen(command, *args, **kwargs)
+
+    monkeypatch.setattr(log_module.subprocess, "Popen", popen)
+    # A library printing after the result line must not turn the roll into a failure.
+    monkeypatch.setattr(
+        log_module, "_ROLL_CHILD_MAIN", log_module._ROLL_CHILD_MAIN + "print('bye')\n"
+    )
+    monkeypatch.setattr(log_module, "ROLL_POOL_MAX_FAILURES", 1)  # a failure would fall back
+    segments = f"file://{tmp_path}/segments?token=s3cr3t"
+    logging_root = __import__("logging").getLogger()
+    monkeypatch.setattr(logging_root, "level", 15)  # a custom level: "Level 15" is no name
+    log = log_module.EventLog(
+        tmp_path / "events", segments_url=segments, flush_interval_s=0.05, roll_in_subprocess=True
+    )
+    log.emit(BidEvent(T0, "a1", "dsp-a"))
+    log.close()
+    assert seen and not any("s3cr3t" in part for part in seen[0])
+    assert not log._child_given_up and log.logs_waiting == 0
