@@ -260,6 +260,10 @@ def main() -> None:
         f"exchange: 8 DSPs ({upstream}; 3 bid, 5 no-bid), exchange pinned to cpu 0, "
         f"wrk -c{args.connections} and the open-loop latency run on cpu 1, {seconds:.0f} s each"
     )
+    print(
+        f"requests: {len(bodies)} simulated (default market, tmax 200 ms), only those whose "
+        "consent lets all 8 DSPs be called (non-GDPR, or consent to all 8 vendors)"
+    )
     print(f"{'':<34} {'baseline (Starlette+aiohttp)':>28} {'openbid':>10} {'ratio':>7}")
     print(
         f"{'auctions/s at peak (1 core)':<34} {base['auctions_per_s']:>28,.0f} "
