@@ -8,7 +8,8 @@ when anything of the user is stripped, `user.ext` keeps only consent signals and
 unknown fields are dropped; when device ids are stripped, `device.ext` keeps only `atts` and
 `ifa_type` and the device's unknown fields are dropped. Extended ids (`eids`) go wherever they
 travel whenever user ids or user data are stripped (Prebid Server's `transmitEids`): from
-`user`, and as a member of `source.ext`, `imp[].ext`, `site.ext`, `app.ext` and `dooh.ext`,
+`user`, and as a member of the request's `ext` and its `ext.prebid`, `source.ext`,
+`imp[].ext`, `device.ext`, `site.ext`, `app.ext`, `dooh.ext` and their `publisher.ext`,
 whose other members (the supply chain, bidder params, slot and site data) stay. A request
 that needs no redaction is returned as it is, at no cost.
 """
@@ -23,7 +24,7 @@ from msgspec.structs import replace
 
 from openbid.openrtb import BidRequest, Geo
 from openbid.openrtb.base import NO_EXT
-from openbid.openrtb.request import DOOH, App, Imp, Site, Source
+from openbid.openrtb.request import DOOH, App, Device, Imp, Publisher, Site, Source
 from openbid.privacy.consent import Redaction
 
 USER_EXT_KEPT = frozenset({"consent", "ConsentedProvidersSettings", "consented_providers_settings"})
@@ -36,11 +37,15 @@ DEVICE_EXT_KEPT = frozenset({"atts", "ifa_type"})
 status and the kind of advertising id (the id itself is gone)."""
 
 ID_MEMBERS = frozenset({"eids"})
-"""Members removed from `source.ext`, `imp[].ext`, `site.ext`, `app.ext` and `dooh.ext` when
-user ids or user data are stripped: extended ids (OpenRTB 2.5's `user.ext.eids`, also sent
-in `source.ext` by some supply paths) are user ids wherever they are. Everything else in
-those objects is about the inventory or the bidder (`schain`, bidder params, `data` about
-the slot or the site, `gpid`, `tid`) and is what the partner needs to bid: it stays."""
+"""Members removed from the request's `ext` and `ext.prebid`, `source.ext`, `imp[].ext`,
+`device.ext`, `site.ext`, `app.ext`, `dooh.ext` and the `publisher.ext` of site, app and
+dooh when user ids or user data are stripped: extended ids (OpenRTB 2.5's `user.ext.eids`,
+also sent in `source.ext` or the request's `ext` by some supply paths) are user ids wherever
+they are. Everything else in those objects is about the request, the inventory or the
+bidder (`prebid` settings, `schain`, bidder params, `data` about the slot or the site,
+`gpid`, `tid`) and is what the partner needs to bid: it stays."""
+REQUEST_EXT_NESTED = frozenset({"prebid"})
+"""Members of the request's `ext` whose own `ID_MEMBERS` go too (Prebid's `ext.prebid.eids`)."""
 
 _EXT_MEMBERS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _STRING = msgspec.json.Decoder(str)
@@ -123,6 +128,7 @@ def apply_redaction(request: BidRequest, redaction: Redaction) -> BidRequest:
     if redaction.is_noop:
         return request
     device, user = request.device, request.user
+    strips_user = redaction.strip_user_ids or redaction.strip_user_data
     if device is not None:
         changes: dict[str, object] = {}
         if redaction.strip_device_ids:
@@ -141,6 +147,11 @@ def apply_redaction(request: BidRequest, redaction: Redaction) -> BidRequest:
             changes["geo"] = _country_and_region(device.geo)
         elif redaction.round_geo:
             changes["geo"] = _round_geo(device.geo)
+        elif strips_user:
+            # device.ext is allowlisted only with device ids; the eids in it go with user.eids.
+            ext = _ext_without_ids(device.ext)
+            if ext is not device.ext:
+                changes["ext"] = ext
         if redaction.truncate_ip:
             changes.update(ip=truncate_ip(device.ip), ipv6=truncate_ip(device.ipv6))
         if changes:
@@ -164,49 +175,92 @@ def apply_redaction(request: BidRequest, redaction: Redaction) -> BidRequest:
             changes["geo"] = None
         elif redaction.round_geo:
             changes["geo"] = _round_geo(user.geo)
-        if redaction.strip_user_ids or redaction.strip_user_data:
+        if strips_user:
             changes.update(ext=_kept_ext(user.ext, USER_EXT_KEPT), _unknown=None)
         if changes:
             user = replace(user, **changes)
-    if not (redaction.strip_user_ids or redaction.strip_user_data):
+    if not strips_user:
         return replace(request, device=device, user=user)
     # The eids user.eids lost (both flags strip them) go from wherever else they travel.
     imps = [_without_id_members(imp) for imp in request.imp]
     if all(new is old for new, old in zip(imps, request.imp, strict=True)):
         imps = request.imp
+    ext = _ext_without_ids(request.ext, REQUEST_EXT_NESTED)
     return replace(
         request,
+        ext=ext,
         device=device,
         user=user,
         imp=imps,
         source=_without_id_members(request.source),
-        site=_without_id_members(request.site),
-        app=_without_id_members(request.app),
-        dooh=_without_id_members(request.dooh),
+        site=_inventory_without_ids(request.site),
+        app=_inventory_without_ids(request.app),
+        dooh=_inventory_without_ids(request.dooh),
     )
 
 
-_WithExt = TypeVar("_WithExt", Imp, Source, Site, App, DOOH, None)
+_WithExt = TypeVar("_WithExt", Imp, Source, Site, App, DOOH, Publisher, Device, None)
+_Inventory = TypeVar("_Inventory", Site, App, DOOH, None)
+
+
+def _inventory_without_ids(obj: _Inventory) -> _Inventory:
+    """A site, app or dooh without the `ID_MEMBERS` of its `ext` and its publisher's."""
+    obj = _without_id_members(obj)
+    if obj is None or obj.publisher is None:
+        return obj
+    publisher = _without_id_members(obj.publisher)
+    return obj if publisher is obj.publisher else replace(obj, publisher=publisher)
 
 
 def _without_id_members(obj: _WithExt) -> _WithExt:
     """`obj` with the `ID_MEMBERS` of its `ext` removed (the same object if it has none)."""
     if obj is None or not obj.ext:
         return obj
-    raw = bytes(obj.ext)
+    ext = _ext_without_ids(obj.ext)
+    return obj if ext is obj.ext else replace(obj, ext=ext)
+
+
+def _ext_without_ids(ext: msgspec.Raw, nested: frozenset[str] = frozenset()) -> msgspec.Raw:
+    """`ext` without its `ID_MEMBERS`, nor those of its members named in `nested` (the same
+    object if it has none). An `ext` that is not an object, and may hold one, goes whole (a
+    nested member that is not an object goes): it cannot be filtered; deny by default, as
+    for user.ext. An object left empty goes; a nested member left empty stays as `{}`."""
+    members = _members_without_ids(ext, nested)
+    if members is ext:
+        return ext
+    return msgspec.Raw(_ENCODER.encode(members)) if members else NO_EXT
+
+
+def _members_without_ids(
+    ext: msgspec.Raw, nested: frozenset[str] = frozenset()
+) -> msgspec.Raw | dict[str, msgspec.Raw] | None:
+    """`ext` itself when it holds no `ID_MEMBERS` (nor do its `nested` members), else its
+    members without them, or None when it is not an object (the codec passes any ext
+    through) and may hold one."""
+    if not ext:
+        return ext
+    raw = bytes(ext)
     # Cheap test first: a key spelt "eids" or with JSON escapes ("e\u0069ds") is needed.
     if not any(name.encode() in raw for name in ID_MEMBERS) and b"\\u" not in raw:
-        return obj
+        return ext
     try:
         members = _EXT_MEMBERS.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        # Not an object (the codec passes any ext through): it cannot be filtered, and it
-        # may hold an id; deny by default, as for user.ext.
-        return replace(obj, ext=NO_EXT)
-    if ID_MEMBERS.isdisjoint(members):
-        return obj
-    kept = {name: value for name, value in members.items() if name not in ID_MEMBERS}
-    return replace(obj, ext=msgspec.Raw(_ENCODER.encode(kept)) if kept else NO_EXT)
+        return None
+    changed = not ID_MEMBERS.isdisjoint(members)
+    kept: dict[str, msgspec.Raw] = {}
+    for name, value in members.items():
+        if name in ID_MEMBERS:
+            continue
+        if name in nested:
+            inner = _members_without_ids(value)
+            if inner is not value:
+                changed = True
+                if inner is None:
+                    continue
+                value = msgspec.Raw(_ENCODER.encode(inner))
+        kept[name] = value
+    return kept if changed else ext
 
 
 def _kept_ext(ext: msgspec.Raw, kept: frozenset[str]) -> msgspec.Raw:

@@ -409,6 +409,79 @@ def test_a_us_opt_out_strips_source_and_imp_eids():
     assert out["imp"][0]["ext"] == IMP_EXT
 
 
+# --- eids in request.ext (and ext.prebid), device.ext, site/app publisher.ext --------------
+
+EID_ID = EIDS[0]["uids"][0]["id"]
+REQUEST_EXT = {"prebid": {"debug": True, "targeting": {"pricegranularity": "medium"}}, "x": 1}
+DEVICE_EXT = {"atts": 3, "idfv": "idfv-1"}
+PUBLISHER_EXT = {"network": "n-1"}
+
+
+def request_parts_with_eids_outside_user(inventory="site"):
+    ext = REQUEST_EXT | {"eids": EIDS}
+    ext["prebid"] = REQUEST_EXT["prebid"] | {"eids": EIDS}
+    return {
+        "ext": ext,
+        "device": {"ua": "Mozilla/5.0", "ext": DEVICE_EXT | {"eids": EIDS}},
+        inventory: {"id": "i1", "publisher": {"id": "p1", "ext": PUBLISHER_EXT | {"eids": EIDS}}},
+        "user": {"id": "u1", "eids": EIDS},
+    }
+
+
+@pytest.mark.parametrize("inventory", ["site", "app", "dooh"])
+@pytest.mark.parametrize(
+    "redaction", [STRIP_USER_IDS, STRIP_USER_DATA], ids=["user ids", "user data"]
+)
+def test_eids_go_from_request_ext_device_ext_and_publisher_ext(redaction, inventory):
+    request = request_with(**request_parts_with_eids_outside_user(inventory))
+    body = encode(apply_redaction(request, redaction))
+    assert EID_ID.encode() not in body
+    out = msgspec.json.decode(body)
+    assert out["ext"] == REQUEST_EXT  # the rest of ext and ext.prebid stay
+    assert out["device"] == {"ua": "Mozilla/5.0", "ext": DEVICE_EXT}  # idfv: device ids stay
+    assert out[inventory] == {"id": "i1", "publisher": {"id": "p1", "ext": PUBLISHER_EXT}}
+
+
+def test_eids_go_from_request_ext_prebid_with_json_escapes_and_when_alone():
+    request = decode_bid_request(
+        b'{"id":"r1","imp":[{"id":"1","banner":{"w":1,"h":1}}],'
+        b'"ext":{"prebid":{"e\\u0069ds":[{"source":"x"}]},"eids":[{"source":"y"}]},'
+        b'"site":{"publisher":{"ext":{"eids":[]}}}}'
+    )
+    out = msgspec.json.decode(encode(apply_redaction(request, STRIP_USER_IDS)))
+    assert out["ext"] == {"prebid": {}}
+    assert out["site"] == {"publisher": {}}
+
+
+def test_request_ext_that_is_not_an_object_and_may_hold_eids_goes_whole():
+    out = redacted(STRIP_USER_IDS, ext=[{"eids": EIDS}])
+    assert "ext" not in out
+    out = redacted(STRIP_USER_IDS, ext={"prebid": [{"eids": EIDS}], "x": 1})
+    assert out["ext"] == {"x": 1}
+
+
+def test_eids_outside_user_in_request_device_and_publisher_ext_stay_for_device_ids_only():
+    parts = request_parts_with_eids_outside_user()
+    out = redacted(STRIP_DEVICE_IDS, **parts)
+    assert out["ext"] == parts["ext"]
+    assert out["site"] == parts["site"]
+    assert out["device"]["ext"] == {"atts": 3}  # device.ext allowlisted, eids with the rest
+
+
+def test_request_device_and_publisher_ext_without_eids_are_not_rewritten():
+    request = request_with(
+        ext=REQUEST_EXT,
+        device={"ua": "Mozilla/5.0", "ext": DEVICE_EXT},
+        site={"id": "i1", "publisher": {"id": "p1", "ext": PUBLISHER_EXT}},
+        user={"id": "u1"},
+    )
+    out = apply_redaction(request, STRIP_USER_IDS)
+    assert out.ext is request.ext
+    assert out.device is request.device
+    assert out.site is request.site
+    assert out.user is not request.user
+
+
 # --- user.ext.consent must be a string to be kept ------------------------------------------
 
 
