@@ -8,6 +8,7 @@ redirect into an open redirect: the redirect only ever goes to the URL that was 
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import re
 import time
@@ -28,7 +29,10 @@ _PLAIN = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
 def _query(params: Mapping[str, str]) -> str:
-    """A query string; values are percent-encoded only when they need it (most do not)."""
+    """A query string; values are percent-encoded only when they need it (most do not: one
+    regex over all of them says so, and the pairs are joined as they are)."""
+    if _PLAIN.fullmatch("".join(params.values())):
+        return "&".join(f"{key}={value}" for key, value in params.items())
     return "&".join(
         f"{key}={value if _PLAIN.fullmatch(value) else quote(value, safe='')}"
         for key, value in params.items()
@@ -58,20 +62,22 @@ class TrackerSigner:
     ) -> None:
         if len(secret) < 16:
             raise ValueError("tracker secret must be at least 16 bytes")
-        self._secret = secret
+        # Keyed once: each signature copies this state instead of looking the digest up by
+        # name and keying it again (one in five of a signature's microseconds).
+        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
         self.ttl_s = ttl_s
         self._clock = clock
 
     def _signature(self, kind: str, params: Mapping[str, str]) -> str:
         # JSON of the sorted pairs: unambiguous whatever the values hold (a DSP chooses some,
         # like the creative id), so no other parameter set can have the same message.
-        message = _MESSAGE.encode([kind, sorted(params.items())])
-        digest = hmac.digest(self._secret, message, "sha256")  # one-shot C path
-        return _b64(digest[:16])
+        mac = self._keyed.copy()
+        mac.update(_MESSAGE.encode([kind, sorted(params.items())]))
+        return _b64(mac.digest()[:16])
 
     def sign(self, kind: str, params: Mapping[str, str]) -> str:
         """The query string (`...&exp=...&sig=...`) of a tracker of `kind`."""
-        signed = {k: str(v) for k, v in params.items()}
+        signed = {k: v if type(v) is str else str(v) for k, v in params.items()}
         signed["exp"] = str(int(self._clock() + self.ttl_s))
         signed["sig"] = self._signature(kind, signed)
         return _query(signed)
