@@ -53,15 +53,16 @@ class Redaction:
 
     block: bool = False
     strip_user_ids: bool = False
-    """user.id, user.buyeruid, user.eids and the `eids` of source/imp/site/app/dooh ext;
-    user.ext keeps only consent signals and unknown user fields go (this and
-    strip_user_data)."""
+    """user.id, user.buyeruid, user.eids and the `eids` members of other ext objects (the
+    request's and its prebid's, source, imp, site, app, dooh, their publishers', device's:
+    docs/privacy.md lists them); user.ext keeps only consent signals and unknown user fields
+    go (this and strip_user_data)."""
     strip_device_ids: bool = False
     """device.ifa and the hashed device ids (didsha1, didmd5, dpidsha1, dpidmd5, macsha1,
     macmd5); device.ext keeps only atts and ifa_type, unknown device fields go."""
     strip_user_data: bool = False
     """user.yob, gender, keywords, kwarray, customdata, data, eids (and user.ext data; the
-    `eids` of source/imp/site/app/dooh ext too)."""
+    `eids` members of other ext objects too, as for strip_user_ids)."""
     strip_fine_geo: bool = False
     """device.geo keeps only country, region and time zone; user.geo is removed (COPPA)."""
     round_geo: bool = False
