@@ -69,6 +69,7 @@ _CODE_KINDS = {code: kind for kind, code in _KIND_CODES.items()}
 _WAL_SUFFIX = ".log"
 _OPENING_SUFFIX = ".log.new"  # a log file being created: locked before it is named *.log
 WRITE_INTERVAL_S = 0.1  # how often the flusher writes what was emitted
+WRITE_MAX_BYTES = 4 * 1024 * 1024  # one write (and what a failed one holds for its retry)
 ENCODE_BATCH = 128  # events per record at most
 DROP_LOG_INTERVAL_S = 10.0  # unencodable events are logged at most this often
 # Bytes written since the last good fsync are kept until the next one, to be rewritten to a new
@@ -573,7 +574,7 @@ class EventLog:
         # is sealed at ENCODE_BATCH events. The flusher takes sealed and open records alike.
         self._lock = threading.Lock()
         self._open: dict[str, list] = {}  # kind -> [encoded events (bytearray), count]
-        self._sealed: list[tuple[str, int, bytearray]] = []
+        self._sealed: collections.deque[tuple[str, int, bytearray]] = collections.deque()
         self._buffered = 0  # events encoded and not yet taken by the flusher
         self._unencodable_since_log = 0
         self._unencodable_logged_at = -math.inf
@@ -882,30 +883,50 @@ class EventLog:
                 return
 
     def _write_queued(self) -> None:
-        """Writes what was emitted since the last call: the records are already encoded, so
-        this holds the GIL only to frame them (a header and CRC per record)."""
-        if not self._pending:
-            with self._lock:
-                EVENTS_QUEUED.set(self._buffered)
-                if not self._buffered:
+        """Writes what was emitted before this call, oldest records first, in writes of at
+        most WRITE_MAX_BYTES: the records are already encoded, so this holds the GIL only to
+        frame them (a header and CRC each), and after a write outage the bytes held for the
+        retry stay bounded (the rest waits, encoded, in the buffer)."""
+        goal = self._buffered  # what later emits add waits for the next call
+        written = 0
+        while True:
+            if not self._pending:
+                if written >= goal:
                     return
-                taken = self._sealed
+                self._pending, taken = self._take()
+                if not taken:
+                    return
+                written += taken
+            self._append(self._pending)  # raises: kept in _pending, retried
+            self._unsynced.append(self._pending)
+            self._unsynced_bytes += len(self._pending)
+            self._pending = b""
+            if self._unsynced_bytes >= UNSYNCED_MAX_BYTES:
+                self._sync_file()
+
+    def _take(self) -> tuple[bytes, int]:
+        """The oldest records framed, about WRITE_MAX_BYTES (at least one record), and how
+        many events they hold. Sealed records go before the open ones, which are newer."""
+        taken: list[tuple[str, int, bytearray]] = []
+        size = 0
+        with self._lock:
+            EVENTS_QUEUED.set(self._buffered)
+            sealed = self._sealed
+            while sealed and size < WRITE_MAX_BYTES:
+                record = sealed.popleft()
+                taken.append(record)
+                size += len(record[2])
+            if not sealed and size < WRITE_MAX_BYTES:
                 taken.extend((kind, entry[1], entry[0]) for kind, entry in self._open.items())
-                self._sealed = []
                 self._open = {}
-                self._buffered = 0
-            counts: dict[str, int] = collections.Counter()
-            for kind, count, _ in taken:
-                counts[kind] += count
-            self._pending = b"".join(_frame(kind, count, data) for kind, count, data in taken)
-            for kind, count in counts.items():
-                EVENTS_EMITTED.labels(kind).inc(count)
-        self._append(self._pending)  # raises: kept in _pending, retried
-        self._unsynced.append(self._pending)
-        self._unsynced_bytes += len(self._pending)
-        self._pending = b""
-        if self._unsynced_bytes >= UNSYNCED_MAX_BYTES:
-            self._sync_file()
+            events = sum(count for _, count, _ in taken)
+            self._buffered -= events
+        counts: dict[str, int] = collections.Counter()
+        for kind, count, _ in taken:
+            counts[kind] += count
+        for kind, count in counts.items():
+            EVENTS_EMITTED.labels(kind).inc(count)
+        return b"".join(_frame(kind, count, data) for kind, count, data in taken), events
 
     def _append(self, data: bytes) -> None:
         """Writes whole records or nothing: a short write is completed or cut off again."""

@@ -303,6 +303,25 @@ def test_file_size_limit_mid_record_loses_nothing(tmp_path):
     assert reader.bad_records == 0
 
 
+def test_a_write_outage_holds_a_bounded_write_for_the_retry_and_loses_nothing(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(log_module, "WRITE_MAX_BYTES", 8 * 1024)
+    log = EventLog(tmp_path, flush_interval_s=0.05)
+    disk = _FailingDisk(monkeypatch, log)
+    disk.full = True
+    for event in _bids(20_000):
+        log.emit(event)
+    _poll(lambda: log._pending, "the flusher did not try to write")
+    time.sleep(0.2)  # a few more failed attempts
+    # One write's worth (and at most one record more) is held; the rest waits in the buffer.
+    assert 0 < len(log._pending) < 8 * 1024 + 8 * 1024
+    assert log.buffered > 15_000
+    disk.full = False
+    log.close()
+    assert _seqs(tmp_path) == list(range(20_000))  # in order, none lost
+
+
 def test_full_disk_drops_and_counts_with_bounded_memory(tmp_path, monkeypatch):
     log = EventLog(tmp_path, flush_interval_s=0.05, buffer_max_events=1000)
     disk = _FailingDisk(monkeypatch, log)
