@@ -869,12 +869,18 @@ class EventLog:
                     with self._flushed:
                         self._flush_generation += 1
                         self._flushed.notify_all()
-            except OSError:
+            except OSError as error:
                 # Disk full, quota, I/O error: the bytes stay pending and are retried; the
-                # queue behind them is bounded, so new events are dropped and counted.
+                # buffer behind them is bounded, so new events are dropped and counted.
                 if not self._io_failing:
                     log.exception("event log write failed; retrying with the same bytes")
                 self._io_failing = True
+                if error.errno == errno.EFBIG and self._wal_bytes:
+                    # The file reached a size limit (RLIMIT_FSIZE, the file system's): no
+                    # retry would fit in it, so the retry goes to a new file.
+                    self._rotate_requested = True
+                    with contextlib.suppress(OSError):
+                        self._sync()
             else:
                 if self._io_failing:
                     log.warning("event log writes recovered", extra={"dropped": self.dropped})

@@ -236,9 +236,15 @@ class _FailingDisk:
         self.short_writes = 0
         self.fsync_failures = 0
         self.lose_unsynced_from = None  # the file offset from which a failed fsync loses pages
+        self.max_file_bytes = None  # a file size limit (RLIMIT_FSIZE): EFBIG past it
         real_write, real_fsync = os.write, os.fsync
 
         def write(fd, data):
+            if (
+                self.max_file_bytes is not None
+                and os.fstat(fd).st_size + len(data) > self.max_file_bytes
+            ):
+                raise OSError(errno.EFBIG, "File too large")
             if fd != log._fd or not self.full:
                 return real_write(fd, data)
             if self.short_writes:
@@ -320,6 +326,25 @@ def test_a_write_outage_holds_a_bounded_write_for_the_retry_and_loses_nothing(
     disk.full = False
     log.close()
     assert _seqs(tmp_path) == list(range(20_000))  # in order, none lost
+
+
+def test_a_log_file_at_its_size_limit_is_rotated_and_the_retry_goes_to_the_new_one(
+    tmp_path, monkeypatch
+):
+    log = EventLog(tmp_path, flush_interval_s=0.05)
+    disk = _FailingDisk(monkeypatch, log)
+    for event in _bids(100):
+        log.emit(event)
+    log.flush()
+    first = log._wal_path
+    disk.max_file_bytes = 2 * first.stat().st_size - 100  # the next 100 events do not fit
+    for event in _bids(100, start=100):
+        log.emit(event)
+    log.flush(timeout_s=10)  # succeeds: the retry went to a new file
+    assert log._wal_path != first
+    disk.max_file_bytes = None
+    log.close()
+    assert sorted(_seqs(tmp_path)) == list(range(200))
 
 
 def test_full_disk_drops_and_counts_with_bounded_memory(tmp_path, monkeypatch):
