@@ -268,32 +268,14 @@ def main() -> None:
     urls, upstream, stop_dsps = start_dsps(PRICES, cpu=1)
     try:
         bodies_path, bodies = bodies_file(root, 2000)
-        ours_runs, base_runs = [], []
+        stacks = {"openbid": start_ours, "baseline": start_baseline}
+        runs: dict[str, list[dict]] = {name: [] for name in stacks}
         for _ in range(max(args.rounds, 1)):
-            ours_runs.append(
-                measure(
-                    "openbid",
-                    start_ours,
-                    urls,
-                    bodies_path,
-                    bodies,
-                    root,
-                    seconds,
-                    args.connections,
+            for name, start in stacks.items():
+                runs[name].append(
+                    measure(name, start, urls, bodies_path, bodies, root, seconds, args.connections)
                 )
-            )
-            base_runs.append(
-                measure(
-                    "baseline",
-                    start_baseline,
-                    urls,
-                    bodies_path,
-                    bodies,
-                    root,
-                    seconds,
-                    args.connections,
-                )
-            )
+        ours_runs, base_runs = runs["openbid"], runs["baseline"]
         ours, base = medians(ours_runs), medians(base_runs)
     finally:
         stop_dsps()
