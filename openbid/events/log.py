@@ -82,7 +82,7 @@ ROLL_RETRY_MAX_S = 60.0
 # child is killed and the roll retried. After this many roll-process failures in a row the
 # writer rolls in its own process instead.
 ROLL_TIMEOUT_S = 600.0
-ROLL_POOL_MAX_FAILURES = 3
+ROLL_CHILD_MAX_FAILURES = 3
 # A roll decodes and converts this many events at a time (a bounded number of Python objects).
 ROLL_CHUNK_EVENTS = 65_536
 _HOUR_MICROS = 3_600_000_000
@@ -310,8 +310,8 @@ def read_log_file(path: Path, kind: str | None = None) -> tuple[list[_Record], i
 
 def _records_to_tables(records: list[_Record]) -> dict[tuple[str, int], pa.Table]:
     """Groups records by (kind, hour): one Arrow table each. MessagePack records are decoded
-    and converted ROLL_CHUNK_EVENTS events at a time (the writer keeps records small for the
-    GIL's sake; columns are built in larger batches here), so the decoded events held at
+    and converted ROLL_CHUNK_EVENTS events at a time (a record holds at most ENCODE_BATCH
+    events, so damage costs little; columns are built in larger batches here), so the decoded events held at
     once are bounded whatever the file's size: the peak is about the file plus its columns."""
     batches_by_kind: dict[str, list[pa.RecordBatch]] = collections.defaultdict(list)
     pending: dict[str, list[list[Event]]] = collections.defaultdict(list)  # decoded records
@@ -531,9 +531,9 @@ ROLL_RESULT_MARKER = "openbid-roll-result "
 def _standard_level_name(level: int) -> str:
     """The name of the highest standard logging level at or below `level` ("Level 15" is
     not a name the roll process could set)."""
-    for number, name in ((40, "error"), (30, "warning"), (20, "info")):
+    for number, name in ((50, "critical"), (40, "error"), (30, "warning"), (20, "info")):
         if level >= number:
-            return name if level < 50 else "critical"
+            return name
     return "debug"
 
 
@@ -1053,8 +1053,8 @@ class EventLog:
         to serve (decoding, column building), so a serving process rolls in a child process
         at low CPU priority: the event loop never waits for the roll. A roll process that
         dies or is stuck fails this roll (retried like any failed roll); after
-        ROLL_POOL_MAX_FAILURES of those in a row the writer rolls in its own process."""
-        if not self.roll_in_subprocess or self._child_failures >= ROLL_POOL_MAX_FAILURES:
+        ROLL_CHILD_MAX_FAILURES of those in a row the writer rolls in its own process."""
+        if not self.roll_in_subprocess or self._child_failures >= ROLL_CHILD_MAX_FAILURES:
             if self.roll_in_subprocess and not self._child_given_up:
                 self._child_given_up = True
                 log.error(

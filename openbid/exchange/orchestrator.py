@@ -264,7 +264,7 @@ async def _settled(
     """Returns when every future is done or the loop's clock reaches `deadline`.
 
     `asyncio.wait` does the same with a set of tasks-or-futures checked one by one, a done
-    callback and its removal per future, and sets built for the result: a tenth of an
+    callback and its removal per future, and sets built for the result: 5-9% of an
     auction's own CPU. Here: one counter, one waiter, one timer."""
     pending = 0
     waiter = loop.create_future()

@@ -44,6 +44,7 @@ also sent in `source.ext` or the request's `ext` by some supply paths) are user 
 they are. Everything else in those objects is about the request, the inventory or the
 bidder (`prebid` settings, `schain`, bidder params, `data` about the slot or the site,
 `gpid`, `tid`) and is what the partner needs to bid: it stays."""
+_ID_NEEDLES = tuple(name.encode() for name in ID_MEMBERS)
 REQUEST_EXT_NESTED = frozenset({"prebid"})
 """Members of the request's `ext` whose own `ID_MEMBERS` go too (Prebid's `ext.prebid.eids`)."""
 
@@ -241,7 +242,7 @@ def _members_without_ids(
         return ext
     raw = bytes(ext)
     # Cheap test first: a key spelt "eids" or with JSON escapes ("e\u0069ds") is needed.
-    if not any(name.encode() in raw for name in ID_MEMBERS) and b"\\u" not in raw:
+    if not any(needle in raw for needle in _ID_NEEDLES) and b"\\u" not in raw:
         return ext
     try:
         members = _EXT_MEMBERS.decode(raw)

@@ -888,7 +888,7 @@ def test_after_repeated_roll_process_failures_the_writer_rolls_itself(tmp_path, 
         log.emit(event)
     log.roll()
     _poll(lambda: log.logs_waiting == 0, "the writer did not roll in its own process")
-    assert log._child_given_up and log._child_failures == log_module.ROLL_POOL_MAX_FAILURES
+    assert log._child_given_up and log._child_failures == log_module.ROLL_CHILD_MAX_FAILURES
     log.close()
     assert sorted(_seqs(tmp_path)) == list(range(4))
 

@@ -107,7 +107,7 @@ sys.path.insert(0, sys.argv[2])  # the real openbid, as an installed package wou
 import openbid.events.log as m
 from openbid.events import BidEvent, EventLog
 assert m.__file__.startswith(sys.argv[2]), m.__file__
-m.ROLL_POOL_MAX_FAILURES = 1_000  # never fall back to rolling in this process
+m.ROLL_CHILD_MAX_FAILURES = 1_000  # never fall back to rolling in this process
 log = EventLog(sys.argv[1], flush_interval_s=0.05, roll_in_subprocess=True)
 log.emit(BidEvent(1, "a1", "dsp-a"))
 log.close()
@@ -151,7 +151,7 @@ def test_the_roll_process_gets_no_secret_on_its_command_line_and_ignores_other_o
     monkeypatch.setattr(
         log_module, "_ROLL_CHILD_MAIN", log_module._ROLL_CHILD_MAIN + "print('bye')\n"
     )
-    monkeypatch.setattr(log_module, "ROLL_POOL_MAX_FAILURES", 1)  # a failure would fall back
+    monkeypatch.setattr(log_module, "ROLL_CHILD_MAX_FAILURES", 1)  # a failure would fall back
     segments = f"file://{tmp_path}/segments?token=s3cr3t"
     logging_root = __import__("logging").getLogger()
     monkeypatch.setattr(logging_root, "level", 15)  # a custom level: "Level 15" is no name
