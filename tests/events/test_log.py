@@ -506,8 +506,7 @@ class _FailingSegments:
             return real_write(store, table, path)
 
         monkeypatch.setattr(_SegmentStore, "write", write)
-        monkeypatch.setattr(log_module, "ROLL_RETRY_S", 0.01)
-        monkeypatch.setattr(log_module, "ROLL_RETRY_MAX_S", 0.05)
+        _fast_retries(monkeypatch)
 
 
 def _waiting_gauge():
@@ -622,6 +621,19 @@ class _SlowRollProcess:
         self.gate.unlink(missing_ok=True)
 
 
+def _fast_retries(monkeypatch):
+    monkeypatch.setattr(log_module, "ROLL_RETRY_S", 0.01)
+    monkeypatch.setattr(log_module, "ROLL_RETRY_MAX_S", 0.05)
+
+
+def _child_rolling_log(tmp_path, events):
+    """A log that rolls in a roll process, holding `events` bids."""
+    log = EventLog(tmp_path, flush_interval_s=0.05, roll_in_subprocess=True)
+    for event in _bids(events):
+        log.emit(event)
+    return log
+
+
 def _roll_in_background(log):
     import threading
 
@@ -631,12 +643,9 @@ def _roll_in_background(log):
 
 
 def test_rolls_in_a_low_priority_child_process_and_a_dead_one_is_retried(tmp_path, monkeypatch):
-    monkeypatch.setattr(log_module, "ROLL_RETRY_S", 0.01)
-    monkeypatch.setattr(log_module, "ROLL_RETRY_MAX_S", 0.05)
+    _fast_retries(monkeypatch)
     slow = _SlowRollProcess(tmp_path, monkeypatch)
-    log = EventLog(tmp_path, flush_interval_s=0.05, roll_in_subprocess=True)
-    for event in _bids(10):
-        log.emit(event)
+    log = _child_rolling_log(tmp_path, 10)
     rolling = _roll_in_background(log)
     child = slow.wait_started(log)
     assert child.pid != os.getpid()
@@ -656,13 +665,10 @@ def test_rolls_in_a_low_priority_child_process_and_a_dead_one_is_retried(tmp_pat
 
 
 def test_a_stuck_roll_process_is_killed_and_the_roll_retried(tmp_path, monkeypatch):
-    monkeypatch.setattr(log_module, "ROLL_RETRY_S", 0.01)
-    monkeypatch.setattr(log_module, "ROLL_RETRY_MAX_S", 0.05)
+    _fast_retries(monkeypatch)
     monkeypatch.setattr(log_module, "ROLL_TIMEOUT_S", 1.0)
     slow = _SlowRollProcess(tmp_path, monkeypatch)
-    log = EventLog(tmp_path, flush_interval_s=0.05, roll_in_subprocess=True)
-    for event in _bids(10):
-        log.emit(event)
+    log = _child_rolling_log(tmp_path, 10)
     rolling = _roll_in_background(log)
     child = slow.wait_started(log)
     rolling.join(30)  # the first attempt times out: the child is killed, not left stuck
@@ -690,9 +696,7 @@ def test_the_roll_process_leaves_stopping_to_the_server(tmp_path, monkeypatch):
     # is in a session of its own, out of its reach, and ignores SIGINT and SIGTERM sent to it
     # (a service manager signals every process): the server finishes its rolls, then stops.
     slow = _SlowRollProcess(tmp_path, monkeypatch)
-    log = EventLog(tmp_path, flush_interval_s=0.05, roll_in_subprocess=True)
-    for event in _bids(5):
-        log.emit(event)
+    log = _child_rolling_log(tmp_path, 5)
     rolling = _roll_in_background(log)
     child = slow.wait_started(log)
     assert os.getsid(child.pid) == child.pid != os.getsid(0)
@@ -710,9 +714,7 @@ def test_the_roll_process_leaves_stopping_to_the_server(tmp_path, monkeypatch):
 
 def test_close_does_not_leave_a_roll_process_running(tmp_path, monkeypatch):
     slow = _SlowRollProcess(tmp_path, monkeypatch)
-    log = EventLog(tmp_path, flush_interval_s=0.05, roll_in_subprocess=True)
-    for event in _bids(5):
-        log.emit(event)
+    log = _child_rolling_log(tmp_path, 5)
     log.flush()
     with pytest.raises(EventLogError, match="did not finish"):
         log.close(timeout_s=1.0)  # the roll takes longer than the shutdown may
@@ -879,13 +881,10 @@ def test_a_kind_whose_every_record_is_skipped_does_not_stop_the_roll():
 
 
 def test_after_repeated_roll_process_failures_the_writer_rolls_itself(tmp_path, monkeypatch):
-    monkeypatch.setattr(log_module, "ROLL_RETRY_S", 0.01)
-    monkeypatch.setattr(log_module, "ROLL_RETRY_MAX_S", 0.05)
+    _fast_retries(monkeypatch)
     # Every roll process dies at once (it cannot import, say).
     monkeypatch.setattr(log_module, "_ROLL_CHILD_MAIN", "os._exit(3)\n")
-    log = EventLog(tmp_path, flush_interval_s=0.05, roll_in_subprocess=True)
-    for event in _bids(4):
-        log.emit(event)
+    log = _child_rolling_log(tmp_path, 4)
     log.roll()
     _poll(lambda: log.logs_waiting == 0, "the writer did not roll in its own process")
     assert log._child_given_up and log._child_failures == log_module.ROLL_CHILD_MAX_FAILURES
