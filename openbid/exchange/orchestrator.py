@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 MICROS = 1_000_000
 _EMPTY_BID_FIELDS = frozenset({"response.seatbid", "response.seatbid[0].bid"})
+_NOT_FAILURES = frozenset({"bid", "no_bid", "filtered"})  # call outcomes logged with no error
 
 
 def to_micros(amount: float, currency: str | None, rates: Mapping[str, float]) -> int | None:
@@ -739,37 +740,35 @@ class Exchange:
             )
         )
         won = {(w.dsp, w.result.winner.bid_id) for w in outcome.winners if w.result.winner}
+        auction_id = outcome.auction_id
+        rates = self.config.currency_rates
+        emit = self.event_log.emit
         for call in outcome.calls:
+            # Positional: BidEvent(ts, auction, dsp, decision, send_probability, score, bid,
+            # bid_id, imp_id, price_micros, deal_id, latency_ms, error, won) - keywords cost
+            # a lookup each, nine events an auction.
             decision = call.decision
+            kind = "explored" if decision.explored else ("called" if decision.send else "filtered")
+            error = call.error or ("" if call.outcome in _NOT_FAILURES else call.outcome)
+            dsp = call.state.partner.id
+            response = call.response
             bids = (
-                [b for sb in call.response.seatbid or () for b in sb.bid] if call.response else []
+                [b for sb in response.seatbid or () for b in sb.bid] if response is not None else ()
             )
-            base = {
-                "decision": "explored"
-                if decision.explored
-                else ("called" if decision.send else "filtered"),
-                "send_probability": decision.send_probability,
-                "shaping_score": decision.score,
-                "latency_ms": call.latency_ms,
-                "error": call.error
-                or ("" if call.outcome in ("bid", "no_bid", "filtered") else call.outcome),
-            }
             if not bids:
-                self.event_log.emit(BidEvent(ts, outcome.auction_id, call.state.partner.id, **base))
+                emit(
+                    BidEvent(
+                        ts, auction_id, dsp, kind, decision.send_probability, decision.score,
+                        False, "", "", 0, "", call.latency_ms, error,
+                    )
+                )  # fmt: skip
                 continue
             for bid in bids:
-                price = to_micros(bid.price, call.response.cur, self.config.currency_rates) or 0
-                self.event_log.emit(
+                price = to_micros(bid.price, response.cur, rates) or 0  # type: ignore[union-attr]
+                emit(
                     BidEvent(
-                        ts,
-                        outcome.auction_id,
-                        call.state.partner.id,
-                        bid=True,
-                        bid_id=bid.id,
-                        imp_id=bid.impid,
-                        price_micros=price,
-                        deal_id=bid.dealid or "",
-                        won=(call.state.partner.id, bid.id) in won,
-                        **base,
+                        ts, auction_id, dsp, kind, decision.send_probability, decision.score,
+                        True, bid.id, bid.impid, price, bid.dealid or "", call.latency_ms,
+                        error, (dsp, bid.id) in won,
                     )
-                )
+                )  # fmt: skip

@@ -340,3 +340,96 @@ def test_a_keep_alive_connection_closed_while_idle_is_retried_on_a_new_one():
         return first.status, second.status, len(connections)
 
     assert run(main()) == (200, 200, 2)
+
+
+def _ok(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+
+
+@pytest.mark.parametrize("junk_in_same_write", [True, False])
+def test_bytes_no_request_asked_for_never_become_the_next_response(junk_in_same_write):
+    # A connection's parser is kept across its keep-alive responses: half a response that
+    # nobody asked for, sent after ours or while the connection idles, must not be joined
+    # to the answer to our next call on it.
+    junk = b'HTTP/1.1 200 OK\r\ncontent-length: 40\r\n\r\n{"id":"forged'
+
+    async def handle(reader, writer):
+        try:
+            for n in range(1, 1000):
+                head = await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(int(head.lower().split(b"content-length:")[1][:4]))
+                reply = _ok(b'{"id":"%d"}' % n)
+                writer.write(reply + junk if junk_in_same_write else reply)
+                await writer.drain()
+                if not junk_in_same_write:
+                    await asyncio.sleep(0.05)
+                    writer.write(junk)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/bid"
+        client = FanoutClient()
+        first = await client.post(url, b"{}", timeout_s=1.0)
+        await asyncio.sleep(0.2)  # the junk arrives while the connection idles
+        second = await client.post(url, b"{}", timeout_s=1.0)
+        client.close()
+        server.close()
+        return first.body, second.body
+
+    assert run(main()) == (b'{"id":"1"}', b'{"id":"1"}')  # the second on a new connection
+
+
+def test_one_connection_serves_gets_and_posts_in_turn():
+    # GETs parse headers, POSTs to DSPs do not: each kind keeps its own parser on the
+    # connection, and switching between them loses nothing.
+    seen = []
+
+    async def handle(reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                seen.append((writer.get_extra_info("peername"), head.split(b" ")[0]))
+                length = 0
+                for line in head.lower().split(b"\r\n"):
+                    if line.startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-n: %d\r\n\r\nok" % len(seen)
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/x"
+        client = FanoutClient()
+        replies = []
+        for method in ("POST", "GET", "POST", "POST", "GET"):
+            if method == "GET":
+                response = await client.get(url, timeout_s=1.0)
+                replies.append((method, response.body, response.headers["x-n"]))
+            else:
+                response = await client.post(url, b"{}", timeout_s=1.0)
+                replies.append((method, response.body, ""))
+        client.close()
+        server.close()
+        return replies
+
+    replies = run(main())
+    assert replies == [
+        ("POST", b"ok", ""),
+        ("GET", b"ok", "2"),
+        ("POST", b"ok", ""),
+        ("POST", b"ok", ""),
+        ("GET", b"ok", "5"),
+    ]
+    assert len({peer for peer, _ in seen}) == 1

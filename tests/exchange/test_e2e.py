@@ -265,6 +265,17 @@ def test_winning_auction_second_price_notices_and_events(tmp_path):
             ("delta_empty", False, False, ""),
             ("gamma", False, False, ""),
         ]
+        by_dsp = {b["dsp"]: b for b in bids}
+        alpha, gamma = by_dsp["alpha"], by_dsp["gamma"]
+        assert (alpha["price_micros"], alpha["imp_id"], alpha["decision"]) == (
+            2_000_000,
+            "1",
+            "called",
+        )
+        assert alpha["bid_id"] and alpha["deal_id"] == "" and alpha["send_probability"] == 1.0
+        assert alpha["latency_ms"] > 0 and gamma["latency_ms"] > 0
+        assert (gamma["price_micros"], gamma["bid_id"], gamma["shaping_score"]) == (0, "", -1.0)
+        assert {b["auction_id"] for b in bids} == {auctions[0]["auction_id"]}
         assert reader.read_table("impression").num_rows == 1
         notices = reader.read_table("notice").to_pylist()
         assert sorted(n["notice"] for n in notices) == ["billing", "loss", "win"]
