@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gzip
 import ipaddress
+import math
 import socket
 import ssl
 import time
@@ -75,7 +76,7 @@ class _Connection(asyncio.Protocol):
         self._parser: httptools.HttpResponseParser | None = None
         self.transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[UpstreamResponse] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._sent = 0  # requests sent on this connection: names the one a deadline is for
         self._headers: list[tuple[bytes, bytes]] = []
         self._gzip = False
         self._body: list[bytes] = []
@@ -97,9 +98,6 @@ class _Connection(asyncio.Protocol):
             # A reused connection the peer had closed while idle (its keep-alive timeout):
             # the request never reached it, so it goes again on a new connection.
             self._waiter = None
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
             retry()
             return
         self._fail(UpstreamError("reset", f"connection closed: {exc or 'by peer'}"))
@@ -156,9 +154,6 @@ class _Connection(asyncio.Protocol):
                 return
         self._waiter = None
         self._retry = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         # Back to the pool before the caller wakes, so its next call can reuse it.
         self.reusable = self._parser.should_keep_alive()
         self._pool.release(self)
@@ -173,21 +168,20 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         self._waiter = None
         self._retry = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         self.abort()
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
 
-    def on_deadline(self) -> None:
-        self._timer = None
-        self._fail(UpstreamError("timeout", "no complete response before the deadline"))
+    def on_deadline(self, sent: int) -> None:
+        """The deadline of this connection's `sent`-th request has passed."""
+        if sent == self._sent and self._waiter is not None:
+            self._fail(UpstreamError("timeout", "no complete response before the deadline"))
 
     def send(
         self,
         request: bytes,
         waiter: asyncio.Future[UpstreamResponse],
+        deadlines: _Deadlines,
         deadline: float,
         want_headers: bool,
         retry: Callable[[], None] | None = None,
@@ -214,7 +208,8 @@ class _Connection(asyncio.Protocol):
                     )
                 )
             self._parser = self._lean_parser
-        self._timer = waiter.get_loop().call_at(deadline, self.on_deadline)
+        self._sent += 1
+        deadlines.add(deadline, self, self._sent)
         assert self.transport is not None
         self.transport.write(request)
 
@@ -223,6 +218,32 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
             self.transport = None
+
+
+class _Deadlines:
+    """Deadline timers of one loop, one per millisecond in which requests fall due: the
+    calls of an auction share theirs (a loop timer and its cancel cost more than the rest
+    of a call's bookkeeping). A deadline is rounded up to the millisecond, the resolution
+    of uvloop's clock anyway; answered requests are not unhooked, their entries are
+    skipped when the timer fires."""
+
+    __slots__ = ("loop", "_due")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._due: dict[int, list[tuple[_Connection, int]]] = {}
+
+    def add(self, deadline: float, connection: _Connection, sent: int) -> None:
+        millis = math.ceil(deadline * 1000)
+        due = self._due.get(millis)
+        if due is None:
+            due = self._due[millis] = []
+            self.loop.call_at(millis / 1000, self._fire, millis)
+        due.append((connection, sent))
+
+    def _fire(self, millis: int) -> None:
+        for connection, sent in self._due.pop(millis, ()):
+            connection.on_deadline(sent)
 
 
 class _Pool:
@@ -354,6 +375,13 @@ class FanoutClient:
         self._max_idle = max_idle_per_host
         self._max_body_bytes = max_body_bytes
         self._connecting: set[asyncio.Task[None]] = set()
+        self._deadlines: _Deadlines | None = None
+
+    def _deadlines_of(self, loop: asyncio.AbstractEventLoop) -> _Deadlines:
+        deadlines = self._deadlines
+        if deadlines is None or deadlines.loop is not loop:  # a client outlives a loop
+            deadlines = self._deadlines = _Deadlines(loop)
+        return deadlines
 
     def _target(self, url: str, method: str = "POST") -> tuple[_Pool, bytes]:
         target = self._targets.get(method + url)
@@ -462,7 +490,8 @@ class FanoutClient:
             task.add_done_callback(self._connecting.discard)
 
         if connection is not None:
-            connection.send(request, waiter, deadline, want_headers, retry=connect)
+            deadlines = self._deadlines_of(loop)
+            connection.send(request, waiter, deadlines, deadline, want_headers, retry=connect)
         else:
             connect()
         return waiter
@@ -489,7 +518,8 @@ class FanoutClient:
         if waiter.done():  # abandoned meanwhile
             pool.release(connection)
             return
-        connection.send(request, waiter, deadline, want_headers)
+        deadlines = self._deadlines_of(asyncio.get_running_loop())
+        connection.send(request, waiter, deadlines, deadline, want_headers)
 
     def close(self) -> None:
         for pool in self._pools.values():

@@ -433,3 +433,35 @@ def test_one_connection_serves_gets_and_posts_in_turn():
         ("GET", b"ok", "5"),
     ]
     assert len({peer for peer, _ in seen}) == 1
+
+
+def test_a_past_request_deadline_never_cuts_off_a_later_request_on_the_same_connection():
+    # Deadlines are shared timers that answered requests leave behind, not cancel: the
+    # one of a first, answered call must not abort the slower second call on its connection.
+    delays = iter([0.0, 0.4, 1.0])
+    peers = []
+
+    async def answer_late(head, body, writer):
+        peers.append(writer.get_extra_info("peername"))
+        await asyncio.sleep(next(delays))
+        writer.write(OK)
+        await writer.drain()
+        return True
+
+    async def main():
+        server, port = await _serve(answer_late)
+        url = f"http://127.0.0.1:{port}/bid"
+        client = FanoutClient()
+        first = await client.post(url, b"{}", timeout_s=0.2)
+        second = await client.post(url, b"{}", timeout_s=1.5)  # outlives the first's 0.2 s
+        late = client.start_post(url, b"{}", timeout_s=0.05)  # its own deadline still holds
+        try:
+            await late
+            late_outcome = "answered"
+        except UpstreamError as error:
+            late_outcome = error.kind
+        client.close()
+        server.close()
+        return first.status, second.status, late_outcome, len(set(peers[:2]))
+
+    assert run(main()) == (200, 200, "timeout", 1)
