@@ -62,6 +62,41 @@ class UpstreamResponse:
         }
 
 
+class Call:
+    """A request in flight whose outcome goes to a callback, called as soon as it settles
+    (`FanoutClient.start_call`): all an auction needs of a DSP call, for less than a future
+    (no loop callback to schedule, nothing to unhook). `response` or `error` is set once.
+
+    `on_done(call)` runs inside the client's own I/O callbacks: it must be quick and must
+    not raise."""
+
+    __slots__ = ("response", "error", "_on_done")
+
+    def __init__(self, on_done: Callable[[Call], object]) -> None:
+        self.response: UpstreamResponse | None = None
+        self.error: UpstreamError | None = None
+        self._on_done = on_done
+
+    def done(self) -> bool:
+        return self.response is not None or self.error is not None
+
+    def set_result(self, response: UpstreamResponse) -> None:
+        if self.done():
+            raise asyncio.InvalidStateError("the call has settled")
+        self.response = response
+        self._on_done(self)
+
+    def set_exception(self, error: UpstreamError) -> None:
+        if self.done():
+            raise asyncio.InvalidStateError("the call has settled")
+        self.error = error
+        self._on_done(self)
+
+
+# What a connection settles: a future (`start_post`, `post`, `get`) or a `Call`.
+_Waiter = asyncio.Future[UpstreamResponse] | Call
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; at most one request in flight on it."""
 
@@ -75,7 +110,7 @@ class _Connection(asyncio.Protocol):
         self._lean_parser: httptools.HttpResponseParser | None = None
         self._parser: httptools.HttpResponseParser | None = None
         self.transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[UpstreamResponse] | None = None
+        self._waiter: _Waiter | None = None
         self._sent = 0  # requests sent on this connection: names the one a deadline is for
         self._headers: list[tuple[bytes, bytes]] = []
         self._gzip = False
@@ -83,7 +118,8 @@ class _Connection(asyncio.Protocol):
         self._body_bytes = 0
         self.reusable = False
         self._answered = False
-        self._retry: Callable[[], None] | None = None
+        # For a request sent on a reused connection: how to send it again on a new one.
+        self._retry: tuple[FanoutClient, bytes, float, bool, bool] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -94,11 +130,13 @@ class _Connection(asyncio.Protocol):
         self._pool.forget(self)
         self._pool.open_connections -= 1
         retry, self._retry = self._retry, None
-        if retry is not None and not self._answered and self._waiter is not None:
+        waiter = self._waiter
+        if retry is not None and not self._answered and waiter is not None:
             # A reused connection the peer had closed while idle (its keep-alive timeout):
             # the request never reached it, so it goes again on a new connection.
             self._waiter = None
-            retry()
+            client, request, deadline, want_headers, public_only = retry
+            client._connect(self._pool, request, waiter, deadline, want_headers, public_only)
             return
         self._fail(UpstreamError("reset", f"connection closed: {exc or 'by peer'}"))
 
@@ -180,16 +218,20 @@ class _Connection(asyncio.Protocol):
     def send(
         self,
         request: bytes,
-        waiter: asyncio.Future[UpstreamResponse],
+        waiter: _Waiter,
         deadlines: _Deadlines,
         deadline: float,
         want_headers: bool,
-        retry: Callable[[], None] | None = None,
+        retry: FanoutClient | None = None,
+        public_only: bool = False,
     ) -> None:
-        """Sends `request`; `retry` (for a reused connection) resends it elsewhere if the
-        connection turns out closed before any byte of a response arrives."""
+        """Sends `request`; with `retry` (for a reused connection), that client resends it
+        on a new connection (`public_only` as asked) if this one turns out closed before
+        any byte of a response arrived."""
         self._waiter = waiter
-        self._retry = retry
+        self._retry = (
+            None if retry is None else (retry, request, deadline, want_headers, public_only)
+        )
         self._answered = False
         self.reusable = False
         # A connection is sent a request only when idle: its last response, if any, parsed
@@ -442,7 +484,39 @@ class FanoutClient:
             extra += b"content-encoding: gzip\r\naccept-encoding: gzip\r\n"
         pool, head = self._target(url)
         request = b"%scontent-length: %d\r\n%s\r\n%s" % (head, len(body), extra, body)
-        return self._start(pool, request, timeout_s, want_headers=gzip_body)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[UpstreamResponse] = loop.create_future()
+        self._start(loop, pool, request, waiter, timeout_s, want_headers=gzip_body)
+        return waiter
+
+    def start_call(
+        self,
+        url: str,
+        body: bytes,
+        on_done: Callable[[Call], object],
+        *,
+        timeout_s: float,
+        gzip_body: bool = False,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Call:
+        """`start_post` with the outcome delivered to `on_done(call)` rather than a future:
+        the auction's way to call its DSPs. The call settles within `timeout_s`."""
+        extra = b""
+        if gzip_body:
+            body = gzip.compress(body, compresslevel=1, mtime=0)
+            extra = b"content-encoding: gzip\r\naccept-encoding: gzip\r\n"
+        pool, head = self._target(url)
+        request = b"%scontent-length: %d\r\n%s\r\n%s" % (head, len(body), extra, body)
+        call = Call(on_done)
+        self._start(
+            loop or asyncio.get_running_loop(),
+            pool,
+            request,
+            call,
+            timeout_s,
+            want_headers=gzip_body,
+        )
+        return call
 
     async def post(
         self,
@@ -464,43 +538,59 @@ class FanoutClient:
         """A GET (notices, pixels); raises `UpstreamError` like `post`. `public_only`: for
         URLs a DSP chose, refuse hosts that resolve to loopback or private addresses."""
         pool, head = self._target(url, "GET")
-        return await self._start(
-            pool, head + b"\r\n", timeout_s, want_headers=True, public_only=public_only
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[UpstreamResponse] = loop.create_future()
+        self._start(
+            loop,
+            pool,
+            head + b"\r\n",
+            waiter,
+            timeout_s,
+            want_headers=True,
+            public_only=public_only,
         )
+        return await waiter
 
     def _start(
         self,
+        loop: asyncio.AbstractEventLoop,
         pool: _Pool,
         request: bytes,
+        waiter: _Waiter,
         timeout_s: float,
         *,
         want_headers: bool,
         public_only: bool = False,
-    ) -> asyncio.Future[UpstreamResponse]:
-        loop = asyncio.get_running_loop()
+    ) -> None:
         deadline = loop.time() + timeout_s
-        waiter: asyncio.Future[UpstreamResponse] = loop.create_future()
         connection = pool.take_idle()
-
-        def connect() -> None:
-            task = loop.create_task(
-                self._connect_and_send(pool, request, waiter, deadline, want_headers, public_only)
-            )
-            self._connecting.add(task)
-            task.add_done_callback(self._connecting.discard)
-
         if connection is not None:
             deadlines = self._deadlines_of(loop)
-            connection.send(request, waiter, deadlines, deadline, want_headers, retry=connect)
+            connection.send(request, waiter, deadlines, deadline, want_headers, self, public_only)
         else:
-            connect()
-        return waiter
+            self._connect(pool, request, waiter, deadline, want_headers, public_only)
+
+    def _connect(
+        self,
+        pool: _Pool,
+        request: bytes,
+        waiter: _Waiter,
+        deadline: float,
+        want_headers: bool,
+        public_only: bool = False,
+    ) -> None:
+        """Sends `request` on a new connection, opened by a task."""
+        task = asyncio.get_running_loop().create_task(
+            self._connect_and_send(pool, request, waiter, deadline, want_headers, public_only)
+        )
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
 
     async def _connect_and_send(
         self,
         pool: _Pool,
         request: bytes,
-        waiter: asyncio.Future[UpstreamResponse],
+        waiter: _Waiter,
         deadline: float,
         want_headers: bool,
         public_only: bool = False,

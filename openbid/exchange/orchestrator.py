@@ -28,7 +28,7 @@ from openbid.enrich.device import default_ua_parser
 from openbid.events import AuctionEvent, BidEvent, EventLog, now_micros
 from openbid.exchange import metrics
 from openbid.exchange.auction import BidCandidate, Deal, ImpResult, ImpRules, run_auction
-from openbid.exchange.client import FanoutClient, UpstreamError, UpstreamResponse
+from openbid.exchange.client import Call, FanoutClient, UpstreamError
 from openbid.exchange.features import auction_features
 from openbid.exchange.ids import IdSource
 from openbid.exchange.notices import NoticeSender
@@ -259,37 +259,34 @@ def _dsp_metrics(dsp: str) -> _DspMetrics:
     return found
 
 
-async def _settled(
-    loop: asyncio.AbstractEventLoop, futures: list[asyncio.Future[Any]], deadline: float
-) -> None:
-    """Returns when every future is done or the loop's clock reaches `deadline`.
+class _Settle:
+    """Counts an auction's DSP calls out and wakes the auction when the last one settles,
+    or at its deadline: one counter, one future, one timer for all the calls (each call
+    reports by a plain callback, `openbid.exchange.client.Call`, not a future of its own)."""
 
-    `asyncio.wait` does the same with a set of tasks-or-futures checked one by one, a done
-    callback and its removal per future, and sets built for the result: 5-9% of an
-    auction's own CPU. Here: one counter, one waiter, one timer."""
-    pending = 0
-    waiter = loop.create_future()
+    __slots__ = ("pending", "_waiter")
 
-    def one_done(_: object) -> None:
-        nonlocal pending
-        pending -= 1
-        if not pending and not waiter.done():
+    def __init__(self) -> None:
+        self.pending = 0
+        self._waiter: asyncio.Future[None] | None = None
+
+    def one_done(self, _: object) -> None:
+        self.pending -= 1
+        waiter = self._waiter
+        if self.pending <= 0 and waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    for future in futures:
-        if not future.done():
-            pending += 1
-            future.add_done_callback(one_done)
-    if not pending:
-        return
-    timer = loop.call_at(deadline, _wake, waiter)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-        if pending:  # woken by the deadline (or cancelled): unhook the futures still out
-            for future in futures:
-                future.remove_done_callback(one_done)
+    async def wait(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Returns when every call counted in has settled or the loop's clock reaches
+        `deadline`, whichever comes first."""
+        if self.pending <= 0:
+            return
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_at(deadline, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -402,7 +399,9 @@ class Exchange:
         budget_s = deadline - loop.time() - self.config.own_budget_ms / 1000.0
         outgoing = self._outgoing_base(request, auction_id, rules, max(int(budget_s * 1000), 1))
         encoded: dict[tuple[Redaction, float], bytes] = {}
-        in_flight: list[tuple[DspCall, asyncio.Future[UpstreamResponse], float]] = []
+        in_flight: list[tuple[DspCall, Call, float]] = []
+        settle = _Settle()
+        on_done = settle.one_done
         for call in calls:
             partner = call.state.partner
             counters = _dsp_metrics(partner.id)
@@ -435,27 +434,32 @@ class Exchange:
                     shown = with_floors(outgoing, rules, adjustment)
                 body = encode(apply_redaction(shown, redaction))
                 encoded[(redaction, adjustment)] = body
-            # Every request leaves now; the futures settle as replies arrive (no task each).
+            # Every request leaves now; the calls settle as replies arrive (no task each).
+            settle.pending += 1
             try:
-                future = self.client.start_post(
-                    partner.endpoint, body, timeout_s=timeout_s, gzip_body=partner.gzip
+                started_call = self.client.start_call(
+                    partner.endpoint,
+                    body,
+                    on_done,
+                    timeout_s=timeout_s,
+                    gzip_body=partner.gzip,
+                    loop=loop,
                 )
             except UpstreamError as error:  # e.g. a malformed endpoint: that partner's loss
+                settle.pending -= 1
                 self._fail(call, error.kind, str(error), 0.0)
                 continue
-            in_flight.append((call, future, time.perf_counter()))
+            in_flight.append((call, started_call, time.perf_counter()))
         if in_flight:
-            # Every future settles by its own deadline; the timeout is a second line of
+            # Every call settles by its own deadline; the auction's is a second line of
             # defence so that no fault of ours or a DSP's can hold the auction past tmax.
-            futures = [future for _, future, _ in in_flight]
-            await _settled(loop, futures, deadline)
-            for future in futures:
-                if not future.done():
-                    future.set_exception(
+            await settle.wait(loop, deadline)
+            for call, started_call, sent in in_flight:
+                if not started_call.done():
+                    started_call.set_exception(
                         UpstreamError("timeout", "no reply by the auction deadline")
                     )
-            for call, future, sent in in_flight:
-                self._reply(call, future, sent, outgoing)
+                self._reply(call, started_call, sent, outgoing)
                 if self._observe is not None:
                     self._observe(call.decision, call.outcome == "bid")
 
@@ -520,22 +524,16 @@ class Exchange:
             badv=sorted(first.blocked_adomains) or None,
         )
 
-    def _reply(
-        self,
-        call: DspCall,
-        future: asyncio.Future[UpstreamResponse],
-        sent: float,
-        request: BidRequest,
-    ) -> None:
+    def _reply(self, call: DspCall, started: Call, sent: float, request: BidRequest) -> None:
         """Classifies one partner's reply (or failure) and keeps its bids."""
         partner = call.state.partner
         counters = _dsp_metrics(partner.id)
-        error = future.exception()
+        error = started.error
         if error is not None:
-            kind = error.kind if isinstance(error, UpstreamError) else "internal"
-            self._fail(call, kind, str(error), time.perf_counter() - sent)
+            self._fail(call, error.kind, str(error), time.perf_counter() - sent)
             return
-        reply = future.result()
+        reply = started.response
+        assert reply is not None
         call.latency_ms = (reply.received_at - sent) * 1000.0
         counters.latency.observe(call.latency_ms / 1000.0)
         if reply.status == 204 or (reply.status == 200 and not reply.body.strip()):

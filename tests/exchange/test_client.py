@@ -465,3 +465,41 @@ def test_a_past_request_deadline_never_cuts_off_a_later_request_on_the_same_conn
         return first.status, second.status, late_outcome, len(set(peers[:2]))
 
     assert run(main()) == (200, 200, "timeout", 1)
+
+
+def test_start_call_reports_each_outcome_to_its_callback_once():
+    async def slow_then_ok(head, body, writer):
+        if b"slow" in body:
+            await asyncio.sleep(1.0)
+        writer.write(OK)
+        await writer.drain()
+        return True
+
+    async def main():
+        server, port = await _serve(slow_then_ok)
+        url = f"http://127.0.0.1:{port}/bid"
+        client = FanoutClient()
+        seen = []
+        settled = asyncio.Event()
+
+        def on_done(call):
+            seen.append(call)
+            if len(seen) == 3:
+                settled.set()
+
+        fast = client.start_call(url, b'{"fast":1}', on_done, timeout_s=0.5)
+        slow = client.start_call(url, b'{"slow":1}', on_done, timeout_s=0.1)
+        refused = client.start_call("http://127.0.0.1:9/bid", b"{}", on_done, timeout_s=0.5)
+        await asyncio.wait_for(settled.wait(), 2.0)
+        await asyncio.sleep(0.2)  # nothing reports twice
+        client.close()
+        server.close()
+        return (
+            len(seen),
+            {id(c) for c in seen} == {id(fast), id(slow), id(refused)},
+            fast.response.status,
+            slow.error.kind,
+            refused.error.kind,
+        )
+
+    assert run(main()) == (3, True, 200, "timeout", "connect")

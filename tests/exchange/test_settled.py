@@ -1,47 +1,75 @@
-"""`_settled`: the auction's wait for its DSP calls (every one done, or the deadline)."""
+"""`_Settle` and `Call`: the auction's wait for its DSP calls (every one done, or the
+deadline), each call reporting by a callback instead of a future."""
 
 import asyncio
 
-from openbid.exchange.orchestrator import _settled
+import pytest
+
+from openbid.exchange.client import Call, UpstreamError, UpstreamResponse
+from openbid.exchange.orchestrator import _Settle
 
 
-def test_returns_when_the_last_future_is_done():
+def _reply(tag: str) -> UpstreamResponse:
+    return UpstreamResponse(200, [], tag.encode(), 0.0)
+
+
+def _calls(settle: _Settle, n: int) -> list[Call]:
+    settle.pending += n
+    return [Call(settle.one_done) for _ in range(n)]
+
+
+def test_returns_when_the_last_call_settles():
     async def main():
         loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in range(3)]
-        for i, future in enumerate(futures):
-            loop.call_later(0.01 * (i + 1), future.set_result, i)
+        settle = _Settle()
+        calls = _calls(settle, 3)
+        loop.call_later(0.01, calls[0].set_result, _reply("a"))
+        loop.call_later(0.02, calls[1].set_exception, UpstreamError("reset", "gone"))
+        loop.call_later(0.03, calls[2].set_result, _reply("c"))
         started = loop.time()
-        await _settled(loop, futures, loop.time() + 5.0)
-        return [f.result() for f in futures], loop.time() - started
+        await settle.wait(loop, loop.time() + 5.0)
+        outcomes = [c.response.body if c.response else c.error.kind for c in calls]
+        return outcomes, loop.time() - started, settle.pending
 
-    results, waited = asyncio.run(main())
-    assert results == [0, 1, 2]
+    outcomes, waited, pending = asyncio.run(main())
+    assert outcomes == [b"a", "reset", b"c"]
     assert waited < 4.0  # woken by the last reply, not by the deadline
+    assert pending == 0
 
 
-def test_the_deadline_ends_the_wait_and_unhooks_the_futures_still_out():
+def test_the_deadline_ends_the_wait_and_a_late_reply_changes_nothing():
     async def main():
         loop = asyncio.get_running_loop()
-        done, never = loop.create_future(), loop.create_future()
-        loop.call_soon(done.set_result, "reply")
-        await _settled(loop, [done, never], loop.time() + 0.05)
+        settle = _Settle()
+        done, never = _calls(settle, 2)
+        loop.call_soon(done.set_result, _reply("reply"))
+        await settle.wait(loop, loop.time() + 0.05)
         state = (done.done(), never.done())
-        never.set_result("late")  # a late reply must not touch the finished wait
+        never.set_exception(UpstreamError("timeout", "late"))  # after the wait ended
         await asyncio.sleep(0)
-        return state, never._callbacks
+        return state, never.error.kind
 
-    state, callbacks = asyncio.run(main())
-    assert state == (True, False)
-    assert not callbacks
+    assert asyncio.run(main()) == ((True, False), "timeout")
 
 
-def test_futures_already_done_need_no_wait():
+def test_nothing_pending_needs_no_wait():
     async def main():
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        future.set_result(1)
-        await _settled(loop, [future], loop.time() - 1.0)  # past deadline, nothing pending
-        return True
+        settle = _Settle()
+        call = _calls(settle, 1)[0]
+        call.set_result(_reply("x"))
+        await settle.wait(loop, loop.time() - 1.0)  # past deadline, nothing pending
+        return settle.pending
 
-    assert asyncio.run(main())
+    assert asyncio.run(main()) == 0
+
+
+def test_a_call_settles_once():
+    seen = []
+    call = Call(seen.append)
+    call.set_result(_reply("first"))
+    with pytest.raises(asyncio.InvalidStateError):
+        call.set_exception(UpstreamError("timeout", "too late"))
+    with pytest.raises(asyncio.InvalidStateError):
+        call.set_result(_reply("second"))
+    assert seen == [call] and call.response.body == b"first" and call.error is None
