@@ -7,25 +7,30 @@ logs, so training and serving cannot disagree about what a feature means.
 
 from __future__ import annotations
 
+import bisect
+
 from openbid.enrich.context import AuctionContext
 from openbid.openrtb import BidRequest
 from openbid.stores.catalog import Publisher
 
 _FLOOR_BUCKETS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+_FLOOR_HIGHS = _FLOOR_BUCKETS[1:]
+_FLOOR_LABELS = tuple(
+    f"{low:g}-{high:g}" for low, high in zip(_FLOOR_BUCKETS, _FLOOR_HIGHS, strict=False)
+) + (f"{_FLOOR_BUCKETS[-1]:g}+",)
 
 
 def floor_bucket(floor: float) -> str:
-    """A coarse label for a floor price (in currency units).
+    """A coarse label for a floor price (in currency units); NaN counts as the top bucket.
 
-    >>> floor_bucket(0.0), floor_bucket(0.3), floor_bucket(12.0)
-    ('0', '0.25-0.5', '10+')
+    >>> floor_bucket(0.0), floor_bucket(0.3), floor_bucket(0.25), floor_bucket(12.0)
+    ('0', '0.25-0.5', '0.25-0.5', '10+')
+    >>> floor_bucket(float("nan")), floor_bucket(float("-inf"))
+    ('10+', '0')
     """
     if floor <= 0:
         return "0"
-    for low, high in zip(_FLOOR_BUCKETS, _FLOOR_BUCKETS[1:], strict=False):
-        if floor < high:
-            return f"{low:g}-{high:g}"
-    return f"{_FLOOR_BUCKETS[-1]:g}+"
+    return _FLOOR_LABELS[bisect.bisect_right(_FLOOR_HIGHS, floor)]
 
 
 def auction_features(

@@ -47,6 +47,9 @@ _json = msgspec.json.Encoder()
 IMPRESSION_DEDUP_TTL_S = 7 * 86_400
 
 
+_MAX_KNOWN_KEYS = 100_000
+
+
 def _error(status: int, message: str, field: str = "") -> Response:
     body: dict[str, str] = {"error": message}
     if field:
@@ -75,7 +78,11 @@ class ExchangeServer:
         self._trusted_proxies = [
             ipaddress.ip_network(network, strict=False) for network in config.trusted_proxies
         ]
-        self._publishers_by_key: dict[str, Publisher] = {}
+        # Publishers by hashed API key, and the keys seen valid since the last refresh as
+        # sent (spares a SHA-256 a request; only valid keys enter, so random ones cannot
+        # grow it). One tuple, replaced whole by a refresh (which runs in a thread), so a
+        # revoked key cannot outlive the refresh that dropped it.
+        self._keys: tuple[dict[str, Publisher], dict[str, Publisher]] = ({}, {})
         self._placements: dict[str, tuple[Placement, Publisher]] = {}
 
     def routes(self, router: Router) -> None:
@@ -88,9 +95,10 @@ class ExchangeServer:
 
     def refresh(self) -> None:
         """Reloads publishers, placements and demand partners from the catalog (blocking)."""
-        self._publishers_by_key = self.catalog.api_keys()
+        by_hash = self.catalog.api_keys()
+        self._keys = (by_hash, {})
         placements: dict[str, tuple[Placement, Publisher]] = {}
-        for publisher in self._publishers_by_key.values():
+        for publisher in by_hash.values():
             for placement in self.catalog.placements(publisher.id):
                 placements[placement.id] = (placement, publisher)
         self._placements = placements
@@ -118,7 +126,12 @@ class ExchangeServer:
         key = request.headers.get("x-api-key") or request.headers.get(
             "authorization", ""
         ).removeprefix("Bearer ")
-        publisher = self._publishers_by_key.get(hash_api_key(key)) if key else None
+        by_hash, known = self._keys
+        publisher = known.get(key)
+        if publisher is None and key:
+            publisher = by_hash.get(hash_api_key(key))
+            if publisher is not None and len(known) < _MAX_KNOWN_KEYS:
+                known[key] = publisher
         if publisher is None:
             metrics.REQUESTS.labels("auction", "unauthorized").inc()
             return _error(401, "unknown or missing API key (x-api-key header)")
