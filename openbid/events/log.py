@@ -509,9 +509,11 @@ def roll_log_file(path: Path, segments: _SegmentStore) -> int | None:
         os.close(fd)
 
 
-# The roll process (see openbid.events.rollproc): its priority is lowered and the signals a
-# terminal or a service manager sends to everything are ignored before anything is imported
-# (the server finishes its rolls on shutdown, then stops).
+# The roll process (see openbid.events.rollproc): before anything is imported, it ignores
+# the signals a terminal or a service manager sends to everything (the server finishes its
+# rolls on shutdown, then stops) and lowers its priority: Linux's SCHED_IDLE, so it runs
+# only on CPU time the server leaves idle and is preempted the moment the server wakes,
+# and `nice` 10 where SCHED_IDLE is missing or refused.
 _ROLL_CHILD_PRELUDE = (
     "import os, signal\n"
     "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
@@ -519,6 +521,10 @@ _ROLL_CHILD_PRELUDE = (
     "try:\n"
     "    os.nice(10)\n"
     "except OSError:\n"  # not permitted: rolls at normal priority
+    "    pass\n"
+    "try:\n"
+    "    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
+    "except (AttributeError, OSError):\n"  # not Linux, or refused: the nice value holds
     "    pass\n"
 )
 _ROLL_CHILD_MAIN = "from openbid.events.rollproc import main\nmain()\n"
@@ -1080,8 +1086,11 @@ class EventLog:
         """Runs one roll process for `path` and returns what it printed (its JSON line).
 
         A fresh interpreter (not a fork, nor multiprocessing's spawn, which would import the
-        server's main module first), in a session of its own so a Ctrl-C in a terminal does
-        not reach it; killed when it takes longer than ROLL_TIMEOUT_S."""
+        server's main module first), in a process group of its own so a Ctrl-C in a terminal
+        does not reach it, but in the server's session: with autogroup scheduling (Linux's
+        default), a session of its own would be a scheduling group of its own, given as much
+        CPU as the server whatever its priority. Killed when it takes longer than
+        ROLL_TIMEOUT_S."""
         root = logging.getLogger()
         json_logs = any(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
         # The arguments go on stdin, not the command line, where every local user could read
@@ -1105,7 +1114,7 @@ class EventLog:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=env,
-                start_new_session=True,
+                process_group=0,
                 close_fds=True,
             )
         except OSError as error:

@@ -651,6 +651,7 @@ def test_rolls_in_a_low_priority_child_process_and_a_dead_one_is_retried(tmp_pat
     assert child.pid != os.getpid()
     parent_nice = os.getpriority(os.PRIO_PROCESS, 0)
     assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, parent_nice + 10)
+    assert os.sched_getscheduler(child.pid) == os.SCHED_IDLE  # only CPU the server leaves
     os.kill(child.pid, signal.SIGKILL)  # the roll process dies (OOM killer, say)
     rolling.join(30)
     assert log.logs_waiting == 1 and log._child_failures == 1
@@ -693,14 +694,16 @@ def test_damage_met_by_the_roll_process_is_counted_by_the_server(tmp_path):
 
 def test_the_roll_process_leaves_stopping_to_the_server(tmp_path, monkeypatch):
     # Ctrl-C in a terminal signals the terminal's foreground process group: the roll process
-    # is in a session of its own, out of its reach, and ignores SIGINT and SIGTERM sent to it
+    # is in a group of its own, out of its reach, and ignores SIGINT and SIGTERM sent to it
     # (a service manager signals every process): the server finishes its rolls, then stops.
+    # It stays in the server's session: with autogroup scheduling, a session of its own
+    # would be a scheduling group as strong as the server's, whatever its priority.
     slow = _SlowRollProcess(tmp_path, monkeypatch)
     log = _child_rolling_log(tmp_path, 5)
     rolling = _roll_in_background(log)
     child = slow.wait_started(log)
-    assert os.getsid(child.pid) == child.pid != os.getsid(0)
-    assert os.getpgid(child.pid) != os.getpgrp()
+    assert os.getpgid(child.pid) == child.pid != os.getpgrp()
+    assert os.getsid(child.pid) == os.getsid(0)
     os.kill(child.pid, signal.SIGINT)
     os.kill(child.pid, signal.SIGTERM)
     time.sleep(0.2)

@@ -18,7 +18,8 @@ def test_the_roll_process_is_niced_before_it_imports_anything():
     probe = (
         "import os, sys\n"
         "heavy = ('openbid', 'pyarrow', 'msgspec', 'fsspec', 'click')\n"
-        "print(os.nice(0), sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
+        "print(os.nice(0), os.sched_getscheduler(0) == os.SCHED_IDLE,"
+        " sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )
     done = subprocess.run(
         [sys.executable, "-c", log_module._ROLL_CHILD_PRELUDE + probe],
@@ -26,8 +27,9 @@ def test_the_roll_process_is_niced_before_it_imports_anything():
         text=True,
         check=True,
     )
-    nice, loaded = done.stdout.split(" ", 1)
+    nice, idle, loaded = done.stdout.split(" ", 2)
     assert int(nice) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+    assert idle == "True"  # SCHED_IDLE: runs only on CPU time the server leaves idle
     assert loaded.strip() == "[]"
 
 
