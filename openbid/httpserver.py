@@ -167,6 +167,7 @@ class _HttpProtocol(asyncio.Protocol):
         self._writable: asyncio.Future[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
         self._loop = asyncio.get_running_loop()
 
     # asyncio.Protocol
@@ -336,13 +337,24 @@ class _HttpProtocol(asyncio.Protocol):
             self._transport.close()
 
     def _arm_idle(self) -> None:
-        if self._idle_handle:
-            self._idle_handle.cancel()
-        self._idle_handle = self._loop.call_later(self._idle_timeout_s, self._on_idle)
+        """The connection is idle from now: it is closed after `idle_timeout_s` of that.
+        One timer per connection, moved on when it fires rather than replaced per request
+        (a cancel and a new timer for every request on a keep-alive connection)."""
+        self._idle_since = self._loop.time()
+        if self._idle_handle is None:
+            self._idle_handle = self._loop.call_at(
+                self._idle_since + self._idle_timeout_s, self._on_idle
+            )
 
     def _on_idle(self) -> None:
-        if not self._busy and self._transport is not None:
-            self._transport.close()
+        self._idle_handle = None
+        if self._busy or self._transport is None:
+            return  # a request is being served: its end arms the timer again
+        due = self._idle_since + self._idle_timeout_s
+        if self._loop.time() < due:  # requests came and went since it was set
+            self._idle_handle = self._loop.call_at(due, self._on_idle)
+            return
+        self._transport.close()
 
     def close_if_idle(self) -> None:
         if not self._busy and self._transport is not None:

@@ -264,3 +264,37 @@ def test_client_address_believes_only_trusted_proxies():
     assert ip("10.0.0.5", "198.51.100.7, not-an-ip") == "10.0.0.5"
     assert ip("::1", "2001:db8::1") == "2001:db8::1"
     assert ip("10.0.0.5", "1.2.3.4", trusted=[]) == "10.0.0.5"
+
+
+def test_an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_not():
+    async def slow(request):
+        await asyncio.sleep(0.5)  # longer than the idle timeout: serving is not idling
+        return Response(200, b"slow")
+
+    async def main():
+        router = Router()
+        router.add("POST", "/echo", _echo)
+        router.add("GET", "/slow", slow)
+        server = HttpServer(router, idle_timeout_s=0.3)
+        port = await server.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answers = 0
+        while loop.time() - started < 0.9:  # three idle timeouts, a request every 0.1 s
+            writer.write(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi")
+            await reader.readuntil(b"POST /echo hi")
+            answers += 1
+            await asyncio.sleep(0.1)
+        writer.write(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"slow"), 2)
+        idle_from = loop.time()
+        closed = await asyncio.wait_for(reader.read(), 2)  # b"" once the server closes
+        idle_for = loop.time() - idle_from
+        writer.close()
+        await server.stop()
+        return answers, closed, idle_for
+
+    answers, closed, idle_for = _run(main())
+    assert answers >= 5 and closed == b""
+    assert 0.25 <= idle_for < 1.0

@@ -285,7 +285,8 @@ class _Deadlines:
 
     def _fire(self, millis: int) -> None:
         for connection, sent in self._due.pop(millis, ()):
-            connection.on_deadline(sent)
+            if connection._sent == sent and connection._waiter is not None:  # still out
+                connection.on_deadline(sent)
 
 
 class _Pool:

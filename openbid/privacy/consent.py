@@ -71,6 +71,24 @@ class Redaction:
     truncate_ip: bool = False
     """device.ip to its /24, device.ipv6 to its /56 (an embedded IPv4 address to its /24)."""
     reasons: tuple[str, ...] = field(default=(), compare=False)
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The exchange keys each request's encoded body by its redaction, for every partner
+        # of every auction: the flags' hash is computed once, here, not per lookup.
+        flags = (
+            self.block,
+            self.strip_user_ids,
+            self.strip_device_ids,
+            self.strip_user_data,
+            self.strip_fine_geo,
+            self.round_geo,
+            self.truncate_ip,
+        )
+        object.__setattr__(self, "_hash", hash(flags))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def is_noop(self) -> bool:

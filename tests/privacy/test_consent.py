@@ -689,7 +689,7 @@ def test_from_request_never_raises_on_any_signal_text(
         assert redaction.strip_user_ids and redaction.round_geo
 
 
-FLAGS = tuple(name for name in Redaction.__dataclass_fields__ if name != "reasons")
+FLAGS = tuple(n for n in Redaction.__dataclass_fields__ if n != "reasons" and not n.startswith("_"))
 RESTRICTIVE_SIGNALS = {
     "coppa": {"coppa": True},
     "gpc": {"gpc": True},
