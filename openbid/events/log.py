@@ -518,6 +518,8 @@ _ROLL_CHILD_PRELUDE = (
     "import os, signal\n"
     "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
     "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "signal.signal(signal.SIGTTOU, signal.SIG_IGN)\n"  # in a terminal's background group,
+    "signal.signal(signal.SIGTTIN, signal.SIG_IGN)\n"  # `stty tostop` must not stop it
     "try:\n"
     "    os.nice(10)\n"
     "except OSError:\n"  # not permitted: rolls at normal priority
@@ -544,7 +546,11 @@ def _standard_level_name(level: int) -> str:
 
 
 class RollProcessError(EventLogError):
-    """The roll process died, could not start or was stuck (and was killed)."""
+    """The roll process died, could not start or was stuck (and was killed: `stuck`)."""
+
+    def __init__(self, message: str, *, stuck: bool = False) -> None:
+        super().__init__(message)
+        self.stuck = stuck
 
 
 class EventLog:
@@ -1059,7 +1065,8 @@ class EventLog:
         to serve (decoding, column building), so a serving process rolls in a child process
         at low CPU priority: the event loop never waits for the roll. A roll process that
         dies or is stuck fails this roll (retried like any failed roll); after
-        ROLL_CHILD_MAX_FAILURES of those in a row the writer rolls in its own process."""
+        ROLL_CHILD_MAX_FAILURES that could not start or died in a row, the writer rolls in
+        its own process."""
         if not self.roll_in_subprocess or self._child_failures >= ROLL_CHILD_MAX_FAILURES:
             if self.roll_in_subprocess and not self._child_given_up:
                 self._child_given_up = True
@@ -1070,8 +1077,13 @@ class EventLog:
             return roll_log_file(path, self.segments)
         try:
             result = self._roll_in_child(path)
-        except RollProcessError:
-            self._child_failures += 1
+        except RollProcessError as error:
+            # A roll process that runs but does not finish in time was most likely starved
+            # (at SCHED_IDLE it gets no CPU while the server's cores are saturated): rolling
+            # in this process instead would take that CPU from serving. Only roll processes
+            # that cannot start or die count towards giving them up.
+            if not error.stuck:
+                self._child_failures += 1
             raise
         self._child_failures = 0
         if result.get("error"):
@@ -1127,7 +1139,8 @@ class EventLog:
                 child.kill()  # it ignores SIGTERM
                 child.communicate()  # reaps it and closes the pipes
                 raise RollProcessError(
-                    f"the roll process was stuck for {ROLL_TIMEOUT_S} s and was killed"
+                    f"the roll process was stuck for {ROLL_TIMEOUT_S} s and was killed",
+                    stuck=True,
                 ) from None
         finally:
             if child.poll() is None:  # interrupted some other way: never left running

@@ -4,7 +4,9 @@ A lean asyncio Protocol with httptools' parser: the benchmark (`bench/fanout.py`
 several times faster than aiohttp on one core, which decides how many DSPs an auction can
 afford to call. Every call has a hard deadline; a connection whose response did not finish
 in time is aborted (it cannot be reused mid-response), and every failure is classified
-(`timeout`, `connect`, `reset`, `malformed`, `too_large`) for metrics and circuit breakers.
+(`timeout`, `connect`, `reset`, `malformed`, `too_large`, `busy`: the host's connection cap,
+`forbidden`: a URL a DSP chose that resolves to our own network) for metrics and circuit
+breakers.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import contextlib
 import gzip
 import ipaddress
+import logging
 import math
 import socket
 import ssl
@@ -26,6 +29,8 @@ from urllib.parse import quote, urlsplit
 import httptools
 
 from openbid.errors import OpenbidError
+
+log = logging.getLogger(__name__)
 
 # Characters left as they are when percent-encoding a DSP's URL (the reserved set and `%`).
 _URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
@@ -67,8 +72,9 @@ class Call:
     (`FanoutClient.start_call`): all an auction needs of a DSP call, for less than a future
     (no loop callback to schedule, nothing to unhook). `response` or `error` is set once.
 
-    `on_done(call)` runs inside the client's own I/O callbacks: it must be quick and must
-    not raise."""
+    `on_done(call)` runs inside the client's own I/O callbacks: it must be quick, must not
+    raise, and must not start a request (it could be given the very connection whose read
+    is still being parsed)."""
 
     __slots__ = ("response", "error", "_on_done")
 
@@ -131,7 +137,7 @@ class _Connection(asyncio.Protocol):
         self._pool.open_connections -= 1
         retry, self._retry = self._retry, None
         waiter = self._waiter
-        if retry is not None and not self._answered and waiter is not None:
+        if retry is not None and not self._answered and waiter is not None and not waiter.done():
             # A reused connection the peer had closed while idle (its keep-alive timeout):
             # the request never reached it, so it goes again on a new connection.
             self._waiter = None
@@ -174,7 +180,18 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         waiter = self._waiter
-        if waiter is None or waiter.done():
+        if waiter is None:
+            return
+        status = self._parser.get_status_code()  # type: ignore[union-attr]
+        if 100 <= status < 200 and status != 101:
+            return  # an interim response (100 Continue, 103 Early Hints): the answer follows
+        if waiter.done():
+            # The caller gave up on it (the auction's deadline passed): the answer is
+            # dropped, the connection, at a message boundary, serves the next request.
+            self._waiter = None
+            self._retry = None
+            self.reusable = self._parser.should_keep_alive()  # type: ignore[union-attr]
+            self._pool.release(self)
             return
         body = b"".join(self._body)
         if self._gzip:
@@ -195,11 +212,7 @@ class _Connection(asyncio.Protocol):
         # Back to the pool before the caller wakes, so its next call can reuse it.
         self.reusable = self._parser.should_keep_alive()
         self._pool.release(self)
-        waiter.set_result(
-            UpstreamResponse(
-                self._parser.get_status_code(), self._headers, body, time.perf_counter()
-            )
-        )
+        waiter.set_result(UpstreamResponse(status, self._headers, body, time.perf_counter()))
 
     def _fail(self, error: UpstreamError) -> None:
         """Ends the request in flight (if any) with `error`; the connection is not reused."""
@@ -286,7 +299,10 @@ class _Deadlines:
     def _fire(self, millis: int) -> None:
         for connection, sent in self._due.pop(millis, ()):
             if connection._sent == sent and connection._waiter is not None:  # still out
-                connection.on_deadline(sent)
+                try:
+                    connection.on_deadline(sent)
+                except Exception:  # one bad callback must not leave the others hanging
+                    log.exception("a request's deadline handler failed")
 
 
 class _Pool:
@@ -413,7 +429,7 @@ class FanoutClient:
         max_connections_per_host: int = 1024,
     ) -> None:
         self._max_connections = max_connections_per_host
-        self._pools: dict[tuple[str, str, int], _Pool] = {}
+        self._pools: dict[tuple[str, str, int, bool], _Pool] = {}
         self._targets: dict[str, tuple[_Pool, bytes]] = {}
         self._max_idle = max_idle_per_host
         self._max_body_bytes = max_body_bytes
@@ -426,8 +442,14 @@ class FanoutClient:
             deadlines = self._deadlines = _Deadlines(loop)
         return deadlines
 
-    def _target(self, url: str, method: str = "POST") -> tuple[_Pool, bytes]:
-        target = self._targets.get(method + url)
+    def _target(
+        self, url: str, method: str = "POST", public_only: bool = False
+    ) -> tuple[_Pool, bytes]:
+        """The pool and request head for `url`. Requests that must reach only public
+        addresses (`public_only`) get pools of their own: a connection another request
+        opened without that check is never theirs to reuse."""
+        cache_key = method + ("!" if public_only else " ") + url
+        target = self._targets.get(cache_key)
         if target is None:
             # URLs come from DSPs (nurl, burl, lurl): anything malformed is that DSP's
             # failure (UpstreamError), never ours.
@@ -444,7 +466,8 @@ class FanoutClient:
                 raise UpstreamError("connect", f"bad URL {url[:200]!r}: {exc}") from None
             tls = parts.scheme == "https"
             port = port or (443 if tls else 80)
-            pool = self._pools.get((parts.scheme, host, port))
+            pool_key = (parts.scheme, host, port, public_only)
+            pool = self._pools.get(pool_key)
             if pool is None:
                 if len(self._pools) >= _MAX_POOLS:  # notice hosts vary: forget unused ones
                     for key, unused in list(self._pools.items()):
@@ -454,7 +477,7 @@ class FanoutClient:
                 pool = _Pool(
                     host, port, self._max_idle, self._max_body_bytes, tls, self._max_connections
                 )
-                self._pools[(parts.scheme, host, port)] = pool
+                self._pools[pool_key] = pool
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             if not path.isascii():  # what a browser sends for non-ASCII characters
                 path = quote(path, safe=_URL_SAFE)
@@ -463,7 +486,7 @@ class FanoutClient:
                 head += "content-type: application/json\r\nx-openrtb-version: 2.6\r\n"
             target = (pool, head.encode("latin-1"))
             if len(self._targets) < 10_000:  # notice URLs vary: cache only the steady ones
-                self._targets[method + url] = target
+                self._targets[cache_key] = target
         return target
 
     def start_post(
@@ -538,7 +561,7 @@ class FanoutClient:
     ) -> UpstreamResponse:
         """A GET (notices, pixels); raises `UpstreamError` like `post`. `public_only`: for
         URLs a DSP chose, refuse hosts that resolve to loopback or private addresses."""
-        pool, head = self._target(url, "GET")
+        pool, head = self._target(url, "GET", public_only)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[UpstreamResponse] = loop.create_future()
         self._start(

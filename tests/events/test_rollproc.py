@@ -16,9 +16,11 @@ T0 = 1_795_000_000 * 1_000_000
 
 def test_the_roll_process_is_niced_before_it_imports_anything():
     probe = (
-        "import os, sys\n"
+        "import os, signal, sys\n"
         "heavy = ('openbid', 'pyarrow', 'msgspec', 'fsspec', 'click')\n"
-        "print(os.nice(0), os.sched_getscheduler(0) == os.SCHED_IDLE,"
+        "ttou, ttin = signal.getsignal(signal.SIGTTOU), signal.getsignal(signal.SIGTTIN)\n"
+        "quiet = ttou == ttin == signal.SIG_IGN\n"
+        "print(os.nice(0), os.sched_getscheduler(0) == os.SCHED_IDLE and quiet,"
         " sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )
     done = subprocess.run(
@@ -29,7 +31,7 @@ def test_the_roll_process_is_niced_before_it_imports_anything():
     )
     nice, idle, loaded = done.stdout.split(" ", 2)
     assert int(nice) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
-    assert idle == "True"  # SCHED_IDLE: runs only on CPU time the server leaves idle
+    assert idle == "True"  # SCHED_IDLE, and SIGTTOU/SIGTTIN (a background group) ignored
     assert loaded.strip() == "[]"
 
 

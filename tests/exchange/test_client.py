@@ -503,3 +503,88 @@ def test_start_call_reports_each_outcome_to_its_callback_once():
         )
 
     assert run(main()) == (3, True, 200, "timeout", "connect")
+
+
+def test_interim_responses_are_skipped_and_the_answer_is_the_final_one():
+    async def early_hints(head, body, writer):
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.02)
+        writer.write(_ok(body))  # each request answered with its own body
+        await writer.drain()
+        return True
+
+    async def main():
+        server, port = await _serve(early_hints)
+        url = f"http://127.0.0.1:{port}/bid"
+        client = FanoutClient()
+        replies = [await client.post(url, b'{"n":%d}' % n, timeout_s=1.0) for n in (1, 2)]
+        client.close()
+        server.close()
+        return [(r.status, r.body) for r in replies]
+
+    assert run(main()) == [(200, b'{"n":1}'), (200, b'{"n":2}')]
+
+
+def test_a_reply_the_auction_gave_up_on_is_dropped_and_its_connection_reused():
+    # The auction's deadline passes first (it fails the call itself); the DSP's answer comes
+    # later: it must not be read as the next call's, and the connection goes on serving.
+    peers = []
+
+    async def late_first(head, body, writer):
+        peers.append(writer.get_extra_info("peername"))
+        if b"late" in body:
+            await asyncio.sleep(0.1)
+        writer.write(_ok(body))
+        await writer.drain()
+        return True
+
+    async def main():
+        server, port = await _serve(late_first)
+        url = f"http://127.0.0.1:{port}/bid"
+        client = FanoutClient()
+        seen = []
+        late = client.start_call(url, b'{"late":1}', seen.append, timeout_s=1.0)
+        await asyncio.sleep(0.02)
+        late.set_exception(UpstreamError("timeout", "no reply by the auction deadline"))
+        await asyncio.sleep(0.2)  # the late answer arrives meanwhile
+        nxt = await client.post(url, b'{"next":1}', timeout_s=1.0)
+        client.close()
+        server.close()
+        return [c.error.kind for c in seen], nxt.body, len(set(peers))
+
+    assert run(main()) == (["timeout"], b'{"next":1}', 1)
+
+
+def test_a_public_only_request_never_reuses_a_connection_opened_without_the_check():
+    # A DSP-chosen notice URL pointing at another partner's private endpoint must be refused
+    # even while a bid connection to that endpoint idles in the pool.
+    async def handle(reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if head.startswith(b"POST"):
+                    await reader.readexactly(int(head.lower().split(b"content-length:")[1][:4]))
+                writer.write(OK)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/bid"
+        client = FanoutClient()
+        bid = await client.post(url, b"{}", timeout_s=1.0)
+        plain = await client.get(url, timeout_s=1.0)  # no check asked: may reuse it
+        try:
+            await client.get(url, timeout_s=1.0, public_only=True)
+            notice = "sent"
+        except UpstreamError as error:
+            notice = error.kind
+        client.close()
+        server.close()
+        return bid.status, plain.status, notice
+
+    assert run(main()) == (200, 200, "forbidden")
