@@ -2,13 +2,14 @@
 
 `EventLog` (with `roll_in_subprocess`) starts it once per roll as
 
-    python -P -c "<lower the priority, ignore SIGINT/SIGTERM>; from openbid.events.rollproc
+    python -P -c "<lower the priority, ignore signals>; from openbid.events.rollproc
     import main; main()"
 
 in a process group of its own (in the server's session: with Linux's autogroup scheduling,
-a new session would be a scheduling group as strong as the server), with its arguments as one JSON object on stdin (not the command
-line, which every local user can read: a segments URL may carry credentials) and the
-server's import path as PYTHONPATH (`-P`: never the current directory). Its priority is
+a new session would be a scheduling group as strong as the server), with its arguments as
+one JSON object on stdin (not the command line, which every local user can read: a
+segments URL may carry credentials) and the server's import path as PYTHONPATH (`-P`:
+never the current directory). Its priority is
 lowered (SCHED_IDLE: only CPU time the server leaves idle; `nice` 10 too, and alone where
 SCHED_IDLE is missing) before anything is imported, and the server's main module
 (`openbid.cli`, click, the config) is never imported, so the only CPU it spends at normal
