@@ -489,6 +489,16 @@ class FanoutClient:
                 self._targets[cache_key] = target
         return target
 
+    def _post_request(
+        self, url: str, body: bytes, gzip_body: bool, headers: bytes = b""
+    ) -> tuple[_Pool, bytes]:
+        """The pool for `url` and the whole POST of `body` (gzip'd when asked) as sent."""
+        if gzip_body:
+            body = gzip.compress(body, compresslevel=1, mtime=0)
+            headers += b"content-encoding: gzip\r\naccept-encoding: gzip\r\n"
+        pool, head = self._target(url)
+        return pool, b"%scontent-length: %d\r\n%s\r\n%s" % (head, len(body), headers, body)
+
     def start_post(
         self,
         url: str,
@@ -502,12 +512,7 @@ class FanoutClient:
         which fails with `UpstreamError` unless a complete response arrives in time.
         No task is created unless a new connection must be opened first.
         `headers` are extra header lines, each ending in CRLF."""
-        extra = headers
-        if gzip_body:
-            body = gzip.compress(body, compresslevel=1, mtime=0)
-            extra += b"content-encoding: gzip\r\naccept-encoding: gzip\r\n"
-        pool, head = self._target(url)
-        request = b"%scontent-length: %d\r\n%s\r\n%s" % (head, len(body), extra, body)
+        pool, request = self._post_request(url, body, gzip_body, headers)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[UpstreamResponse] = loop.create_future()
         self._start(loop, pool, request, waiter, timeout_s, want_headers=gzip_body)
@@ -525,12 +530,7 @@ class FanoutClient:
     ) -> Call:
         """`start_post` with the outcome delivered to `on_done(call)` rather than a future:
         the auction's way to call its DSPs. The call settles within `timeout_s`."""
-        extra = b""
-        if gzip_body:
-            body = gzip.compress(body, compresslevel=1, mtime=0)
-            extra = b"content-encoding: gzip\r\naccept-encoding: gzip\r\n"
-        pool, head = self._target(url)
-        request = b"%scontent-length: %d\r\n%s\r\n%s" % (head, len(body), extra, body)
+        pool, request = self._post_request(url, body, gzip_body)
         call = Call(on_done)
         self._start(
             loop or asyncio.get_running_loop(),
