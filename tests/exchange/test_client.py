@@ -12,18 +12,20 @@ OK = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r
 
 
 async def _serve(behaviour):
-    """A raw TCP upstream: `behaviour(reader, writer)` decides what a request gets."""
+    """A raw TCP upstream: `behaviour(head, body, writer)` answers each request (or not), and
+    returns whether to go on reading the connection."""
 
     async def handle(reader, writer):
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = int(
-                    next(
-                        line.split(b":")[1]
+                length = next(
+                    (
+                        int(line.split(b":")[1])
                         for line in head.split(b"\r\n")
                         if line.lower().startswith(b"content-length")
-                    )
+                    ),
+                    0,  # a GET
                 )
                 body = await reader.readexactly(length)
                 if not await behaviour(head, body, writer):
@@ -352,36 +354,31 @@ def test_bytes_no_request_asked_for_never_become_the_next_response(junk_in_same_
     # nobody asked for, sent after ours or while the connection idles, must not be joined
     # to the answer to our next call on it.
     junk = b'HTTP/1.1 200 OK\r\ncontent-length: 40\r\n\r\n{"id":"forged'
+    answered = []
 
-    async def handle(reader, writer):
-        try:
-            for n in range(1, 1000):
-                head = await reader.readuntil(b"\r\n\r\n")
-                await reader.readexactly(int(head.lower().split(b"content-length:")[1][:4]))
-                reply = _ok(b'{"id":"%d"}' % n)
-                writer.write(reply + junk if junk_in_same_write else reply)
-                await writer.drain()
-                if not junk_in_same_write:
-                    await asyncio.sleep(0.05)
-                    writer.write(junk)
-                    await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    async def answer_then_junk(head, body, writer):
+        answered.append(writer.get_extra_info("peername"))
+        reply = _ok(b'{"id":"%d"}' % len(answered))
+        writer.write(reply + junk if junk_in_same_write else reply)
+        await writer.drain()
+        if not junk_in_same_write:
+            await asyncio.sleep(0.05)
+            writer.write(junk)
+            await writer.drain()
+        return True
 
     async def main():
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/bid"
+        server, port = await _serve(answer_then_junk)
+        url = f"http://127.0.0.1:{port}/bid"
         client = FanoutClient()
         first = await client.post(url, b"{}", timeout_s=1.0)
         await asyncio.sleep(0.2)  # the junk arrives while the connection idles
         second = await client.post(url, b"{}", timeout_s=1.0)
         client.close()
         server.close()
-        return first.body, second.body
+        return first.body, second.body, len(set(answered))
 
-    assert run(main()) == (b'{"id":"1"}', b'{"id":"1"}')  # the second on a new connection
+    assert run(main()) == (b'{"id":"1"}', b'{"id":"2"}', 2)  # the second on a new connection
 
 
 def test_one_connection_serves_gets_and_posts_in_turn():
@@ -389,28 +386,15 @@ def test_one_connection_serves_gets_and_posts_in_turn():
     # connection, and switching between them loses nothing.
     seen = []
 
-    async def handle(reader, writer):
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                seen.append((writer.get_extra_info("peername"), head.split(b" ")[0]))
-                length = 0
-                for line in head.lower().split(b"\r\n"):
-                    if line.startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                await reader.readexactly(length)
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-n: %d\r\n\r\nok" % len(seen)
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    async def numbered(head, body, writer):
+        seen.append((writer.get_extra_info("peername"), head.split(b" ")[0]))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-n: %d\r\n\r\nok" % len(seen))
+        await writer.drain()
+        return True
 
     async def main():
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/x"
+        server, port = await _serve(numbered)
+        url = f"http://127.0.0.1:{port}/x"
         client = FanoutClient()
         replies = []
         for method in ("POST", "GET", "POST", "POST", "GET"):
@@ -559,22 +543,14 @@ def test_a_reply_the_auction_gave_up_on_is_dropped_and_its_connection_reused():
 def test_a_public_only_request_never_reuses_a_connection_opened_without_the_check():
     # A DSP-chosen notice URL pointing at another partner's private endpoint must be refused
     # even while a bid connection to that endpoint idles in the pool.
-    async def handle(reader, writer):
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                if head.startswith(b"POST"):
-                    await reader.readexactly(int(head.lower().split(b"content-length:")[1][:4]))
-                writer.write(OK)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    async def ok(head, body, writer):
+        writer.write(OK)
+        await writer.drain()
+        return True
 
     async def main():
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/bid"
+        server, port = await _serve(ok)
+        url = f"http://127.0.0.1:{port}/bid"
         client = FanoutClient()
         bid = await client.post(url, b"{}", timeout_s=1.0)
         plain = await client.get(url, timeout_s=1.0)  # no check asked: may reuse it
