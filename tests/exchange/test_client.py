@@ -60,6 +60,12 @@ async def _call(behaviour, timeout_s=0.3, calls=1, gzip_body=False):
     return results
 
 
+async def _answer_ok(head, body, writer):
+    writer.write(OK)
+    await writer.drain()
+    return True
+
+
 def run(coro):
     return asyncio.run(coro)
 
@@ -204,13 +210,8 @@ def test_reply_time_is_on_the_precise_clock_under_uvloop():
 
     import uvloop
 
-    async def ok(head, body, writer):
-        writer.write(OK)
-        await writer.drain()
-        return True
-
     async def main():
-        server, port = await _serve(ok)
+        server, port = await _serve(_answer_ok)
         client = FanoutClient()
         before = time.perf_counter()
         response = await client.post(f"http://127.0.0.1:{port}/bid", b"{}", timeout_s=1.0)
@@ -543,13 +544,8 @@ def test_a_reply_the_auction_gave_up_on_is_dropped_and_its_connection_reused():
 def test_a_public_only_request_never_reuses_a_connection_opened_without_the_check():
     # A DSP-chosen notice URL pointing at another partner's private endpoint must be refused
     # even while a bid connection to that endpoint idles in the pool.
-    async def ok(head, body, writer):
-        writer.write(OK)
-        await writer.drain()
-        return True
-
     async def main():
-        server, port = await _serve(ok)
+        server, port = await _serve(_answer_ok)
         url = f"http://127.0.0.1:{port}/bid"
         client = FanoutClient()
         bid = await client.post(url, b"{}", timeout_s=1.0)
