@@ -9,11 +9,11 @@ in a process group of its own (in the server's session: with Linux's autogroup s
 a new session would be a scheduling group as strong as the server), with its arguments as
 one JSON object on stdin (not the command line, which every local user can read: a
 segments URL may carry credentials) and the server's import path as PYTHONPATH (`-P`:
-never the current directory). Its priority is
-lowered (SCHED_IDLE: only CPU time the server leaves idle; `nice` 10 too, and alone where
-SCHED_IDLE is missing) before anything is imported, and the server's main module
-(`openbid.cli`, click, the config) is never imported, so the only CPU it spends at normal
-priority is the interpreter's start-up. It prints one line to stdout, `openbid-roll-result `
+never the current directory). It runs at SCHED_IDLE (only CPU time the server leaves idle)
+from its first instruction, inherited from the roller thread that starts it, and lowers
+its priority again (SCHED_IDLE, `nice` 10, alone where SCHED_IDLE is missing) before
+anything is imported; the server's main module (`openbid.cli`, click, the config) is never
+imported. It prints one line to stdout, `openbid-roll-result `
 then JSON: `{"rows": n, "bad_records": n, "bad_events": n}` (its counters are not the
 server's, so the server counts what it skipped), or `{"error": "..."}` when the roll failed
 (the server retries it like any failed roll). Should the server die (its close kills a roll

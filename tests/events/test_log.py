@@ -652,6 +652,11 @@ def test_rolls_in_a_low_priority_child_process_and_a_dead_one_is_retried(tmp_pat
     parent_nice = os.getpriority(os.PRIO_PROCESS, 0)
     assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, parent_nice + 10)
     assert os.sched_getscheduler(child.pid) == os.SCHED_IDLE  # only CPU the server leaves
+    # ... from its first instruction: it was started by a roller thread at SCHED_IDLE, and
+    # the server's other threads keep their priority.
+    assert os.sched_getscheduler(log._roller.native_id) == os.SCHED_IDLE
+    assert os.sched_getscheduler(log._flusher.native_id) == os.sched_getscheduler(0)
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE
     os.kill(child.pid, signal.SIGKILL)  # the roll process dies (OOM killer, say)
     rolling.join(30)
     assert log.logs_waiting == 1 and log._child_failures == 1
