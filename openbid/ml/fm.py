@@ -19,25 +19,21 @@ FTRL-Proximal (like `FTRLLogisticRegression`), the factors with AdaGrad and L2.
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
 from openbid.ml._kernels import KERNEL_OPTIONS, prefetch
 from openbid.ml.errors import TrainingDataError
 from openbid.ml.ftrl import (
-    _ftrl_weights,
+    OnlineModel,
     _set_z_and_n,
-    _two_columns,
-    _z_and_n,
     ftrl_update,
     ftrl_weight,
     logistic_loss,
     loss_and_gradient_scale,
     sigmoid,
 )
-from openbid.ml.rows import HashedRows, as_labels, as_rows, as_weights
+from openbid.ml.rows import HashedRows, as_rows
 
 
 @numba.njit(cache=True, inline="always")
@@ -164,7 +160,7 @@ def fm_loss_and_gradient(indices, indptr, values, labels, sample_weight, linear,
     return loss, grad_linear, grad_factors
 
 
-class FactorizationMachine:
+class FactorizationMachine(OnlineModel):
     """A factorization machine trained online (FTRL for linear weights, AdaGrad for factors).
 
     Parameters: `n_features` (hash space), `n_factors` (k), `alpha`, `beta`, `l1`, `l2` (the
@@ -177,6 +173,19 @@ class FactorizationMachine:
     """
 
     kind = "fm"
+    _PARAMS = (
+        "n_features",
+        "n_factors",
+        "alpha",
+        "beta",
+        "l1",
+        "l2",
+        "factor_learning_rate",
+        "factor_l2",
+        "init_std",
+        "n_passes",
+        "random_state",
+    )
 
     def __init__(
         self,
@@ -204,21 +213,6 @@ class FactorizationMachine:
         self.n_passes = n_passes
         self.random_state = random_state
 
-    def get_params(self) -> dict[str, float | int]:
-        return {
-            "n_features": self.n_features,
-            "n_factors": self.n_factors,
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "l1": self.l1,
-            "l2": self.l2,
-            "factor_learning_rate": self.factor_learning_rate,
-            "factor_l2": self.factor_l2,
-            "init_std": self.init_std,
-            "n_passes": self.n_passes,
-            "random_state": self.random_state,
-        }
-
     def _check_params(self) -> None:
         bad = (
             self.n_features < 1
@@ -235,63 +229,27 @@ class FactorizationMachine:
             )
 
     def _reset(self) -> None:
+        super()._reset()
         rng = np.random.default_rng(self.random_state)
-        self.state_ = np.zeros((self.n_features, 2), dtype=np.float32)
         self.factors_ = rng.standard_normal(
             (self.n_features, self.n_factors), dtype=np.float32
         ) * np.float32(self.init_std)
         # starting AdaGrad's sum at a small positive value keeps the first steps bounded
         self.factor_sq_grad_ = np.full((self.n_features, self.n_factors), 1e-6, dtype=np.float32)
-        self.progressive_logloss_: list[float] = []
-        self.n_seen_ = 0
-        self._coef = None
 
-    def fit(self, X, y, sample_weight=None) -> FactorizationMachine:
-        """Train from scratch for `n_passes` passes over the rows, in order."""
-        self._check_params()
-        self._reset()
-        for _ in range(self.n_passes):
-            self.partial_fit(X, y, sample_weight)
-        return self
-
-    def partial_fit(self, X, y, sample_weight=None) -> FactorizationMachine:
-        """One pass over the rows, continuing from the current state (streaming)."""
-        if not hasattr(self, "state_"):
-            self._check_params()
-            self._reset()
-        rows = as_rows(X, self.n_features)
-        labels = as_labels(y, len(rows))
-        weights = as_weights(sample_weight, len(rows))
-        loss_sum, weight_sum = _fm_train(
+    def _train(
+        self, rows: HashedRows, labels: np.ndarray, weights: np.ndarray
+    ) -> tuple[float, float]:
+        return _fm_train(
             rows.indices, rows.indptr, rows.kernel_values(), labels, weights,
             self.state_, self.factors_, self.factor_sq_grad_,
             self.alpha, self.beta, self.l1, self.l2, self.factor_learning_rate, self.factor_l2,
         )  # fmt: skip
-        self.progressive_logloss_.append(loss_sum / weight_sum if weight_sum else math.nan)
-        self.n_seen_ += len(rows)
-        self._coef = None
-        return self
-
-    @property
-    def coef_(self) -> np.ndarray:
-        """Dense linear weights (float32), computed from the FTRL state."""
-        if not hasattr(self, "state_"):
-            raise TrainingDataError("the model is not fitted yet: call fit or partial_fit")
-        if self._coef is None:
-            self._coef = _ftrl_weights(self.state_, self.alpha, self.beta, self.l1, self.l2)
-        return self._coef
 
     def decision_function(self, X) -> np.ndarray:
+        """The logit of each row."""
         rows = as_rows(X, self.n_features)
         return fm_logits(rows.indices, rows.indptr, rows.kernel_values(), self.coef_, self.factors_)
-
-    def predict_proba(self, X) -> np.ndarray:
-        """`(n, 2)` probabilities of class 0 and 1, like scikit-learn."""
-        return _two_columns(self.decision_function(X))
-
-    def z_and_n(self) -> tuple[np.ndarray, np.ndarray]:
-        """The linear part's FTRL state as saved in artifacts: z and n."""
-        return _z_and_n(self.state_)
 
     @classmethod
     def from_state(

@@ -25,6 +25,8 @@ sqrt(n))`. The log loss of each example is recorded *before* it is learned from
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
+from typing import Self
 
 import numba
 import numpy as np
@@ -158,7 +160,87 @@ def lr_loss_and_gradient(indices, indptr, values, labels, sample_weight, weights
     return loss, grad
 
 
-class FTRLLogisticRegression:
+class OnlineModel(ABC):
+    """What the online learners share: FTRL-Proximal state for the linear weights, `fit` as
+    `n_passes` passes of `partial_fit`, the progressive log loss of each pass, the dense
+    weights computed when asked, the state artifacts save. A learner names its
+    hyper-parameters (`_PARAMS`, also its `__init__` arguments), checks them
+    (`_check_params`), adds its own state (`_reset`), trains one pass (`_train`) and scores
+    (`decision_function`)."""
+
+    _PARAMS: tuple[str, ...] = ()
+    n_features: int
+    alpha: float
+    beta: float
+    l1: float
+    l2: float
+    n_passes: int
+
+    def get_params(self) -> dict[str, float | int]:
+        return {name: getattr(self, name) for name in self._PARAMS}
+
+    @abstractmethod
+    def _check_params(self) -> None:
+        """Raises `TrainingDataError` naming the hyper-parameters out of range."""
+
+    @abstractmethod
+    def _train(
+        self, rows: HashedRows, labels: np.ndarray, weights: np.ndarray
+    ) -> tuple[float, float]:
+        """One pass over `rows`: the weighted sum of progressive log losses and of weights."""
+
+    @abstractmethod
+    def decision_function(self, X) -> np.ndarray:
+        """The logit of each row."""
+
+    def _reset(self) -> None:
+        self.state_ = np.zeros((self.n_features, 2), dtype=np.float32)
+        self.progressive_logloss_: list[float] = []
+        self.n_seen_ = 0
+        self._coef: np.ndarray | None = None
+
+    def fit(self, X, y, sample_weight=None) -> Self:
+        """Train from scratch for `n_passes` passes over the rows, in order."""
+        self._check_params()
+        self._reset()
+        for _ in range(self.n_passes):
+            self.partial_fit(X, y, sample_weight)
+        return self
+
+    def partial_fit(self, X, y, sample_weight=None) -> Self:
+        """One pass over the rows, continuing from the current state (streaming)."""
+        if not hasattr(self, "state_"):
+            self._check_params()
+            self._reset()
+        rows = as_rows(X, self.n_features)
+        labels = as_labels(y, len(rows))
+        weights = as_weights(sample_weight, len(rows))
+        loss_sum, weight_sum = self._train(rows, labels, weights)
+        self.progressive_logloss_.append(loss_sum / weight_sum if weight_sum else math.nan)
+        self.n_seen_ += len(rows)
+        self._coef = None
+        return self
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """Dense linear weights (float32, `n_features`), computed from the FTRL state."""
+        if not hasattr(self, "state_"):
+            raise TrainingDataError("the model is not fitted yet: call fit or partial_fit")
+        if self._coef is None:
+            self._coef = _ftrl_weights(self.state_, self.alpha, self.beta, self.l1, self.l2)
+        return self._coef
+
+    def predict_proba(self, X) -> np.ndarray:
+        """`(n, 2)` probabilities of class 0 and 1, like scikit-learn."""
+        return _two_columns(self.decision_function(X))
+
+    def z_and_n(self) -> tuple[np.ndarray, np.ndarray]:
+        """The linear weights' FTRL state as artifacts save it: z and n (the sum of squared
+        gradients)."""
+        return _z_and_n(self.state_)
+
+
+class FTRLLogisticRegression(OnlineModel):
     """Logistic regression trained online with FTRL-Proximal, on hashed features.
 
     Parameters: `n_features` (the hash space, `2**hash_bits`), `alpha` and `beta` (the
@@ -172,6 +254,7 @@ class FTRLLogisticRegression:
     """
 
     kind = "ftrl_lr"
+    _PARAMS = ("n_features", "alpha", "beta", "l1", "l2", "n_passes")
 
     def __init__(
         self,
@@ -189,16 +272,6 @@ class FTRLLogisticRegression:
         self.l2 = l2
         self.n_passes = n_passes
 
-    def get_params(self) -> dict[str, float | int]:
-        return {
-            "n_features": self.n_features,
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "l1": self.l1,
-            "l2": self.l2,
-            "n_passes": self.n_passes,
-        }
-
     def _check_params(self) -> None:
         if self.n_features < 1 or self.alpha <= 0 or self.beta < 0 or self.l1 < 0 or self.l2 < 0:
             raise TrainingDataError(
@@ -207,58 +280,18 @@ class FTRLLogisticRegression:
         if self.n_passes < 1:
             raise TrainingDataError(f"n_passes must be >= 1, got {self.n_passes}")
 
-    def _reset(self) -> None:
-        self.state_ = np.zeros((self.n_features, 2), dtype=np.float32)
-        self.progressive_logloss_: list[float] = []
-        self.n_seen_ = 0
-        self._coef = None
-
-    def fit(self, X, y, sample_weight=None) -> FTRLLogisticRegression:
-        """Train from scratch for `n_passes` passes over the rows, in order."""
-        self._check_params()
-        self._reset()
-        for _ in range(self.n_passes):
-            self.partial_fit(X, y, sample_weight)
-        return self
-
-    def partial_fit(self, X, y, sample_weight=None) -> FTRLLogisticRegression:
-        """One pass over the rows, continuing from the current state (streaming)."""
-        if not hasattr(self, "state_"):
-            self._check_params()
-            self._reset()
-        rows = as_rows(X, self.n_features)
-        labels = as_labels(y, len(rows))
-        weights = as_weights(sample_weight, len(rows))
-        loss_sum, weight_sum = _ftrl_train(
+    def _train(
+        self, rows: HashedRows, labels: np.ndarray, weights: np.ndarray
+    ) -> tuple[float, float]:
+        return _ftrl_train(
             rows.indices, rows.indptr, rows.kernel_values(), labels, weights, self.state_,
             self.alpha, self.beta, self.l1, self.l2,
         )  # fmt: skip
-        self.progressive_logloss_.append(loss_sum / weight_sum if weight_sum else math.nan)
-        self.n_seen_ += len(rows)
-        self._coef = None
-        return self
-
-    @property
-    def coef_(self) -> np.ndarray:
-        """Dense weights (float32, `n_features`), computed from the FTRL state."""
-        if not hasattr(self, "state_"):
-            raise TrainingDataError("the model is not fitted yet: call fit or partial_fit")
-        if self._coef is None:
-            self._coef = _ftrl_weights(self.state_, self.alpha, self.beta, self.l1, self.l2)
-        return self._coef
 
     def decision_function(self, X) -> np.ndarray:
         """The logit of each row."""
         rows = as_rows(X, self.n_features)
         return linear_logits(rows.indices, rows.indptr, rows.kernel_values(), self.coef_)
-
-    def predict_proba(self, X) -> np.ndarray:
-        """`(n, 2)` probabilities of class 0 and 1, like scikit-learn."""
-        return _two_columns(self.decision_function(X))
-
-    def z_and_n(self) -> tuple[np.ndarray, np.ndarray]:
-        """The FTRL state as saved in artifacts: z and n (sum of squared gradients)."""
-        return _z_and_n(self.state_)
 
     @classmethod
     def from_state(cls, state: np.ndarray, **params) -> FTRLLogisticRegression:
@@ -292,4 +325,4 @@ def _two_columns(logits: np.ndarray) -> np.ndarray:
     return np.stack([1.0 - p, p], axis=1)
 
 
-__all__ = ["FTRLLogisticRegression", "HashedRows", "lr_loss_and_gradient"]
+__all__ = ["FTRLLogisticRegression", "HashedRows", "OnlineModel", "lr_loss_and_gradient"]
