@@ -5,10 +5,11 @@ numba calls plus a numpy write per field, about twice the 20 µs a request may s
 shaping. `RequestScorer` hashes each raw field value once (cached per field), then one
 kernel forms the crosses and sums every DSP's weights in the same pass.
 
-It reproduces the featurizer's hashing (MurmurHash3 of the canonical value seeded by the
-field name; crosses hashed over the field hashes; the bias index). `RequestScorer.check`
-compares its indices with `Featurizer.transform_one` and the serving shaper refuses to use
-it (falling back to the featurizer) if they ever differ.
+It reproduces the featurizer's field hashing (MurmurHash3 of the canonical value seeded by
+the field name) and forms the crosses and the bias index with the featurizer's own kernel
+(`openbid.ml.features._assemble_one`). `RequestScorer.check` compares its indices with
+`Featurizer.transform_one` and the serving shaper refuses to use it (falling back to the
+featurizer) if they ever differ.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numba
 import numpy as np
 
 from openbid.ml import FeatureSpec, Featurizer
-from openbid.ml.features import canonical_value, murmur3_words
+from openbid.ml.features import _assemble_one, canonical_value
 from openbid.ml.ftrl import MAX_LOGIT
 
 _MISSING_TOKEN = "\x00missing"
@@ -30,31 +31,11 @@ _MAX_CACHE_ENTRIES = 200_000
 
 
 @numba.njit(cache=True)
-def _request_indices(field_hashes, cross_fields, cross_seeds, bias_index, mask, out):
-    """The hashed feature indices of one request into `out` (fields, crosses, bias)."""
-    n_fields = field_hashes.shape[0]
-    words = np.empty(cross_fields.shape[1], dtype=np.uint32)
-    for f in range(n_fields):
-        out[f] = np.int32(field_hashes[f] & mask)
-    for c in range(cross_fields.shape[0]):
-        length = 0
-        for m in range(cross_fields.shape[1]):
-            f = cross_fields[c, m]
-            if f < 0:
-                break
-            words[length] = field_hashes[f]
-            length += 1
-        out[n_fields + c] = np.int32(murmur3_words(words[:length], cross_seeds[c]) & mask)
-    if bias_index >= 0:
-        out[out.shape[0] - 1] = bias_index
-
-
-@numba.njit(cache=True)
 def _score_request(
     field_hashes, cross_fields, cross_seeds, bias_index, mask, linear, indices, out
 ) -> None:
     """Bid probability of one request under every model (columns of `linear`)."""
-    _request_indices(field_hashes, cross_fields, cross_seeds, bias_index, mask, indices)
+    _assemble_one(field_hashes, cross_fields, cross_seeds, bias_index, mask, indices)
     n_models = linear.shape[1]
     for m in range(n_models):
         total = 0.0
@@ -132,7 +113,7 @@ class RequestScorer:
     def indices(self, features: Mapping[str, object]) -> np.ndarray:
         """The hashed indices (a copy), for checking against the featurizer."""
         self._fill(features)
-        _request_indices(
+        _assemble_one(
             self._hashes, self._cross_fields, self._cross_seeds, self._bias, self._mask,
             self._indices,
         )  # fmt: skip
