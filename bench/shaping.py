@@ -167,9 +167,15 @@ sys.stdin.read()
 """
 
 
-def exchange_cpu_throughput(market, model_path, bodies, seconds: float) -> dict[str, float]:
+_NOT_SENT = {"consent_blocked", "filtered", "qps_capped", "circuit_open", "no_time"}
+
+
+def exchange_cpu_throughput(market, model_path, bodies, seconds: float) -> dict[str, dict]:
     """Auctions per CPU second of the exchange, in this process, with the pass-through
-    shaper and with ours; the DSP servers (answering at once) run in another process."""
+    shaper and with ours; the DSP servers (answering at once) run in another process.
+    Each run also counts the DSP calls that left per auction and the share of them that
+    failed: a DSP server that cannot keep up fails calls, opens breakers and makes
+    auctions cheap, and the auctions/s alone would not show it."""
     import asyncio
     import os
     import subprocess
@@ -210,24 +216,32 @@ def exchange_cpu_throughput(market, model_path, bodies, seconds: float) -> dict[
             )
             loop = asyncio.get_running_loop()
             position = 0
-            done = 0
+            done = sent = failed = 0
 
             async def worker(deadline: float) -> None:
-                nonlocal position, done
+                nonlocal position, done, sent, failed
                 while loop.time() < deadline:
                     body = bodies[position % len(bodies)]
                     position += 1
                     request = decode_bid_request(body)
-                    await exchange.auction(request, None, started=loop.time())
+                    outcome = await exchange.auction(request, None, started=loop.time())
                     done += 1
+                    for call in outcome.calls:
+                        if call.outcome not in _NOT_SENT:
+                            sent += 1
+                            failed += call.outcome not in ("bid", "no_bid")
 
             await asyncio.gather(*(worker(loop.time() + 1.0) for _ in range(32)))  # warm-up
-            done = 0
+            done = sent = failed = 0
             cpu = time.process_time()
             await asyncio.gather(*(worker(loop.time() + seconds) for _ in range(32)))
             cpu = time.process_time() - cpu
             client.close()
-            return done / cpu
+            return {
+                "auctions_per_cpu_s": done / cpu,
+                "calls_per_auction": sent / max(done, 1),
+                "failed_share": failed / max(sent, 1),
+            }
 
         for name, shaper in (
             ("off", PassThroughShaper()),
@@ -400,9 +414,19 @@ def main() -> int:
             print(
                 f"{'exchange in-process, auctions per CPU s':<44} {'off':>10} {'on':>10} {'ratio':>7}"
             )
+            off, on = throughput["off"], throughput["on"]
             print(
-                f"{f'pass-through vs shaping ({len(dsp_names)} DSPs answering now)':<44} {throughput['off']:>10.0f} "
-                f"{throughput['on']:>10.0f} {throughput['on'] / throughput['off']:>7.2f}"
+                f"{f'pass-through vs shaping ({len(dsp_names)} DSPs answering now)':<44} "
+                f"{off['auctions_per_cpu_s']:>10.0f} {on['auctions_per_cpu_s']:>10.0f} "
+                f"{on['auctions_per_cpu_s'] / off['auctions_per_cpu_s']:>7.2f}"
+            )
+            print(
+                f"{'  DSP calls that left per auction':<44} {off['calls_per_auction']:>10.2f} "
+                f"{on['calls_per_auction']:>10.2f}"
+            )
+            print(
+                f"{'  of them failed (timeouts, errors)':<44} {off['failed_share']:>10.1%} "
+                f"{on['failed_share']:>10.1%}"
             )
 
     record = {
@@ -426,8 +450,18 @@ def main() -> int:
         else None,
         "scoring_us": round(timing["decide_us"], 2),
         "baseline_scoring_us": round(timing["baseline_us"], 2),
-        "auctions_per_cpu_s_on": round(throughput["on"]) if throughput else None,
-        "auctions_per_cpu_s_off": round(throughput["off"]) if throughput else None,
+        "auctions_per_cpu_s_on": (
+            round(throughput["on"]["auctions_per_cpu_s"]) if throughput else None
+        ),
+        "auctions_per_cpu_s_off": (
+            round(throughput["off"]["auctions_per_cpu_s"]) if throughput else None
+        ),
+        "calls_per_auction_on": (
+            round(throughput["on"]["calls_per_auction"], 2) if throughput else None
+        ),
+        "calls_per_auction_off": (
+            round(throughput["off"]["calls_per_auction"], 2) if throughput else None
+        ),
         "targets": {
             name: {key: round(float(value), 4) for key, value in r.items()}
             for name, r in compared.items()
