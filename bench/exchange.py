@@ -33,6 +33,7 @@ from upstreams import _taskset, _wait_listening, free_ports, start_dsps
 
 from openbid.enrich.context import build_auction_context
 from openbid.exchange.client import FanoutClient, UpstreamError
+from openbid.exchange.orchestrator import NOT_SENT
 from openbid.openrtb import decode_bid_request
 from openbid.privacy.consent import redaction_for
 from openbid.sim.market import Market
@@ -45,8 +46,6 @@ PRICES = [1.10, None, 2.40, None, None, 0.90, None, None]
 # are kept (their TC strings are decoded and checked), the others are left out, so that every
 # auction calls all eight DSPs, as the baseline (which knows no consent) does.
 VENDOR_IDS = [10, 23, 36, 48, 62, 71, 84, 97]
-# Calls that leave for a DSP, as opposed to ones the exchange decided not to make.
-_NOT_SENT = {"consent_blocked", "filtered", "qps_capped", "circuit_open", "no_time"}
 WRK_SCRIPT = """
 local bodies = {}
 for line in io.lines(os.getenv("OPENBID_BODIES")) do bodies[#bodies + 1] = line end
@@ -224,7 +223,7 @@ def calls_per_auction(base: str) -> float:
     calls = auctions = 0.0
     for line in text.splitlines():
         found = re.match(r'openbid_dsp_calls_total\{dsp="[^"]*",outcome="([^"]*)"\} (\S+)', line)
-        if found and found.group(1) not in _NOT_SENT:
+        if found and found.group(1) not in NOT_SENT:
             calls += float(found.group(2))
         found = re.match(
             r'openbid_requests_total\{endpoint="auction",outcome="[^"]*"\} (\S+)', line

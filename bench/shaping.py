@@ -34,6 +34,7 @@ import pyarrow as pa
 from openbid.enrich.context import build_auction_context
 from openbid.events import AuctionEvent, BidEvent, arrow_schema
 from openbid.exchange.features import auction_features
+from openbid.exchange.orchestrator import NOT_SENT
 from openbid.openrtb import decode_bid_request
 from openbid.privacy.consent import redaction_for
 from openbid.shaping import ModelShaper, rows_from_events, save_shaping_model, train_shaping
@@ -167,9 +168,6 @@ sys.stdin.read()
 """
 
 
-_NOT_SENT = {"consent_blocked", "filtered", "qps_capped", "circuit_open", "no_time"}
-
-
 def exchange_cpu_throughput(market, model_path, bodies, seconds: float) -> dict[str, dict]:
     """Auctions per CPU second of the exchange, in this process, with the pass-through
     shaper and with ours; the DSP servers (answering at once) run in another process.
@@ -227,7 +225,7 @@ def exchange_cpu_throughput(market, model_path, bodies, seconds: float) -> dict[
                     outcome = await exchange.auction(request, None, started=loop.time())
                     done += 1
                     for call in outcome.calls:
-                        if call.outcome not in _NOT_SENT:
+                        if call.outcome not in NOT_SENT:
                             sent += 1
                             failed += call.outcome not in ("bid", "no_bid")
 

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 MICROS = 1_000_000
 _EMPTY_BID_FIELDS = frozenset({"response.seatbid", "response.seatbid[0].bid"})
 _NOT_FAILURES = frozenset({"bid", "no_bid", "filtered"})  # call outcomes logged with no error
+NOT_SENT = frozenset({"filtered", "qps_capped", "consent_blocked", "no_time", "circuit_open"})
+"""`DspCall.outcome`s of calls the exchange decided not to make (the rest left for the DSP)."""
 
 
 def to_micros(amount: float, currency: str | None, rates: Mapping[str, float]) -> int | None:
