@@ -223,10 +223,10 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
 
-    def on_deadline(self, sent: int) -> None:
-        """The deadline of this connection's `sent`-th request has passed."""
-        if sent == self._sent and self._waiter is not None:
-            self._fail(UpstreamError("timeout", "no complete response before the deadline"))
+    def on_deadline(self) -> None:
+        """The deadline of the request in flight has passed (`_Deadlines` checked that it
+        is the one the deadline was set for and that it is still out)."""
+        self._fail(UpstreamError("timeout", "no complete response before the deadline"))
 
     def send(
         self,
@@ -300,7 +300,7 @@ class _Deadlines:
         for connection, sent in self._due.pop(millis, ()):
             if connection._sent == sent and connection._waiter is not None:  # still out
                 try:
-                    connection.on_deadline(sent)
+                    connection.on_deadline()
                 except Exception:  # one bad callback must not leave the others hanging
                     log.exception("a request's deadline handler failed")
 
