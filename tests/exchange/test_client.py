@@ -1,6 +1,7 @@
 """The fan-out client against upstreams that misbehave in every way a DSP can."""
 
 import asyncio
+import contextlib
 import gzip
 
 import pytest
@@ -64,6 +65,18 @@ async def _answer_ok(head, body, writer):
     writer.write(OK)
     await writer.drain()
     return True
+
+
+@contextlib.asynccontextmanager
+async def _upstream(behaviour, path="/bid"):
+    """A raw upstream (`_serve`) and a client for it, as (client, url); both closed after."""
+    server, port = await _serve(behaviour)
+    client = FanoutClient()
+    try:
+        yield client, f"http://127.0.0.1:{port}{path}"
+    finally:
+        client.close()
+        server.close()
 
 
 def run(coro):
@@ -369,15 +382,11 @@ def test_bytes_no_request_asked_for_never_become_the_next_response(junk_in_same_
         return True
 
     async def main():
-        server, port = await _serve(answer_then_junk)
-        url = f"http://127.0.0.1:{port}/bid"
-        client = FanoutClient()
-        first = await client.post(url, b"{}", timeout_s=1.0)
-        await asyncio.sleep(0.2)  # the junk arrives while the connection idles
-        second = await client.post(url, b"{}", timeout_s=1.0)
-        client.close()
-        server.close()
-        return first.body, second.body, len(set(answered))
+        async with _upstream(answer_then_junk) as (client, url):
+            first = await client.post(url, b"{}", timeout_s=1.0)
+            await asyncio.sleep(0.2)  # the junk arrives while the connection idles
+            second = await client.post(url, b"{}", timeout_s=1.0)
+            return first.body, second.body, len(set(answered))
 
     assert run(main()) == (b'{"id":"1"}', b'{"id":"2"}', 2)  # the second on a new connection
 
@@ -394,20 +403,16 @@ def test_one_connection_serves_gets_and_posts_in_turn():
         return True
 
     async def main():
-        server, port = await _serve(numbered)
-        url = f"http://127.0.0.1:{port}/x"
-        client = FanoutClient()
-        replies = []
-        for method in ("POST", "GET", "POST", "POST", "GET"):
-            if method == "GET":
-                response = await client.get(url, timeout_s=1.0)
-                replies.append((method, response.body, response.headers["x-n"]))
-            else:
-                response = await client.post(url, b"{}", timeout_s=1.0)
-                replies.append((method, response.body, ""))
-        client.close()
-        server.close()
-        return replies
+        async with _upstream(numbered, "/x") as (client, url):
+            replies = []
+            for method in ("POST", "GET", "POST", "POST", "GET"):
+                if method == "GET":
+                    response = await client.get(url, timeout_s=1.0)
+                    replies.append((method, response.body, response.headers["x-n"]))
+                else:
+                    response = await client.post(url, b"{}", timeout_s=1.0)
+                    replies.append((method, response.body, ""))
+            return replies
 
     replies = run(main())
     assert replies == [
@@ -434,20 +439,16 @@ def test_a_past_request_deadline_never_cuts_off_a_later_request_on_the_same_conn
         return True
 
     async def main():
-        server, port = await _serve(answer_late)
-        url = f"http://127.0.0.1:{port}/bid"
-        client = FanoutClient()
-        first = await client.post(url, b"{}", timeout_s=0.2)
-        second = await client.post(url, b"{}", timeout_s=1.5)  # outlives the first's 0.2 s
-        late = client.start_post(url, b"{}", timeout_s=0.05)  # its own deadline still holds
-        try:
-            await late
-            late_outcome = "answered"
-        except UpstreamError as error:
-            late_outcome = error.kind
-        client.close()
-        server.close()
-        return first.status, second.status, late_outcome, len(set(peers[:2]))
+        async with _upstream(answer_late) as (client, url):
+            first = await client.post(url, b"{}", timeout_s=0.2)
+            second = await client.post(url, b"{}", timeout_s=1.5)  # outlives the first's 0.2 s
+            late = client.start_post(url, b"{}", timeout_s=0.05)  # its own deadline still holds
+            try:
+                await late
+                late_outcome = "answered"
+            except UpstreamError as error:
+                late_outcome = error.kind
+            return first.status, second.status, late_outcome, len(set(peers[:2]))
 
     assert run(main()) == (200, 200, "timeout", 1)
 
@@ -461,31 +462,27 @@ def test_start_call_reports_each_outcome_to_its_callback_once():
         return True
 
     async def main():
-        server, port = await _serve(slow_then_ok)
-        url = f"http://127.0.0.1:{port}/bid"
-        client = FanoutClient()
-        seen = []
-        settled = asyncio.Event()
+        async with _upstream(slow_then_ok) as (client, url):
+            seen = []
+            settled = asyncio.Event()
 
-        def on_done(call):
-            seen.append(call)
-            if len(seen) == 3:
-                settled.set()
+            def on_done(call):
+                seen.append(call)
+                if len(seen) == 3:
+                    settled.set()
 
-        fast = client.start_call(url, b'{"fast":1}', on_done, timeout_s=0.5)
-        slow = client.start_call(url, b'{"slow":1}', on_done, timeout_s=0.1)
-        refused = client.start_call("http://127.0.0.1:9/bid", b"{}", on_done, timeout_s=0.5)
-        await asyncio.wait_for(settled.wait(), 2.0)
-        await asyncio.sleep(0.2)  # nothing reports twice
-        client.close()
-        server.close()
-        return (
-            len(seen),
-            {id(c) for c in seen} == {id(fast), id(slow), id(refused)},
-            fast.response.status,
-            slow.error.kind,
-            refused.error.kind,
-        )
+            fast = client.start_call(url, b'{"fast":1}', on_done, timeout_s=0.5)
+            slow = client.start_call(url, b'{"slow":1}', on_done, timeout_s=0.1)
+            refused = client.start_call("http://127.0.0.1:9/bid", b"{}", on_done, timeout_s=0.5)
+            await asyncio.wait_for(settled.wait(), 2.0)
+            await asyncio.sleep(0.2)  # nothing reports twice
+            return (
+                len(seen),
+                {id(c) for c in seen} == {id(fast), id(slow), id(refused)},
+                fast.response.status,
+                slow.error.kind,
+                refused.error.kind,
+            )
 
     assert run(main()) == (3, True, 200, "timeout", "connect")
 
@@ -500,13 +497,9 @@ def test_interim_responses_are_skipped_and_the_answer_is_the_final_one():
         return True
 
     async def main():
-        server, port = await _serve(early_hints)
-        url = f"http://127.0.0.1:{port}/bid"
-        client = FanoutClient()
-        replies = [await client.post(url, b'{"n":%d}' % n, timeout_s=1.0) for n in (1, 2)]
-        client.close()
-        server.close()
-        return [(r.status, r.body) for r in replies]
+        async with _upstream(early_hints) as (client, url):
+            replies = [await client.post(url, b'{"n":%d}' % n, timeout_s=1.0) for n in (1, 2)]
+            return [(r.status, r.body) for r in replies]
 
     assert run(main()) == [(200, b'{"n":1}'), (200, b'{"n":2}')]
 
@@ -525,18 +518,14 @@ def test_a_reply_the_auction_gave_up_on_is_dropped_and_its_connection_reused():
         return True
 
     async def main():
-        server, port = await _serve(late_first)
-        url = f"http://127.0.0.1:{port}/bid"
-        client = FanoutClient()
-        seen = []
-        late = client.start_call(url, b'{"late":1}', seen.append, timeout_s=1.0)
-        await asyncio.sleep(0.02)
-        late.set_exception(UpstreamError("timeout", "no reply by the auction deadline"))
-        await asyncio.sleep(0.2)  # the late answer arrives meanwhile
-        nxt = await client.post(url, b'{"next":1}', timeout_s=1.0)
-        client.close()
-        server.close()
-        return [c.error.kind for c in seen], nxt.body, len(set(peers))
+        async with _upstream(late_first) as (client, url):
+            seen = []
+            late = client.start_call(url, b'{"late":1}', seen.append, timeout_s=1.0)
+            await asyncio.sleep(0.02)
+            late.set_exception(UpstreamError("timeout", "no reply by the auction deadline"))
+            await asyncio.sleep(0.2)  # the late answer arrives meanwhile
+            nxt = await client.post(url, b'{"next":1}', timeout_s=1.0)
+            return [c.error.kind for c in seen], nxt.body, len(set(peers))
 
     assert run(main()) == (["timeout"], b'{"next":1}', 1)
 
@@ -545,18 +534,14 @@ def test_a_public_only_request_never_reuses_a_connection_opened_without_the_chec
     # A DSP-chosen notice URL pointing at another partner's private endpoint must be refused
     # even while a bid connection to that endpoint idles in the pool.
     async def main():
-        server, port = await _serve(_answer_ok)
-        url = f"http://127.0.0.1:{port}/bid"
-        client = FanoutClient()
-        bid = await client.post(url, b"{}", timeout_s=1.0)
-        plain = await client.get(url, timeout_s=1.0)  # no check asked: may reuse it
-        try:
-            await client.get(url, timeout_s=1.0, public_only=True)
-            notice = "sent"
-        except UpstreamError as error:
-            notice = error.kind
-        client.close()
-        server.close()
-        return bid.status, plain.status, notice
+        async with _upstream(_answer_ok) as (client, url):
+            bid = await client.post(url, b"{}", timeout_s=1.0)
+            plain = await client.get(url, timeout_s=1.0)  # no check asked: may reuse it
+            try:
+                await client.get(url, timeout_s=1.0, public_only=True)
+                notice = "sent"
+            except UpstreamError as error:
+                notice = error.kind
+            return bid.status, plain.status, notice
 
     assert run(main()) == (200, 200, "forbidden")
