@@ -509,11 +509,12 @@ def roll_log_file(path: Path, segments: _SegmentStore) -> int | None:
         os.close(fd)
 
 
-# The roll process (see openbid.events.rollproc): before anything is imported, it ignores
-# the signals a terminal or a service manager sends to everything (the server finishes its
-# rolls on shutdown, then stops) and lowers its priority: Linux's SCHED_IDLE, so it runs
-# only on CPU time the server leaves idle and is preempted the moment the server wakes,
-# and `nice` 10 where SCHED_IDLE is missing or refused.
+# The roll process (see openbid.events.rollproc) runs at Linux's SCHED_IDLE from its first
+# instruction, inherited from the roller thread (`_idle_this_thread`): only on CPU time the
+# server leaves idle, preempted the moment the server wakes. Before anything is imported it
+# ignores the signals a terminal or a service manager sends to everything (the server
+# finishes its rolls on shutdown, then stops) and takes `nice` 10, the priority that holds
+# where SCHED_IDLE is missing or refused.
 _ROLL_CHILD_PRELUDE = (
     "import os, signal\n"
     "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
@@ -523,10 +524,6 @@ _ROLL_CHILD_PRELUDE = (
     "try:\n"
     "    os.nice(10)\n"
     "except OSError:\n"  # not permitted: rolls at normal priority
-    "    pass\n"
-    "try:\n"
-    "    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
-    "except (AttributeError, OSError):\n"  # not Linux, or refused: the nice value holds
     "    pass\n"
 )
 _ROLL_CHILD_MAIN = "from openbid.events.rollproc import main\nmain()\n"
@@ -547,9 +544,9 @@ def _standard_level_name(level: int) -> str:
 
 def _idle_this_thread() -> None:
     """Puts the calling thread (the roller, which only waits for roll processes) at Linux's
-    SCHED_IDLE, a per-thread setting that a process it starts inherits: the roll process's
-    interpreter start-up, 20-30 ms of CPU before its prelude can lower its own priority,
-    would otherwise share the server's core as an equal. Once set it stays (an unprivileged
+    SCHED_IDLE, a per-thread setting that a process it starts inherits, so the roll process
+    runs at it from its first instruction (lowering its own priority once started would
+    leave its interpreter's start-up, 20-30 ms of CPU, sharing the server's core). Once set it stays (an unprivileged
     thread cannot raise it again), which the roller, idle but for its waits, never needs."""
     with contextlib.suppress(AttributeError, OSError):  # not Linux, or refused
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))

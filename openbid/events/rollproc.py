@@ -10,9 +10,8 @@ a new session would be a scheduling group as strong as the server), with its arg
 one JSON object on stdin (not the command line, which every local user can read: a
 segments URL may carry credentials) and the server's import path as PYTHONPATH (`-P`:
 never the current directory). It runs at SCHED_IDLE (only CPU time the server leaves idle)
-from its first instruction, inherited from the roller thread that starts it, and lowers
-its priority again (SCHED_IDLE, `nice` 10, alone where SCHED_IDLE is missing) before
-anything is imported; the server's main module (`openbid.cli`, click, the config) is never
+from its first instruction, inherited from the roller thread that starts it, and takes
+`nice` 10 (what holds where SCHED_IDLE is missing) before anything is imported; the server's main module (`openbid.cli`, click, the config) is never
 imported. It prints one line to stdout, `openbid-roll-result `
 then JSON: `{"rows": n, "bad_records": n, "bad_events": n}` (its counters are not the
 server's, so the server counts what it skipped), or `{"error": "..."}` when the roll failed
