@@ -5,7 +5,7 @@ import sys
 
 import uvloop
 
-from openbid.httpserver import HttpServer, Response
+from openbid.http.server import HttpServer, Response
 
 
 async def main(ports: list[int], body: bytes) -> None:

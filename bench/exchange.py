@@ -31,13 +31,14 @@ import numpy as np
 import uvloop
 from upstreams import _taskset, _wait_listening, free_ports, start_dsps
 
+from openbid.domain import DemandPartner
 from openbid.enrich.context import build_auction_context
-from openbid.exchange.client import FanoutClient, UpstreamError
 from openbid.exchange.orchestrator import NOT_SENT
+from openbid.http.client import FanoutClient, UpstreamError
 from openbid.openrtb import decode_bid_request
 from openbid.privacy.consent import redaction_for
 from openbid.sim.market import Market
-from openbid.stores.catalog import Catalog, DemandPartner
+from openbid.stores.catalog import Catalog
 
 API_KEY = "bench-key"
 # Three DSPs bid, five answer no-bid: every auction calls all eight.

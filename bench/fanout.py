@@ -18,7 +18,7 @@ import time
 import uvloop
 from upstreams import start_upstreams
 
-from openbid.exchange.client import FanoutClient
+from openbid.http.client import FanoutClient
 
 REQUEST = json.dumps(
     {

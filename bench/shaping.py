@@ -183,10 +183,10 @@ def exchange_cpu_throughput(market, model_path, bodies, seconds: float) -> dict[
     from openbid.config import ExchangeConfig
     from openbid.creative import TrackerSigner
     from openbid.demand import DemandRegistry
-    from openbid.exchange.client import FanoutClient
+    from openbid.domain import DemandPartner
     from openbid.exchange.orchestrator import Exchange
+    from openbid.http.client import FanoutClient
     from openbid.shaping import PassThroughShaper
-    from openbid.stores.catalog import DemandPartner
 
     servers = subprocess.Popen(
         [sys.executable, "-c", DSP_SERVERS_SCRIPT, market.name],

@@ -19,12 +19,13 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from openbid.exchange.client import FanoutClient, UpstreamError
+from openbid import clock
+from openbid.domain import DemandPartner
+from openbid.http.client import FanoutClient, UpstreamError
 from openbid.obs import REGISTRY
 from openbid.platform import Platform, Service
 from openbid.sim.market import Market
 from openbid.sim.server import DspServers
-from openbid.stores.catalog import DemandPartner
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
                 rng = random.Random(0)
                 while True:
                     batch = market.generate(
-                        int(rate_per_s * CHUNK_S), seed=seed, start_s=time.time(), span_s=CHUNK_S
+                        int(rate_per_s * CHUNK_S), seed=seed, start_s=clock.now(), span_s=CHUNK_S
                     )
                     seed += 1
                     await _send_paced(client, target, batch.bodies, rate_per_s, state, rng)

@@ -20,7 +20,7 @@ from openbid.config import Config
 from openbid.events import EventLog
 from openbid.exchange.orchestrator import Exchange
 from openbid.exchange.server import ExchangeServer
-from openbid.httpserver import HttpServer, Request, Response, Router
+from openbid.http.server import HttpServer, Request, Response, Router
 from openbid.obs import METRICS_CONTENT_TYPE, metrics_payload
 from openbid.stores import Catalog, CounterStore, StoreUnavailable, counter_store_from_config
 
@@ -76,8 +76,8 @@ class Platform:
         from openbid.creative import TrackerSigner
         from openbid.demand import DemandRegistry
         from openbid.enrich.geo import open_geo_reader
-        from openbid.exchange.client import FanoutClient
         from openbid.exchange.server import tracker_secret
+        from openbid.http.client import FanoutClient
         from openbid.openrtb import Limits
 
         settings = self.config.exchange
@@ -106,7 +106,7 @@ class Platform:
     def _shaper(self) -> object | None:
         settings = self.config.exchange
         if settings.shaping_url:
-            from openbid.exchange.client import FanoutClient
+            from openbid.http.client import FanoutClient
             from openbid.shaping.service import RemoteShaper
 
             return RemoteShaper(settings.shaping_url, FanoutClient())

@@ -11,12 +11,12 @@ import base64
 import hashlib
 import hmac
 import re
-import time
 from collections.abc import Callable, Mapping
 from urllib.parse import quote
 
 import msgspec
 
+from openbid.clock import now as clock_now
 from openbid.errors import OpenbidError
 
 
@@ -58,7 +58,7 @@ class TrackerSigner:
     """
 
     def __init__(
-        self, secret: bytes, ttl_s: float = 86_400, clock: Callable[[], float] = time.time
+        self, secret: bytes, ttl_s: float = 86_400, clock: Callable[[], float] = clock_now
     ) -> None:
         if len(secret) < 16:
             raise ValueError("tracker secret must be at least 16 bytes")

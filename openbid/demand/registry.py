@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from openbid.exchange.breaker import CircuitBreaker
-from openbid.stores.catalog import DemandPartner
+from openbid.demand.breaker import CircuitBreaker
+from openbid.domain import DemandPartner
 
 log = logging.getLogger(__name__)
 

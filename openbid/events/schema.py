@@ -9,18 +9,20 @@ readers accept every version up to theirs.
 
 from __future__ import annotations
 
-import time
 from typing import ClassVar, Literal
 
 import msgspec
 import pyarrow as pa
 
+from openbid import clock
+
 SCHEMA_VERSION = 1
 
 
 def now_micros() -> int:
-    """The current time as integer microseconds since the epoch (UTC)."""
-    return time.time_ns() // 1000
+    """The current time as integer microseconds since the epoch (UTC), on the one clock
+    (`openbid.clock`: real time, or the demo's faster market time)."""
+    return clock.now_micros()
 
 
 class Event(msgspec.Struct, array_like=True, gc=False):

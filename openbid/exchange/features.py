@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import bisect
 
+from openbid.domain import Publisher
 from openbid.enrich.context import AuctionContext
 from openbid.openrtb import BidRequest
-from openbid.stores.catalog import Publisher
 
 _FLOOR_BUCKETS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 _FLOOR_HIGHS = _FLOOR_BUCKETS[1:]

@@ -13,7 +13,7 @@ import logging
 from prometheus_client import Counter
 
 from openbid.events import EventLog, NoticeEvent, now_micros
-from openbid.exchange.client import FanoutClient, UpstreamError
+from openbid.http.client import FanoutClient, UpstreamError
 from openbid.obs import REGISTRY
 
 log = logging.getLogger(__name__)

@@ -23,16 +23,17 @@ import msgspec
 from openbid.config import ExchangeConfig
 from openbid.creative import AuctionMacros, TrackerSigner, substitute_macros
 from openbid.demand import DemandRegistry, DemandState
+from openbid.domain import Publisher
 from openbid.enrich.context import build_auction_context
 from openbid.enrich.device import default_ua_parser
 from openbid.events import AuctionEvent, BidEvent, EventLog, now_micros
 from openbid.exchange import metrics
 from openbid.exchange.auction import BidCandidate, Deal, ImpResult, ImpRules, run_auction
-from openbid.exchange.client import Call, FanoutClient, UpstreamError
 from openbid.exchange.features import auction_features
 from openbid.exchange.ids import IdSource
 from openbid.exchange.notices import NoticeSender
 from openbid.exchange.redact import apply_redaction
+from openbid.http.client import Call, FanoutClient, UpstreamError
 from openbid.obs import LoopMetric
 from openbid.openrtb import (
     BidRequest,
@@ -46,7 +47,6 @@ from openbid.openrtb.request import Imp
 from openbid.openrtb.response import Bid
 from openbid.privacy.consent import Redaction, redaction_for
 from openbid.shaping.base import PassThroughShaper, Shaper, ShapingDecision
-from openbid.stores.catalog import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ def _dsp_metrics(dsp: str) -> _DspMetrics:
 class _Settle:
     """Counts an auction's DSP calls out and wakes the auction when the last one settles,
     or at its deadline: one counter, one future, one timer for all the calls (each call
-    reports by a plain callback, `openbid.exchange.client.Call`, not a future of its own)."""
+    reports by a plain callback, `openbid.http.client.Call`, not a future of its own)."""
 
     __slots__ = ("pending", "_waiter")
 

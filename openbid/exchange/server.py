@@ -23,10 +23,11 @@ import msgspec
 
 from openbid.config import ExchangeConfig
 from openbid.creative import InvalidTracker, RenderError, render_banner, render_native, render_video
+from openbid.domain import Placement, Publisher, hash_api_key
 from openbid.events import ClickEvent, ImpressionEvent, now_micros
 from openbid.exchange import metrics
 from openbid.exchange.orchestrator import AuctionOutcome, Exchange, Winner
-from openbid.httpserver import Request, Response, Router, client_address
+from openbid.http.server import Request, Response, Router, client_address
 from openbid.openrtb import (
     BidRequest,
     InvalidBidRequest,
@@ -37,7 +38,7 @@ from openbid.openrtb import (
 )
 from openbid.openrtb.response import Bid, BidResponse, SeatBid
 from openbid.stores import CounterStore, MemoryCounterStore, StoreUnavailable
-from openbid.stores.catalog import Catalog, Placement, Publisher, hash_api_key
+from openbid.stores.catalog import Catalog
 
 log = logging.getLogger(__name__)
 # Left as they are in a click redirect: the reserved characters and `%` (already encoded).

@@ -2,7 +2,7 @@
 container (as the AWS guidance does), and the exchange-side client.
 
 The service wraps a `ModelShaper` (same model directory, thresholds, exploration, QPS caps,
-fail-open) behind msgspec JSON on the lean `openbid.httpserver`:
+fail-open) behind msgspec JSON on the lean `openbid.http.server`:
 
 | request | answer |
 | --- | --- |
@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from openbid.httpserver import HttpServer, Request, Response, Router
+from openbid.http.server import HttpServer, Request, Response, Router
 from openbid.obs import METRICS_CONTENT_TYPE, metrics_payload
 from openbid.shaping.base import ShapingDecision
 from openbid.shaping.errors import ShapingModelError
@@ -117,7 +117,7 @@ class ShapingService:
 class RemoteShaper:
     """The exchange's side of a `ShapingService`: same decisions, over HTTP, fail-open.
 
-    `client` is an `openbid.exchange.client.FanoutClient` (or anything with its
+    `client` is an `openbid.http.client.FanoutClient` (or anything with its
     `post(url, body, timeout_s=...)` coroutine returning `.status` and `.body`).
     """
 

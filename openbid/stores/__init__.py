@@ -4,8 +4,9 @@ Serving code talks to `CounterStore` and `Catalog`; the embedded defaults (in-pr
 SQLite) need nothing installed, Redis and PostgreSQL carry the same interfaces to scale out.
 """
 
+from openbid.domain import DemandPartner, Placement, Publisher
 from openbid.stores.base import CounterStore, StoreError, StoreUnavailable
-from openbid.stores.catalog import Catalog, DemandPartner, Placement, Publisher
+from openbid.stores.catalog import Catalog
 from openbid.stores.memory import DEFAULT_MAX_KEYS, MemoryCounterStore
 from openbid.stores.redis import RedisCounterStore
 

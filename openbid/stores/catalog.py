@@ -7,7 +7,6 @@ from any session, so servers can cache them on the hot path.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from openbid.domain import DemandPartner, Placement, Publisher, hash_api_key
 from openbid.stores.base import StoreError, StoreUnavailable
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -82,43 +82,6 @@ class DemandPartnerRow(Base):
     bid_adjustment: Mapped[float] = mapped_column(Float, default=1.0)
     gzip: Mapped[bool] = mapped_column(Boolean, default=False)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-
-
-class Publisher(msgspec.Struct, frozen=True):
-    id: str
-    name: str
-    floor_micros: int = 0
-    blocked_categories: tuple[str, ...] = ()
-    blocked_adomains: tuple[str, ...] = ()
-
-
-class Placement(msgspec.Struct, frozen=True):
-    id: str
-    publisher_id: str
-    name: str
-    media: str = "banner"
-    sizes: tuple[tuple[int, int], ...] = ()
-    floor_micros: int = 0
-    site_domain: str = ""
-
-
-class DemandPartner(msgspec.Struct, frozen=True):
-    """An external DSP: where to send bid requests and how to treat it."""
-
-    id: str
-    endpoint: str
-    seat: str = ""
-    vendor_id: int | None = None
-    timeout_ms: int = 120
-    qps_cap: int | None = None
-    bid_adjustment: float = 1.0
-    gzip: bool = False
-    enabled: bool = True
-
-
-def hash_api_key(api_key: str) -> str:
-    """Keys are stored hashed: a leaked catalog does not leak working keys."""
-    return hashlib.sha256(api_key.encode()).hexdigest()
 
 
 def _publisher(row: PublisherRow) -> Publisher:

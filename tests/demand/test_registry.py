@@ -1,7 +1,7 @@
 """The demand registry keeps per-partner state across reloads and honours QPS caps."""
 
 from openbid.demand import DemandRegistry, QpsLimiter
-from openbid.stores.catalog import DemandPartner
+from openbid.domain import DemandPartner
 
 
 def test_reload_keeps_breaker_state_and_drops_disabled_partners():

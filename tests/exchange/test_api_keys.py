@@ -4,9 +4,10 @@ and a refresh that drops or rotates a key ends it at once."""
 import asyncio
 
 from openbid.config import ExchangeConfig
+from openbid.domain import hash_api_key
 from openbid.exchange.server import ExchangeServer
-from openbid.httpserver import Request
-from openbid.stores.catalog import Catalog, PublisherRow, hash_api_key
+from openbid.http.server import Request
+from openbid.stores.catalog import Catalog, PublisherRow
 from openbid.stores.memory import MemoryCounterStore
 
 

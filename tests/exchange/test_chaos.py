@@ -8,7 +8,7 @@ import itertools
 import json
 
 from openbid.events import EventReader
-from openbid.exchange.client import FanoutClient, UpstreamError
+from openbid.http.client import FanoutClient, UpstreamError
 
 from .test_e2e import API_KEY, ScriptedDsp, bid_request, run, start, stop
 
@@ -61,7 +61,7 @@ def test_misbehaving_dsps_never_cause_5xx_or_late_answers(tmp_path):
         good = [ScriptedDsp(f"good{i}", 0.6 + i / 10) for i in range(5)]
         h = await start(tmp_path, good)
         faulty = [await _faulty_dsp() for _ in range(3)]
-        from openbid.stores.catalog import DemandPartner
+        from openbid.domain import DemandPartner
 
         for i, (_, port) in enumerate(faulty):
             h.platform.catalog.upsert_demand_partner(

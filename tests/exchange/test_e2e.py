@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from openbid.config import load_config
+from openbid.domain import DemandPartner, Placement
 from openbid.events import EventReader
-from openbid.exchange.client import FanoutClient
-from openbid.httpserver import HttpServer, Request, Response, Router
+from openbid.http.client import FanoutClient
+from openbid.http.server import HttpServer, Request, Response, Router
 from openbid.platform import Platform
 from openbid.privacy.tcf import TCString
 from openbid.privacy.tcf import encode as encode_tc
-from openbid.stores.catalog import DemandPartner, Placement
 
 API_KEY = "publisher-key-1"
 

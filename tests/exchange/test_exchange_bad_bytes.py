@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 
+from openbid.domain import DemandPartner
 from openbid.exchange import orchestrator
-from openbid.httpserver import Response
-from openbid.stores.catalog import DemandPartner
+from openbid.http.server import Response
 
 from .test_e2e import API_KEY, ScriptedDsp, bid_request, run, start, stop
 from .test_hostile_dsps import Dsp, bid_response, make_exchange, request

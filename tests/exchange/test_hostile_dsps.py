@@ -16,13 +16,13 @@ import pytest
 from openbid.config import ExchangeConfig
 from openbid.creative import TrackerSigner
 from openbid.demand import DemandRegistry
-from openbid.exchange.breaker import CircuitState
-from openbid.exchange.client import FanoutClient, UpstreamError
+from openbid.demand.breaker import CircuitState
+from openbid.domain import DemandPartner
 from openbid.exchange.orchestrator import Exchange
-from openbid.httpserver import HttpServer, Request, Response, Router
+from openbid.http.client import FanoutClient, UpstreamError
+from openbid.http.server import HttpServer, Request, Response, Router
 from openbid.openrtb import decode_bid_request
 from openbid.shaping.base import ShapingDecision
-from openbid.stores.catalog import DemandPartner
 
 
 class Dsp:

@@ -5,8 +5,8 @@ import asyncio
 
 import pytest
 
-from openbid.exchange.client import Call, UpstreamError, UpstreamResponse
 from openbid.exchange.orchestrator import _Settle
+from openbid.http.client import Call, UpstreamError, UpstreamResponse
 
 
 def _reply(tag: str) -> UpstreamResponse:

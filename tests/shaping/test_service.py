@@ -6,7 +6,7 @@ import asyncio
 
 import msgspec
 
-from openbid.exchange.client import FanoutClient
+from openbid.http.client import FanoutClient
 from openbid.shaping import ModelShaper
 from openbid.shaping.service import RemoteShaper, ShapingService
 

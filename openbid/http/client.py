@@ -406,7 +406,7 @@ class FanoutClient:
     """POSTs bodies to URLs with a deadline each, reusing connections per host.
 
     >>> import asyncio
-    >>> from openbid.httpserver import HttpServer, Response
+    >>> from openbid.http.server import HttpServer, Response
     >>> async def dsp(request):
     ...     return Response(200, b'{"id":"1"}')
     >>> async def main():

@@ -6,8 +6,8 @@ import gzip
 
 import pytest
 
-from openbid.exchange.breaker import CircuitBreaker, CircuitState
-from openbid.exchange.client import FanoutClient, UpstreamError
+from openbid.demand.breaker import CircuitBreaker, CircuitState
+from openbid.http.client import FanoutClient, UpstreamError
 
 OK = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"id":"r1"}'
 

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from openbid.httpserver import HttpServer, Response, Router
+from openbid.http.server import HttpServer, Response, Router
 
 
 async def _echo(request):
@@ -246,7 +246,7 @@ def test_a_client_that_pipelines_without_reading_is_not_buffered_without_bound()
 def test_client_address_believes_only_trusted_proxies():
     import ipaddress
 
-    from openbid.httpserver import Request, client_address
+    from openbid.http.server import Request, client_address
 
     lb = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128")]
 
