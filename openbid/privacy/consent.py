@@ -16,13 +16,13 @@ than a readable "no consent" or "opted out" one.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from openbid.cache import deep_sizeof, memoize
 from openbid.privacy import gpp, tcf, usprivacy
 from openbid.privacy.errors import InvalidGPPString, InvalidTCString, InvalidUSPrivacyString
 
@@ -236,7 +236,22 @@ class ConsentContext:
         )
 
 
-@functools.lru_cache(maxsize=8192)
+CONTEXT_CACHE_MAX_ENTRIES = 8192
+CONTEXT_CACHE_MAX_BYTES = 16 << 20
+"""A context with a realistic TC string holds ~3.8 KB with its key (the TC string decoded
+in it included, though `tcf.decode_cached` may share it): ~4,400 fit; contexts of US
+signals only are ~0.6 KB, and the entry bound binds."""
+VENDOR_MEMO_ALLOWANCE_BYTES = 1024
+"""What `redaction_for` adds to a context where GDPR applies, after it is cached: ~70
+bytes a partner (measured), so 1 KiB covers 16 partners, counted up front."""
+
+
+def _context_bytes(signals: tuple, context: ConsentContext) -> int:
+    memo = VENDOR_MEMO_ALLOWANCE_BYTES if context.gdpr_applies else 0
+    return deep_sizeof(signals, context) + memo
+
+
+@memoize(CONTEXT_CACHE_MAX_ENTRIES, CONTEXT_CACHE_MAX_BYTES, _context_bytes)
 def _context_from_signals(
     gdpr: int | None,
     coppa: bool,

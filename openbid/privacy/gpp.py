@@ -18,11 +18,11 @@ unreadable (`GPPString.unreadable`): the others still stand.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from openbid.cache import deep_sizeof, memoize, without_traceback
 from openbid.privacy import tcf, usprivacy
 from openbid.privacy.bits import BitReader, BitWriter, base64url_to_bits
 from openbid.privacy.errors import InvalidGPPString, InvalidTCString, InvalidUSPrivacyString
@@ -396,16 +396,19 @@ def decode(gpp_string: str) -> GPPString:
     )
 
 
-@functools.lru_cache(maxsize=4096)
+DECODE_CACHE_MAX_ENTRIES = 4096
+DECODE_CACHE_MAX_BYTES = 8 << 20
+"""Bounded by bytes of strings and decodings too (`openbid.cache`), like `tcf`'s."""
+
+
+@memoize(DECODE_CACHE_MAX_ENTRIES, DECODE_CACHE_MAX_BYTES, deep_sizeof)
 def decode_cached(gpp_string: str) -> GPPString | InvalidGPPString:
     """`decode` memoised by string, returning (not raising) the error of an invalid one."""
     try:
         return decode(gpp_string)
     except InvalidGPPString as error:
-        # Drop the tracebacks: a cached error must not keep the decoder's frames alive.
-        if error.__cause__ is not None:
-            error.__cause__.with_traceback(None)
-        return error.with_traceback(None)
+        # A cached error must not keep the decoder's frames (and their locals) alive.
+        return without_traceback(error)
 
 
 MAX_GPP_SECTIONS = 64

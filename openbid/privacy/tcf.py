@@ -18,7 +18,6 @@ the number of ids it names (one 33-bit entry names up to 65,535 vendors).
 from __future__ import annotations
 
 import enum
-import functools
 import numbers
 import operator
 import re
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import chain, compress
 
+from openbid.cache import deep_sizeof, memoize, without_traceback
 from openbid.privacy.bits import BitReader, BitWriter, base64url_to_bits
 from openbid.privacy.errors import InvalidTCString
 
@@ -428,18 +428,26 @@ def decode(tc_string: str) -> TCString:
     return TCString(**fields)
 
 
-@functools.lru_cache(maxsize=4096)
+DECODE_CACHE_MAX_ENTRIES = 4096
+DECODE_CACHE_MAX_BYTES = 8 << 20
+"""A realistic TC string and its decoding hold ~2.2 KB (~3,800 fit); an 8 KiB hostile one
+~10 KB, or 50 KB for 1.2 KB naming 192 publisher restrictions: counted as they are."""
+
+
+@memoize(DECODE_CACHE_MAX_ENTRIES, DECODE_CACHE_MAX_BYTES, deep_sizeof)
 def decode_cached(tc_string: str) -> TCString | InvalidTCString:
     """`decode` memoised by string, returning (not raising) the error of an invalid one.
 
     The same few consent strings repeat across a publisher's traffic, so the hot path
     decodes each once; invalid strings are cached too, so they cost no more the second time.
+    The cache is bounded by entries and by the bytes of strings and decodings
+    (`openbid.cache`): strings a request chooses cannot inflate it.
     """
     try:
         return decode(tc_string)
     except InvalidTCString as error:
-        # Drop the traceback: a cached error must not keep the decoder's frames alive.
-        return error.with_traceback(None)
+        # A cached error must not keep the decoder's frames (and their locals) alive.
+        return without_traceback(error)
 
 
 def _reader(text: str, what: str) -> BitReader:

@@ -11,9 +11,9 @@ True
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
+from openbid.cache import deep_sizeof, memoize
 from openbid.privacy.errors import InvalidUSPrivacyString
 
 _FLAG = {"Y": True, "N": False, "-": None}
@@ -36,7 +36,7 @@ class USPrivacy:
         )
 
 
-@functools.lru_cache(maxsize=64)
+@memoize(64, 64 << 10, deep_sizeof)  # only valid strings (4 characters) are kept
 def parse(text: str) -> USPrivacy:
     """Parses a US Privacy string (lower-case flags are accepted); raises InvalidUSPrivacyString."""
     if not isinstance(text, str) or len(text) != 4:
