@@ -8,15 +8,18 @@ finish, then flush and roll the event log so nothing already accepted is lost.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 
 import msgspec
 
 from openbid import __version__
-from openbid.config import Config
+from openbid.config import MIN_TRACKER_SECRET_BYTES, Config, ExchangeConfig
+from openbid.errors import ConfigError, OpenbidError
 from openbid.events import EventLog
 from openbid.exchange.orchestrator import Exchange
 from openbid.exchange.server import ExchangeServer
@@ -27,6 +30,42 @@ from openbid.stores import Catalog, CounterStore, StoreUnavailable, counter_stor
 log = logging.getLogger(__name__)
 
 Service = Callable[["Platform"], Awaitable[None]]
+
+
+class StartupError(OpenbidError):
+    """The platform cannot start as configured (a port taken...): one message, no traceback."""
+
+
+def listen_error(host: str, port: int, error: OSError) -> StartupError:
+    """The message for a listening socket that cannot be had, naming the key to change."""
+    reason = error.strerror or str(error)
+    if error.errno == errno.EADDRINUSE:
+        reason += " (another process listens there: stop it or choose another server.port)"
+    elif error.errno == errno.EACCES:
+        reason += " (ports under 1024 need privileges: choose another server.port)"
+    elif error.errno == errno.EADDRNOTAVAIL:
+        reason += " (no interface of this machine has that address: check server.host)"
+    return StartupError(f"server.port: cannot listen on {host}:{port}: {reason}")
+
+
+def tracker_key(settings: ExchangeConfig) -> bytes:
+    """The tracker HMAC key the config names; a file that cannot be read or holds too short a
+    key is a `ConfigError` naming the key (the loader checks `tracker_secret` itself)."""
+    from openbid.exchange.server import tracker_secret
+
+    try:
+        key = tracker_secret(settings)
+    except OSError as exc:
+        raise ConfigError(
+            f"exchange.tracker_secret_file: cannot read {settings.tracker_secret_file}: "
+            f"{exc.strerror or exc}"
+        ) from None
+    if len(key) < MIN_TRACKER_SECRET_BYTES:
+        raise ConfigError(
+            f"exchange.tracker_secret_file: {settings.tracker_secret_file} holds a "
+            f"{len(key)}-byte key: an HMAC key needs at least {MIN_TRACKER_SECRET_BYTES}"
+        )
+    return key
 
 
 class Platform:
@@ -76,7 +115,6 @@ class Platform:
         from openbid.creative import TrackerSigner
         from openbid.demand import DemandRegistry
         from openbid.enrich.geo import open_geo_reader
-        from openbid.exchange.server import tracker_secret
         from openbid.http.client import FanoutClient
         from openbid.openrtb import Limits
 
@@ -88,7 +126,7 @@ class Platform:
                 failure_threshold=settings.breaker_failures, cooldown_s=settings.breaker_cooldown_s
             ),
             client=FanoutClient(),
-            signer=TrackerSigner(tracker_secret(settings), ttl_s=settings.tracker_ttl_s),
+            signer=TrackerSigner(tracker_key(settings), ttl_s=settings.tracker_ttl_s),
             event_log=self.event_log,
             geo_reader=open_geo_reader(settings.geoip_db) if settings.geoip_db else None,
             shaper=self._shaper(),
@@ -129,8 +167,9 @@ class Platform:
         else:
             log.info("shaping model reloaded", extra={"path": path, "version": version})
 
-    async def serve(self) -> int:
-        """Starts the HTTP server; returns the bound port."""
+    async def serve(self, sock: socket.socket | None = None) -> int:
+        """Starts the HTTP server (on `sock`, a listening socket, when given: a worker's
+        share of the supervisor's); returns the bound port."""
         server_config = self.config.server
         self.server = HttpServer(
             self.router,
@@ -143,7 +182,13 @@ class Platform:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 50)
-        self.port = await self.server.start(server_config.host, server_config.port)
+        try:
+            if sock is not None:
+                self.port = await self.server.start(sock=sock)
+            else:
+                self.port = await self.server.start(server_config.host, server_config.port)
+        except OSError as exc:
+            raise listen_error(server_config.host, server_config.port, exc) from None
         self._background.append(
             asyncio.create_task(
                 self.exchange_server.refresh_forever(self.config.exchange.demand_refresh_s)
