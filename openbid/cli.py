@@ -73,7 +73,12 @@ def up(config_path: str | None, demo: bool, market: str, rate: float) -> None:
 
         services = demo_services(market, rate)
     try:
-        _run_event_loop(run_platform(settings, services))
+        if settings.server.worker_count() > 1:
+            from openbid.workers import run_workers
+
+            _run_event_loop(run_workers(settings, services))
+        else:
+            _run_event_loop(run_platform(settings, services))
     except OpenbidError as exc:  # a config, store or port problem: one message, no traceback
         raise click.ClickException(str(exc)) from None
 

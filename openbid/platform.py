@@ -86,8 +86,9 @@ class Platform:
         self.router.add("GET", "/healthz", self._healthz, safe=True)
         self.router.add("GET", "/metrics", self._metrics, safe=True)
 
-    def open(self) -> None:
-        """Opens the stores and the event log (blocking work, done before serving)."""
+    def open(self, migrate: bool = True) -> None:
+        """Opens the stores and the event log (blocking work, done before serving); the
+        catalog is migrated first unless `migrate` is False (a supervisor did it)."""
         config = self.config
         self.event_log = EventLog(
             config.events.dir,
@@ -99,7 +100,8 @@ class Platform:
             roll_in_subprocess=config.events.roll_in_subprocess,
         )
         self.catalog = Catalog(config.stores.catalog_url)
-        self.catalog.migrate()
+        if migrate:
+            self.catalog.migrate()
         stores = config.stores
         self.counters = counter_store_from_config(
             stores.counters,
@@ -123,7 +125,11 @@ class Platform:
         self.exchange = Exchange(
             settings,
             registry=DemandRegistry(
-                failure_threshold=settings.breaker_failures, cooldown_s=settings.breaker_cooldown_s
+                failure_threshold=settings.breaker_failures,
+                cooldown_s=settings.breaker_cooldown_s,
+                # N workers: each keeps a partner under 1/N of its cap (SO_REUSEPORT spreads
+                # the connections evenly), so together they keep it under the cap.
+                qps_share=1.0 / self.config.server.worker_count(),
             ),
             client=FanoutClient(),
             signer=TrackerSigner(tracker_key(settings), ttl_s=settings.tracker_ttl_s),
@@ -166,6 +172,24 @@ class Platform:
             log.error("shaping model reload refused", extra={"path": path, "error": str(exc)})
         else:
             log.info("shaping model reloaded", extra={"path": path, "version": version})
+
+    def refresh_catalog_soon(self) -> None:
+        """Reloads publishers and demand partners from the catalog now, in a thread (SIGUSR1:
+        the supervisor's demo registered DSPs); a failure keeps the last catalog."""
+        if self.exchange_server is None:
+            return
+        refresh = self.exchange_server.refresh
+
+        def run() -> None:
+            try:
+                refresh()
+            except StoreUnavailable as exc:
+                log.error("catalog refresh failed", extra={"error": str(exc)})
+            else:
+                log.info("catalog refreshed on request")
+
+        self._background = [task for task in self._background if not task.done()]
+        self._background.append(asyncio.ensure_future(asyncio.to_thread(run)))
 
     async def serve(self, sock: socket.socket | None = None) -> int:
         """Starts the HTTP server (on `sock`, a listening socket, when given: a worker's
@@ -230,22 +254,38 @@ class Platform:
         return Response(200, metrics_payload(), METRICS_CONTENT_TYPE)
 
 
-async def run_platform(config: Config, services: list[Service] | None = None) -> None:
-    """Runs until SIGINT or SIGTERM; `services` are extra tasks (the demo's traffic...)."""
+async def run_platform(
+    config: Config,
+    services: list[Service] | None = None,
+    *,
+    sock: socket.socket | None = None,
+    migrate: bool = True,
+    on_serving: Callable[[Platform], None] | None = None,
+) -> None:
+    """Runs until SIGINT or SIGTERM; `services` are extra tasks (the demo's traffic...).
+
+    A worker of `openbid.workers` passes the supervisor's listening socket (`sock`), leaves
+    the catalog's migration to the supervisor, and says it serves through `on_serving`.
+    """
     platform = Platform(config)
     try:
-        await asyncio.to_thread(platform.open)
-    except StoreUnavailable as exc:
-        log.error("cannot open the stores", extra={"error": str(exc)})
+        await asyncio.to_thread(platform.open, migrate)
+    except BaseException as exc:
+        if isinstance(exc, StoreUnavailable):
+            log.error("cannot open the stores", extra={"error": str(exc)})
+        await platform.close()
         raise
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, platform.stopping.set)
     loop.add_signal_handler(signal.SIGHUP, platform.reload_models)
+    loop.add_signal_handler(signal.SIGUSR1, platform.refresh_catalog_soon)
     tasks: list[asyncio.Task[None]] = []
     try:
-        await platform.serve()
+        await platform.serve(sock)
         tasks = [asyncio.create_task(service(platform)) for service in services or []]
+        if on_serving is not None:
+            on_serving(platform)
         await platform.stopping.wait()
         log.info("stop requested: draining")
     finally:
@@ -253,5 +293,5 @@ async def run_platform(config: Config, services: list[Service] | None = None) ->
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await platform.close()
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
             loop.remove_signal_handler(signum)
