@@ -127,8 +127,8 @@ class Platform:
             registry=DemandRegistry(
                 failure_threshold=settings.breaker_failures,
                 cooldown_s=settings.breaker_cooldown_s,
-                # N workers: each keeps a partner under 1/N of its cap (SO_REUSEPORT spreads
-                # the connections evenly), so together they keep it under the cap.
+                # N workers: a partner's fresh limiter starts at 1/N of its cap, until the
+                # worker's keeper (openbid.workers.qps) shares the cap through Redis.
                 qps_share=1.0 / self.config.server.worker_count(),
             ),
             client=FanoutClient(),

@@ -3,9 +3,11 @@ subprocess, Redis counters), driven over HTTP and with signals."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -18,8 +20,11 @@ import urllib.request
 import pytest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from openbid.demand.registry import DemandRegistry
+from openbid.domain import DemandPartner
 from openbid.events import EventReader
 from openbid.workers.metrics import merge, totals
+from openbid.workers.qps import TICK_S, SharedQpsKeeper, take_tokens
 from openbid.workers.supervisor import claim_port, restart_delay_s
 
 DEMO_KEY = "demo-publisher-key"
@@ -249,3 +254,78 @@ def test_totals_add_counters_and_take_the_largest_gauge():
     )
     values = {(f.name, s.name): s.value for f in summed for s in f.samples}
     assert values == {("calls", "calls_total"): 5, ("circuit", "circuit"): 2}
+
+
+# --- QPS caps shared through Redis
+
+
+@pytest.fixture
+def redis_store(redis_url):
+    from openbid.stores import RedisCounterStore
+
+    store = RedisCounterStore(redis_url, prefix=f"test-{secrets.token_hex(4)}:", timeout_s=1.0)
+    yield store
+    store.close()
+
+
+def test_taking_tokens_concurrently_never_hands_out_more_than_the_cap(redis_store):
+    async def main():
+        takes = await asyncio.gather(*(take_tokens(redis_store, "k", 7, 100) for _ in range(40)))
+        more = await take_tokens(redis_store, "k", 5, 100)
+        await redis_store.aclose()
+        return takes, more
+
+    takes, more = asyncio.run(main())
+    assert sum(takes) == 100 and all(0 <= t <= 7 for t in takes)
+    assert more == 0
+
+
+def _registry(cap: int) -> DemandRegistry:
+    return DemandRegistry([DemandPartner("dsp", "http://dsp.example/bid", qps_cap=cap)])
+
+
+def test_workers_share_one_cap_by_what_each_asks(redis_store):
+    """Two workers, one asked 60 calls a tick, the other 2: per second they never call more
+    than the cap together, and the busy one gets what the quiet one leaves."""
+    cap = 200
+    busy, quiet = _registry(cap), _registry(cap)
+    keepers = [SharedQpsKeeper(r, redis_store, 2, i) for i, r in enumerate((busy, quiet))]
+    start_s = 4_000_000_000.0  # a second no other test uses
+    allowed: dict[int, dict[str, int]] = {}
+
+    async def main():
+        for tick in range(50):  # 5 seconds of ticks
+            now_s = start_s + tick * TICK_S + 0.01
+            for keeper in keepers:
+                await keeper.tick(now_s)
+            second = allowed.setdefault(int(now_s), {"busy": 0, "quiet": 0})
+            for name, registry, asks in (("busy", busy, 60), ("quiet", quiet, 2)):
+                limiter = registry.by_id["dsp"].limiter
+                second[name] += sum(limiter.allow(now_s) for _ in range(asks))
+        await redis_store.aclose()
+
+    asyncio.run(main())
+    for counts in allowed.values():
+        assert counts["busy"] + counts["quiet"] <= cap
+    steady = [allowed[int(start_s) + s] for s in (2, 3, 4)]
+    assert all(c["quiet"] >= 15 for c in steady)  # it asked 20 a second
+    assert all(c["busy"] + c["quiet"] >= 0.9 * cap for c in steady)  # the cap is used
+
+
+def test_without_the_store_each_worker_keeps_to_its_share_of_the_cap():
+    from openbid.stores import RedisCounterStore
+
+    store = RedisCounterStore("redis://127.0.0.1:1/0", timeout_s=0.2)  # nothing listens
+    registry = _registry(100)
+    keeper = SharedQpsKeeper(registry, store, workers=4, index=0)
+
+    async def main():
+        allowed = 0
+        for tick in range(10):
+            now_s = 4_100_000_000.0 + tick * TICK_S
+            await keeper.tick(now_s)
+            allowed += sum(registry.by_id["dsp"].limiter.allow(now_s) for _ in range(50))
+        await store.aclose()
+        return allowed
+
+    assert asyncio.run(main()) == 25  # 100 / 4 workers, for that second

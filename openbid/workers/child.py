@@ -31,6 +31,7 @@ from openbid.errors import OpenbidError  # noqa: E402
 from openbid.obs import setup_logging  # noqa: E402
 from openbid.platform import Platform, run_platform  # noqa: E402
 from openbid.workers.metrics import WorkerMetrics  # noqa: E402
+from openbid.workers.qps import keep_shared_qps  # noqa: E402
 
 log = logging.getLogger("openbid.workers")
 EXIT_CANNOT_START = 3
@@ -90,11 +91,18 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             await metrics.stop()
 
+    async def share_qps_caps(platform: Platform) -> None:
+        assert platform.exchange is not None and platform.counters is not None
+        await keep_shared_qps(
+            platform.exchange.registry, platform.counters, config.server.worker_count(), args.index
+        )
+
     def ready(platform: Platform) -> None:
         _tell("ready")
 
+    services = [serve_metrics, share_qps_caps]
     try:
-        _run(run_platform(config, [serve_metrics], sock=listener, migrate=False, on_serving=ready))
+        _run(run_platform(config, services, sock=listener, migrate=False, on_serving=ready))
     except OpenbidError as exc:
         log.error("worker cannot start", extra={"error": str(exc)})
         _tell(f"error {exc}")
