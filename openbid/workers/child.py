@@ -21,17 +21,12 @@ from pathlib import Path
 
 import msgspec
 
-# The supervisor may signal a worker still starting (a catalog refresh, a model reload):
-# until its handlers are installed these must not end it.
-signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-signal.signal(signal.SIGHUP, signal.SIG_IGN)
-
-from openbid.config import Config  # noqa: E402 - after the signal dispositions
-from openbid.errors import OpenbidError  # noqa: E402
-from openbid.obs import setup_logging  # noqa: E402
-from openbid.platform import Platform, run_platform  # noqa: E402
-from openbid.workers.metrics import WorkerMetrics  # noqa: E402
-from openbid.workers.qps import keep_shared_qps  # noqa: E402
+from openbid.config import Config
+from openbid.errors import OpenbidError
+from openbid.obs import setup_logging
+from openbid.platform import Platform, run_platform
+from openbid.workers.metrics import WorkerMetrics
+from openbid.workers.qps import keep_shared_qps
 
 log = logging.getLogger("openbid.workers")
 EXIT_CANNOT_START = 3

@@ -127,6 +127,7 @@ class _Worker:
         self.crashes_in_a_row = 0
         self.restarts = 0
         self.listener: socket.socket | None = None
+        self.ready = False  # serving, its signal handlers installed
 
     def close_listener(self) -> None:
         if self.listener is not None:
@@ -191,6 +192,7 @@ class Supervisor:
             start_new_session=True,
         )
         worker.process = process
+        worker.ready = False
         worker.started_at = time.monotonic()
         assert process.stdin is not None and process.stdout is not None
         process.stdin.write(self._config_json)
@@ -210,6 +212,7 @@ class Supervisor:
             code = await process.wait()
             reason = text.removeprefix("error ") if text else f"exited with status {code}"
             raise StartupError(reason)
+        worker.ready = True
 
     async def _watch(self, worker: _Worker) -> None:
         """Restarts `worker` whenever it exits, with backoff, until the stop."""
@@ -217,6 +220,7 @@ class Supervisor:
             process = worker.process
             assert process is not None
             code = await process.wait()
+            worker.ready = False
             if self.stopping.is_set():
                 return
             # Its socket leaves the port's group at once: new connections go to the live
@@ -266,9 +270,13 @@ class Supervisor:
                 break
 
     def signal_all(self, signum: int) -> None:
-        """Sends `signum` to every running worker (safe from any thread)."""
+        """Sends `signum` to every running worker (safe from any thread). SIGHUP and SIGUSR1
+        (a reload, whose default action would end the process) only reach workers that
+        serve: one still starting reads the catalog and the model as it opens anyway."""
         for worker in list(self.workers):
             process = worker.process
+            if signum in (signal.SIGHUP, signal.SIGUSR1) and not worker.ready:
+                continue
             if process is not None and process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signum)
