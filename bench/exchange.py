@@ -8,7 +8,14 @@ baseline is the stack a first version would use: Starlette on uvicorn, aiohttp c
 same DSPs, same requests. The two stacks alternate for `--rounds` rounds (3), and the table
 shows each figure's median: a shared machine's noise comes and goes within a minute.
 
-    python bench/exchange.py [--quick] [--seconds S] [--rounds N]
+`--workers 2` also measures auctions per CPU second with `server.workers = 2` against one
+worker (`per_core_ratio_2_workers`; goal >= 0.9). Two workers need both cores, which the DSPs
+and wrk share (they stay on cpu 1), so throughput says little there: the figure is auctions
+run (the exchange's /metrics) per CPU second the serving processes used (/proc, theirs
+only), for both runs alike, under the same wrk load; both use Redis counters, as two
+workers must (`OPENBID_BENCH_REDIS_URL`, default db 15 of the local Redis).
+
+    python bench/exchange.py [--quick] [--seconds S] [--rounds N] [--workers 2]
 """
 
 from __future__ import annotations
@@ -80,7 +87,11 @@ def bodies_file(root: Path, count: int) -> tuple[Path, list[bytes]]:
     return path, bodies
 
 
-def start_ours(root: Path, urls: list[str]) -> tuple[str, subprocess.Popen]:
+def start_ours(
+    root: Path, urls: list[str], workers: int = 0, redis_url: str = ""
+) -> tuple[str, subprocess.Popen]:
+    """Our exchange, pinned to cpu 0; with `workers` (1 or more) as `server.workers` on
+    Redis counters, and for more than one, free to use both cores."""
     root = Path(tempfile.mkdtemp(dir=root, prefix="round-"))  # a fresh catalog and log each
     port = free_ports(1)[0]
     catalog_url = f"sqlite:///{root}/catalog.db"
@@ -103,8 +114,14 @@ def start_ours(root: Path, urls: list[str]) -> tuple[str, subprocess.Popen]:
         OPENBID_LOGGING__LEVEL="warning",
         OPENBID_EVENTS__FLUSH_INTERVAL_S=os.environ.get("FLUSH", "1.0"),
     )
+    if workers:
+        env.update(
+            OPENBID_SERVER__WORKERS=str(workers),
+            OPENBID_STORES__COUNTERS="redis",
+            OPENBID_STORES__REDIS_URL=redis_url,
+        )
     process = subprocess.Popen(
-        [*_taskset(0), sys.executable, "-m", "openbid.cli", "up"],
+        [*(_taskset(0) if workers <= 1 else []), sys.executable, "-m", "openbid.cli", "up"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -234,6 +251,80 @@ def calls_per_auction(base: str) -> float:
     return calls / max(auctions, 1.0)
 
 
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its children (the supervisor and its workers; a worker's children, roll
+    processes, are not serving)."""
+    pids = [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time the processes `pids` have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def auctions_run(base: str) -> float:
+    """Auctions answered so far, over every worker (/metrics)."""
+    text = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("openbid_requests_total{") and 'endpoint="auction"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def measure_per_core(workers, urls, bodies_path, bodies, root, seconds, connections, redis_url):
+    """Auctions per CPU second of our serving processes under wrk, with `workers` workers."""
+    base, process = start_ours(root, urls, workers=workers, redis_url=redis_url)
+    try:
+        uvloop.run(open_loop(base, bodies, 50, 1.0))  # warm-up: connections, caches
+        pids = _process_tree(process.pid)
+        auctions_before = auctions_run(base)
+        cpu_before = cpu_seconds(pids)
+        peak = wrk_peak(base, bodies_path, root, seconds, connections)
+        cpu_s = cpu_seconds(pids) - cpu_before
+        auctions = auctions_run(base) - auctions_before
+    finally:
+        stop(process)
+    return {
+        "workers": workers,
+        "processes": len(pids),
+        "auctions_per_s": peak["auctions_per_s"],
+        "cpu_s": cpu_s,
+        "auctions": auctions,
+        "auctions_per_cpu_s": auctions / max(cpu_s, 1e-9),
+    }
+
+
+def per_core_rounds(args, urls, bodies_path, bodies, root, seconds) -> dict:
+    """1 worker and `args.workers` workers, alternating for the rounds; medians."""
+    redis_url = os.environ.get("OPENBID_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+    runs: dict[int, list[dict]] = {1: [], args.workers: []}
+    for _ in range(max(args.rounds, 1)):
+        for workers in runs:
+            runs[workers].append(
+                measure_per_core(
+                    workers, urls, bodies_path, bodies, root, seconds, args.connections, redis_url
+                )
+            )
+    return runs
+
+
 def measure(name: str, start, urls, bodies_path, bodies, root, seconds, connections) -> dict:
     base, process = start(urls) if name == "baseline" else start(root, urls)
     try:
@@ -267,6 +358,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also measure auctions per CPU second with this many workers against one",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=3,
@@ -291,6 +388,11 @@ def main() -> None:
                 )
         ours_runs, base_runs = runs["openbid"], runs["baseline"]
         ours, base = medians(ours_runs), medians(base_runs)
+        per_core = (
+            per_core_rounds(args, urls, bodies_path, bodies, root, seconds)
+            if args.workers > 1
+            else None
+        )
     finally:
         stop_dsps()
         shutil.rmtree(root, ignore_errors=True)
@@ -324,6 +426,9 @@ def main() -> None:
             f"p99 ms {o['p99_ms']:.2f} vs {b['p99_ms']:.2f} (openbid vs baseline)"
         )
     print(f"DSP calls per auction (openbid, from its /metrics): {ours['calls_per_auction']:.2f}")
+    extra: dict = {}
+    if per_core is not None:
+        extra = per_core_table(per_core, args.workers)
     print(
         json.dumps(
             {
@@ -341,9 +446,44 @@ def main() -> None:
                 "rounds": len(ours_runs),
                 "auctions_per_s_rounds": [round(r["auctions_per_s"]) for r in ours_runs],
                 "p99_added_ms_rounds": [round(r["p99_ms"], 2) for r in ours_runs],
+                **extra,
             }
         )
     )
+
+
+def per_core_table(per_core: dict[int, list[dict]], workers: int) -> dict:
+    """Prints the per-core rows; returns their JSON keys."""
+    one, many = per_core[1], per_core[workers]
+    one_per_cpu = float(np.median([r["auctions_per_cpu_s"] for r in one]))
+    many_per_cpu = float(np.median([r["auctions_per_cpu_s"] for r in many]))
+    ratio = many_per_cpu / max(one_per_cpu, 1e-9)
+    print(
+        f"server.workers: auctions per CPU second of the serving processes (Redis counters; "
+        f"1 worker pinned to cpu 0, {workers} free on both cores beside wrk and the DSPs), "
+        f"medians of {len(one)} rounds"
+    )
+    print(f"{'':<34} {'1 worker':>12} {f'{workers} workers':>12} {'ratio':>7}")
+    print(
+        f"{'auctions per CPU second':<34} {one_per_cpu:>12,.0f} {many_per_cpu:>12,.0f} {ratio:>7.2f}"
+    )
+    print(
+        f"{'auctions/s (wrk, cores shared)':<34} "
+        f"{np.median([r['auctions_per_s'] for r in one]):>12,.0f} "
+        f"{np.median([r['auctions_per_s'] for r in many]):>12,.0f}"
+    )
+    for i, (a, b) in enumerate(zip(one, many, strict=True), start=1):
+        print(
+            f"round {i}: {a['auctions']:,.0f} auctions in {a['cpu_s']:.2f} CPU s vs "
+            f"{b['auctions']:,.0f} in {b['cpu_s']:.2f} CPU s ({b['processes']} processes)"
+        )
+    key = f"{workers}_workers"
+    return {
+        f"per_core_ratio_{key}": round(ratio, 3),
+        "auctions_per_cpu_s_1_worker": round(one_per_cpu),
+        f"auctions_per_cpu_s_{key}": round(many_per_cpu),
+        f"auctions_per_s_{key}": round(float(np.median([r["auctions_per_s"] for r in many]))),
+    }
 
 
 if __name__ == "__main__":

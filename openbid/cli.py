@@ -50,11 +50,17 @@ def config_show(config_path: str | None) -> None:
 @config_option
 @click.option("--demo", is_flag=True, help="Run with a simulated market and traffic.")
 @click.option("--market", default="default", show_default=True, help="Demo market (name or YAML).")
-@click.option("--rate", default=200.0, show_default=True, help="Demo requests per second.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.0),
+    default=200.0,
+    show_default=True,
+    help="Demo requests per second (0: no traffic, the market's DSPs only).",
+)
 def up(config_path: str | None, demo: bool, market: str, rate: float) -> None:
     """Start the servers of the config; Ctrl-C (SIGINT) or SIGTERM stops them cleanly."""
+    from openbid.errors import OpenbidError
     from openbid.platform import run_platform
-    from openbid.stores import StoreUnavailable
 
     settings = _load(config_path)
     setup_logging(settings.logging.level, settings.logging.format)
@@ -67,8 +73,13 @@ def up(config_path: str | None, demo: bool, market: str, rate: float) -> None:
 
         services = demo_services(market, rate)
     try:
-        _run_event_loop(run_platform(settings, services))
-    except StoreUnavailable as exc:
+        if settings.server.worker_count() > 1:
+            from openbid.workers import run_workers
+
+            _run_event_loop(run_workers(settings, services))
+        else:
+            _run_event_loop(run_platform(settings, services))
+    except OpenbidError as exc:  # a config, store or port problem: one message, no traceback
         raise click.ClickException(str(exc)) from None
 
 

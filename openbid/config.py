@@ -31,6 +31,15 @@ Port = Annotated[int, Meta(ge=0, le=65535)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
 PositiveInt = Annotated[int, Meta(gt=0)]
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
+MIN_TRACKER_SECRET_BYTES = 16
+"""Shorter HMAC keys are refused (`TrackerSigner` would refuse them at start anyway)."""
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return max(os.cpu_count() or 1, 1)
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -44,6 +53,14 @@ class ServerConfig(_Section):
     port: Port = 8080
     max_body_bytes: PositiveInt = 65536
     max_in_flight: PositiveInt = 2048
+    workers: Annotated[int, Meta(ge=1, le=256)] | Literal["auto"] = 1
+    """Serving processes sharing the port; `auto`: one per core this process may use."""
+
+    def worker_count(self) -> int:
+        """`workers` as a number (`auto` resolved to the cores this process may run on)."""
+        if self.workers == "auto":
+            return usable_cores()
+        return self.workers
 
 
 class EventsConfig(_Section):
@@ -126,6 +143,12 @@ class ExchangeConfig(_Section):
     connection's own address, whatever the header says."""
 
     def __post_init__(self) -> None:
+        secret_bytes = len(self.tracker_secret.encode())
+        if 0 < secret_bytes < MIN_TRACKER_SECRET_BYTES:
+            raise ValueError(
+                f"tracker_secret is {secret_bytes} bytes: an HMAC key needs at least "
+                f"{MIN_TRACKER_SECRET_BYTES} (e.g. `openssl rand -hex 32`)"
+            )
         rates = self.currency_rates
         for code, rate in rates.items():
             if not _CURRENCY_RE.fullmatch(code):
@@ -270,7 +293,7 @@ def load_config(
         raise ConfigError(f"{source}: {key}: {reason}") from None
     overrides, sources = _env_overrides(environ)
     try:
-        return msgspec.convert(_merge(data, overrides), Config, strict=True)
+        config = msgspec.convert(_merge(data, overrides), Config, strict=True)
     except msgspec.ValidationError as exc:
         key, reason = _describe(exc)
         origin = sources.get(key) or next(
@@ -278,20 +301,83 @@ def load_config(
             source,
         )
         raise ConfigError(f"{origin}: {key}: {reason}") from None
+    problem = _across_sections(config)
+    if problem is not None:
+        key, reason = problem
+        raise ConfigError(f"{sources.get(key, source)}: {key}: {reason}")
+    return config
+
+
+def _across_sections(config: Config) -> tuple[str, str] | None:
+    """A rule between sections that one section's checks cannot see, as (key, reason)."""
+    workers = config.server.worker_count()
+    if workers > 1 and config.stores.counters != "redis":
+        return (
+            "server.workers",
+            f'{workers} workers need stores.counters = "redis": notice idempotency and '
+            "QPS caps must be shared by every worker, and memory counters live in one process",
+        )
+    return None
 
 
 def config_to_toml(config: Config) -> str:
-    """The effective configuration as TOML text (what `openbid config show` prints);
-    secrets are never printed."""
+    """The effective configuration as TOML text (what `openbid config show` prints), with
+    every credential masked: see `mask_credentials`."""
     lines: list[str] = []
     for section, values in msgspec.to_builtins(config).items():
         lines.append(f"[{section}]")
         for key, value in values.items():
-            if key.endswith("secret") and value:
-                value = "(set, not shown)"
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(f"{key} = {_toml_value(mask_credentials(key, value))}")
         lines.append("")
     return "\n".join(lines)
+
+
+_SECRET_KEY_RE = re.compile(r"secret|token|passw(or)?d|credential|api_?key|private_?key", re.I)
+_SECRET_QUERY_RE = re.compile(
+    r"(?P<name>[^&=?#\s]*(?:secret|token|passw(?:or)?d|credential|api_?key)[^&=#\s]*)="
+    r"(?P<value>[^&#\s]*)",
+    re.I,
+)
+MASK = "(set, not shown)"
+
+
+def mask_credentials(key: str, value: Any) -> Any:
+    """`value` with its credentials masked, for display.
+
+    A key named like a secret (`*secret*`, `*token*`, `*password*`, ...) shows only whether it
+    is set, except a `*_file` key, whose value is a path; in every string, a URL's password
+    (`scheme://user:PASSWORD@host`) and secret-named query parameters become `***`. Lists and
+    tables are masked item by item.
+
+    >>> mask_credentials("catalog_url", "postgresql://app:s3cret@db.example/openbid")
+    'postgresql://app:***@db.example/openbid'
+    >>> mask_credentials("redis_url", "redis://:s3cret@cache:6379/0?password=x&db=1")
+    'redis://:***@cache:6379/0?password=***&db=1'
+    >>> mask_credentials("reload_token", "abc"), mask_credentials("tracker_secret", "")
+    ('(set, not shown)', '')
+    """
+    if isinstance(value, dict):
+        return {k: mask_credentials(str(k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_credentials(key, v) for v in value]
+    if not isinstance(value, str) or not value:
+        return value
+    if _SECRET_KEY_RE.search(key) and not key.endswith("_file"):
+        return MASK
+    return _mask_in_text(value)
+
+
+def _mask_in_text(text: str) -> str:
+    scheme_end = text.find("://")
+    if scheme_end >= 0:
+        # The user information ends at the last "@": a password may hold an unescaped "@"
+        # or "/", and masking too much is harmless where showing too much is not.
+        start = scheme_end + 3
+        at = text.rfind("@", start)
+        colon = text.find(":", start, at) if at >= 0 else -1
+        if colon >= 0:
+            text = f"{text[: colon + 1]}***{text[at:]}"
+    return _SECRET_QUERY_RE.sub(lambda m: f"{m.group('name')}=***", text)
 
 
 def _toml_value(value: Any) -> str:

@@ -142,12 +142,19 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
                 seed = 0
                 client = FanoutClient()
                 rng = random.Random(0)
+                # At least one request a chunk, the chunk as long as the rate needs: at
+                # 0.2/s one request every 5 s (a chunk of int(0.2 * 2) = 0 requests made a
+                # loop that never yielded: no /healthz, no Ctrl-C).
+                count = max(1, round(rate_per_s * CHUNK_S))
                 while True:
-                    batch = market.generate(
-                        int(rate_per_s * CHUNK_S), seed=seed, start_s=clock.now(), span_s=CHUNK_S
-                    )
-                    seed += 1
-                    await _send_paced(client, target, batch.bodies, rate_per_s, state, rng)
+                    if rate_per_s <= 0:  # no traffic: the DSPs serve whoever sends some
+                        await asyncio.sleep(1.0)
+                    else:
+                        batch = market.generate(
+                            count, seed=seed, start_s=clock.now(), span_s=count / rate_per_s
+                        )
+                        seed += 1
+                        await _send_paced(client, target, batch.bodies, rate_per_s, state, rng)
                     live.update(_summary(state, list(servers.urls)))
         finally:
             await servers.stop()
@@ -197,6 +204,8 @@ async def _send_paced(
         state.sent += 1
     if pending:
         await asyncio.wait(pending)
+    # The next batch starts one interval after this one's last request, not at once.
+    await asyncio.sleep(max(start + len(bodies) / rate_per_s - loop.time(), 0.0))
     del state.latencies_ms[:-20_000]
 
 

@@ -8,15 +8,18 @@ finish, then flush and roll the event log so nothing already accepted is lost.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 
 import msgspec
 
 from openbid import __version__
-from openbid.config import Config
+from openbid.config import MIN_TRACKER_SECRET_BYTES, Config, ExchangeConfig
+from openbid.errors import ConfigError, OpenbidError
 from openbid.events import EventLog
 from openbid.exchange.orchestrator import Exchange
 from openbid.exchange.server import ExchangeServer
@@ -27,6 +30,42 @@ from openbid.stores import Catalog, CounterStore, StoreUnavailable, counter_stor
 log = logging.getLogger(__name__)
 
 Service = Callable[["Platform"], Awaitable[None]]
+
+
+class StartupError(OpenbidError):
+    """The platform cannot start as configured (a port taken...): one message, no traceback."""
+
+
+def listen_error(host: str, port: int, error: OSError) -> StartupError:
+    """The message for a listening socket that cannot be had, naming the key to change."""
+    reason = error.strerror or str(error)
+    if error.errno == errno.EADDRINUSE:
+        reason += " (another process listens there: stop it or choose another server.port)"
+    elif error.errno == errno.EACCES:
+        reason += " (ports under 1024 need privileges: choose another server.port)"
+    elif error.errno == errno.EADDRNOTAVAIL:
+        reason += " (no interface of this machine has that address: check server.host)"
+    return StartupError(f"server.port: cannot listen on {host}:{port}: {reason}")
+
+
+def tracker_key(settings: ExchangeConfig) -> bytes:
+    """The tracker HMAC key the config names; a file that cannot be read or holds too short a
+    key is a `ConfigError` naming the key (the loader checks `tracker_secret` itself)."""
+    from openbid.exchange.server import tracker_secret
+
+    try:
+        key = tracker_secret(settings)
+    except OSError as exc:
+        raise ConfigError(
+            f"exchange.tracker_secret_file: cannot read {settings.tracker_secret_file}: "
+            f"{exc.strerror or exc}"
+        ) from None
+    if len(key) < MIN_TRACKER_SECRET_BYTES:
+        raise ConfigError(
+            f"exchange.tracker_secret_file: {settings.tracker_secret_file} holds a "
+            f"{len(key)}-byte key: an HMAC key needs at least {MIN_TRACKER_SECRET_BYTES}"
+        )
+    return key
 
 
 class Platform:
@@ -47,8 +86,9 @@ class Platform:
         self.router.add("GET", "/healthz", self._healthz, safe=True)
         self.router.add("GET", "/metrics", self._metrics, safe=True)
 
-    def open(self) -> None:
-        """Opens the stores and the event log (blocking work, done before serving)."""
+    def open(self, migrate: bool = True) -> None:
+        """Opens the stores and the event log (blocking work, done before serving); the
+        catalog is migrated first unless `migrate` is False (a supervisor did it)."""
         config = self.config
         self.event_log = EventLog(
             config.events.dir,
@@ -60,7 +100,8 @@ class Platform:
             roll_in_subprocess=config.events.roll_in_subprocess,
         )
         self.catalog = Catalog(config.stores.catalog_url)
-        self.catalog.migrate()
+        if migrate:
+            self.catalog.migrate()
         stores = config.stores
         self.counters = counter_store_from_config(
             stores.counters,
@@ -76,7 +117,6 @@ class Platform:
         from openbid.creative import TrackerSigner
         from openbid.demand import DemandRegistry
         from openbid.enrich.geo import open_geo_reader
-        from openbid.exchange.server import tracker_secret
         from openbid.http.client import FanoutClient
         from openbid.openrtb import Limits
 
@@ -85,10 +125,14 @@ class Platform:
         self.exchange = Exchange(
             settings,
             registry=DemandRegistry(
-                failure_threshold=settings.breaker_failures, cooldown_s=settings.breaker_cooldown_s
+                failure_threshold=settings.breaker_failures,
+                cooldown_s=settings.breaker_cooldown_s,
+                # N workers: a partner's fresh limiter starts at 1/N of its cap, until the
+                # worker's keeper (openbid.workers.qps) shares the cap through Redis.
+                qps_share=1.0 / self.config.server.worker_count(),
             ),
             client=FanoutClient(),
-            signer=TrackerSigner(tracker_secret(settings), ttl_s=settings.tracker_ttl_s),
+            signer=TrackerSigner(tracker_key(settings), ttl_s=settings.tracker_ttl_s),
             event_log=self.event_log,
             geo_reader=open_geo_reader(settings.geoip_db) if settings.geoip_db else None,
             shaper=self._shaper(),
@@ -129,8 +173,27 @@ class Platform:
         else:
             log.info("shaping model reloaded", extra={"path": path, "version": version})
 
-    async def serve(self) -> int:
-        """Starts the HTTP server; returns the bound port."""
+    def refresh_catalog_soon(self) -> None:
+        """Reloads publishers and demand partners from the catalog now, in a thread (SIGUSR1:
+        the supervisor's demo registered DSPs); a failure keeps the last catalog."""
+        if self.exchange_server is None:
+            return
+        refresh = self.exchange_server.refresh
+
+        def run() -> None:
+            try:
+                refresh()
+            except StoreUnavailable as exc:
+                log.error("catalog refresh failed", extra={"error": str(exc)})
+            else:
+                log.info("catalog refreshed on request")
+
+        self._background = [task for task in self._background if not task.done()]
+        self._background.append(asyncio.ensure_future(asyncio.to_thread(run)))
+
+    async def serve(self, sock: socket.socket | None = None) -> int:
+        """Starts the HTTP server (on `sock`, a listening socket, when given: a worker's
+        share of the supervisor's); returns the bound port."""
         server_config = self.config.server
         self.server = HttpServer(
             self.router,
@@ -143,7 +206,13 @@ class Platform:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 50)
-        self.port = await self.server.start(server_config.host, server_config.port)
+        try:
+            if sock is not None:
+                self.port = await self.server.start(sock=sock)
+            else:
+                self.port = await self.server.start(server_config.host, server_config.port)
+        except OSError as exc:
+            raise listen_error(server_config.host, server_config.port, exc) from None
         self._background.append(
             asyncio.create_task(
                 self.exchange_server.refresh_forever(self.config.exchange.demand_refresh_s)
@@ -185,22 +254,38 @@ class Platform:
         return Response(200, metrics_payload(), METRICS_CONTENT_TYPE)
 
 
-async def run_platform(config: Config, services: list[Service] | None = None) -> None:
-    """Runs until SIGINT or SIGTERM; `services` are extra tasks (the demo's traffic...)."""
+async def run_platform(
+    config: Config,
+    services: list[Service] | None = None,
+    *,
+    sock: socket.socket | None = None,
+    migrate: bool = True,
+    on_serving: Callable[[Platform], None] | None = None,
+) -> None:
+    """Runs until SIGINT or SIGTERM; `services` are extra tasks (the demo's traffic...).
+
+    A worker of `openbid.workers` passes the supervisor's listening socket (`sock`), leaves
+    the catalog's migration to the supervisor, and says it serves through `on_serving`.
+    """
     platform = Platform(config)
     try:
-        await asyncio.to_thread(platform.open)
-    except StoreUnavailable as exc:
-        log.error("cannot open the stores", extra={"error": str(exc)})
+        await asyncio.to_thread(platform.open, migrate)
+    except BaseException as exc:
+        if isinstance(exc, StoreUnavailable):
+            log.error("cannot open the stores", extra={"error": str(exc)})
+        await platform.close()
         raise
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, platform.stopping.set)
     loop.add_signal_handler(signal.SIGHUP, platform.reload_models)
+    loop.add_signal_handler(signal.SIGUSR1, platform.refresh_catalog_soon)
     tasks: list[asyncio.Task[None]] = []
     try:
-        await platform.serve()
+        await platform.serve(sock)
         tasks = [asyncio.create_task(service(platform)) for service in services or []]
+        if on_serving is not None:
+            on_serving(platform)
         await platform.stopping.wait()
         log.info("stop requested: draining")
     finally:
@@ -208,5 +293,5 @@ async def run_platform(config: Config, services: list[Service] | None = None) ->
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await platform.close()
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
             loop.remove_signal_handler(signum)

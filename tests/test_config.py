@@ -115,9 +115,10 @@ def test_trusted_proxies_must_be_networks():
 
 def test_string_keys_take_environment_text_verbatim():
     # A generated secret may be all digits, or look like a TOML date.
-    for secret in ("12345678901234567890", "2024-01-01", "true"):
+    for secret in ("12345678901234567890", "1979-05-27T07:32:00Z"):
         config = load_config(environ={"OPENBID_EXCHANGE__TRACKER_SECRET": secret})
         assert config.exchange.tracker_secret == secret
+    assert load_config(environ={"OPENBID_EVENTS__DIR": "true"}).events.dir == "true"
     assert load_config(environ={"OPENBID_SERVER__PORT": "9090"}).server.port == 9090
 
 
@@ -131,3 +132,73 @@ def test_string_keys_take_environment_text_verbatim():
 def test_deadline_settings_must_leave_partners_time(environ, reason):
     with pytest.raises(ConfigError, match=reason):
         load_config(environ=environ)
+
+
+@pytest.mark.parametrize("secret", ["short", "15-bytes-secret", "\u00e9" * 7])
+def test_a_tracker_secret_under_16_bytes_is_refused_at_load(secret):
+    # It used to pass the loader and then fail at start with a traceback.
+    with pytest.raises(ConfigError) as error:
+        load_config(environ={"OPENBID_EXCHANGE__TRACKER_SECRET": secret})
+    message = str(error.value)
+    assert message.startswith("OPENBID_EXCHANGE__TRACKER_SECRET: exchange: tracker_secret is")
+    assert "needs at least 16" in message and secret not in message
+
+
+def test_a_16_byte_tracker_secret_loads():
+    config = load_config(environ={"OPENBID_EXCHANGE__TRACKER_SECRET": "0123456789abcdef"})
+    assert config.exchange.tracker_secret == "0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("postgresql://app:s3cr3t-pw@db.example:5432/openbid", "s3cr3t-pw"),
+        ("postgresql+psycopg://app:p@ss/w0rd@db.example/openbid", "p@ss/w0rd"),
+        ("postgresql://app@db.example/openbid?password=s3cr3t-pw", "s3cr3t-pw"),
+    ],
+)
+def test_config_show_masks_passwords_in_catalog_urls(url, secret):
+    config = load_config(environ={"OPENBID_STORES__CATALOG_URL": url})
+    shown = config_to_toml(config)
+    assert secret not in shown
+    assert "db.example" in shown and "***" in shown
+
+
+def test_config_show_masks_the_redis_password_and_keeps_the_rest():
+    config = load_config(
+        environ={"OPENBID_STORES__REDIS_URL": "redis://:hunter2hunter2@cache:6380/2"}
+    )
+    assert 'redis_url = "redis://:***@cache:6380/2"' in config_to_toml(config)
+
+
+def test_config_show_keeps_urls_without_credentials_as_they_are():
+    config = load_config(environ={"OPENBID_STORES__CATALOG_URL": "postgresql://app@db/openbid"})
+    assert 'catalog_url = "postgresql://app@db/openbid"' in config_to_toml(config)
+
+
+def test_secret_file_paths_are_shown_they_are_not_secrets():
+    config = load_config(environ={"OPENBID_EXCHANGE__TRACKER_SECRET_FILE": "/run/secrets/tracker"})
+    assert 'tracker_secret_file = "/run/secrets/tracker"' in config_to_toml(config)
+
+
+def test_workers_take_a_number_or_auto():
+    assert load_config(environ={}).server.worker_count() == 1
+    redis = {"OPENBID_STORES__COUNTERS": "redis"}
+    config = load_config(environ={**redis, "OPENBID_SERVER__WORKERS": "3"})
+    assert config.server.workers == 3 and config.server.worker_count() == 3
+    config = load_config(environ={**redis, "OPENBID_SERVER__WORKERS": "auto"})
+    assert config.server.workers == "auto" and config.server.worker_count() >= 1
+    with pytest.raises(ConfigError, match="server.workers"):
+        load_config(environ={**redis, "OPENBID_SERVER__WORKERS": "0"})
+    with pytest.raises(ConfigError, match="server.workers"):
+        load_config(environ={**redis, "OPENBID_SERVER__WORKERS": "many"})
+
+
+def test_several_workers_with_memory_counters_are_refused_naming_the_key(tmp_path):
+    path = write(tmp_path, "[server]\nworkers = 2\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ={})
+    assert str(error.value).startswith(f"{path}: server.workers: 2 workers need")
+    assert 'stores.counters = "redis"' in str(error.value)
+    with pytest.raises(ConfigError, match="^OPENBID_SERVER__WORKERS: server.workers"):
+        load_config(environ={"OPENBID_SERVER__WORKERS": "2"})

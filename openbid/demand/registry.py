@@ -79,10 +79,12 @@ class DemandState:
 
     __slots__ = ("partner", "breaker", "limiter")
 
-    def __init__(self, partner: DemandPartner, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self, partner: DemandPartner, breaker: CircuitBreaker, qps_share: float = 1.0
+    ) -> None:
         self.partner = partner
         self.breaker = breaker
-        self.limiter = QpsLimiter(partner.qps_cap) if partner.qps_cap else None
+        self.limiter = QpsLimiter(partner.qps_cap * qps_share) if partner.qps_cap else None
 
 
 class DemandRegistry:
@@ -94,9 +96,13 @@ class DemandRegistry:
         *,
         failure_threshold: int = 5,
         cooldown_s: float = 5.0,
+        qps_share: float = 1.0,
     ) -> None:
+        """`qps_share`: the part of each partner's QPS cap this process may use (1/N for
+        one of N workers)."""
         self._failure_threshold = failure_threshold
         self._cooldown_s = cooldown_s
+        self._qps_share = qps_share
         self.states: list[DemandState] = []
         self.by_id: dict[str, DemandState] = {}
         self.reload(partners)
@@ -115,7 +121,7 @@ class DemandRegistry:
                 if previous
                 else CircuitBreaker(self._failure_threshold, self._cooldown_s)
             )
-            state = DemandState(partner, breaker)
+            state = DemandState(partner, breaker, self._qps_share)
             if previous and previous.limiter and state.limiter:
                 # Keep the bucket's tokens, at the cap the catalog now gives.
                 state.limiter = previous.limiter.with_rate(state.limiter.qps)

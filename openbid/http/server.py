@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
@@ -401,15 +402,24 @@ class HttpServer:
     def in_flight(self) -> int:
         return self._state.in_flight
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0, backlog: int = 2048) -> int:
-        """Starts listening and returns the bound port (useful with `port=0`)."""
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        backlog: int = 2048,
+        *,
+        sock: socket.socket | None = None,
+    ) -> int:
+        """Starts listening and returns the bound port (useful with `port=0`); `sock`, a
+        socket already listening (shared by several worker processes), replaces host/port."""
         loop = asyncio.get_running_loop()
+        address: dict = {"sock": sock}
+        if sock is None:
+            address = {"host": host, "port": port, "reuse_address": True}
         self._server = await loop.create_server(
             lambda: _HttpProtocol(self._handler, self._state, self._idle_timeout_s),
-            host,
-            port,
             backlog=backlog,
-            reuse_address=True,
+            **address,
         )
         return self._server.sockets[0].getsockname()[1]
 

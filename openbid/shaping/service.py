@@ -7,9 +7,13 @@ fail-open) behind msgspec JSON on the lean `openbid.http.server`:
 | request | answer |
 | --- | --- |
 | `POST /shape` `{"features": {...}, "dsps": [...]}` | `{"model_version", "decisions": [{"dsp", "send", "score", "explored", "send_probability"}]}` |
-| `POST /reload` `{"path": "..."}` | 200 `{"model_version"}`; 422 with the reason (the old model keeps serving) |
+| `POST /reload` `{"path": "..."}`, `Authorization: Bearer <reload token>` | 200 `{"model_version"}`; 422 with the reason (the old model keeps serving); 401 without the token; 403 for a path outside the model store, or when reloading is off (no token or store given) |
 | `GET /healthz` | `{"model_version", "failing_open"}` |
 | `GET /metrics` | Prometheus text |
+
+A reload names a model directory inside the service's model store (relative to it, or
+absolute), never anywhere else: the resolved path (symbolic links followed) must lie in the
+store, so a caller cannot make the service read arbitrary files.
 
 `RemoteShaper.decide_async` calls it with a deadline and fails open (every DSP called) when
 the service is slow, down or answers nonsense: shaping may cost callouts, never auctions.
@@ -17,8 +21,10 @@ the service is slow, down or answers nonsense: shaping may cost callouts, never 
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import msgspec
 
@@ -31,6 +37,7 @@ from openbid.shaping.serving import ModelShaper
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 256 * 1024
+MIN_RELOAD_TOKEN_BYTES = 16
 
 
 class ShapeRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -58,10 +65,25 @@ def _error(status: int, message: str) -> Response:
 
 
 class ShapingService:
-    """Serves one `ModelShaper` over HTTP until `stop()`."""
+    """Serves one `ModelShaper` over HTTP until `stop()`.
 
-    def __init__(self, shaper: ModelShaper, *, max_in_flight: int = 2048) -> None:
+    `/reload` is on only with both a `reload_token` (at least 16 bytes, sent as
+    `Authorization: Bearer <token>`) and a `model_store`, the directory it may load from.
+    """
+
+    def __init__(
+        self,
+        shaper: ModelShaper,
+        *,
+        model_store: str | Path | None = None,
+        reload_token: str = "",
+        max_in_flight: int = 2048,
+    ) -> None:
+        if reload_token and len(reload_token.encode()) < MIN_RELOAD_TOKEN_BYTES:
+            raise ValueError(f"reload token must be at least {MIN_RELOAD_TOKEN_BYTES} bytes")
         self.shaper = shaper
+        self.model_store = Path(model_store).resolve() if model_store is not None else None
+        self._reload_token = reload_token.encode()
         router = Router()
         router.add("POST", "/shape", self._shape)
         router.add("POST", "/reload", self._reload)
@@ -89,12 +111,29 @@ class ShapingService:
         return Response(200, _encoder.encode(ShapeResponse(self.shaper.model_version, decisions)))
 
     async def _reload(self, request: Request) -> Response:
+        if not self._reload_token or self.model_store is None:
+            return _error(403, "reload is off: the service was started without a token and store")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), self._reload_token
+        ):
+            log.warning(
+                "shaping reload refused: bad or missing token", extra={"client": request.client}
+            )
+            return Response(
+                401,
+                _encoder.encode({"error": "reload needs Authorization: Bearer <reload token>"}),
+                headers=[("www-authenticate", 'Bearer realm="shaping"')],
+            )
         try:
             body = _reload_decoder.decode(request.body)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return _error(400, f"invalid reload request: {exc}")
+        path = model_in_store(self.model_store, body.path)
+        if path is None:
+            return _error(403, "path must name a model directory inside the model store")
         try:
-            version = self.shaper.load(body.path)
+            version = self.shaper.load(path)
         except ShapingModelError as exc:
             return _error(422, f"{exc}; still serving {self.shaper.model_version or 'no model'}")
         return Response(200, _encoder.encode({"model_version": version}))
@@ -112,6 +151,22 @@ class ShapingService:
 
     async def _metrics(self, request: Request) -> Response:
         return Response(200, metrics_payload(), METRICS_CONTENT_TYPE)
+
+
+def model_in_store(store: Path, name: str) -> Path | None:
+    """`name` (relative to `store`, or absolute) resolved, if it lies inside `store` (links
+    followed: one pointing out of the store does not count), else None.
+
+    >>> store = Path("/srv/models")
+    >>> model_in_store(store, "shaping-v2"), model_in_store(store, "../../etc")
+    (PosixPath('/srv/models/shaping-v2'), None)
+    """
+    if not name or "\x00" in name:
+        return None
+    resolved = (store / name).resolve()
+    if resolved == store or not resolved.is_relative_to(store):
+        return None
+    return resolved
 
 
 class RemoteShaper:

@@ -3,8 +3,10 @@
 import secrets
 
 import pytest
+import sqlalchemy
 
 from openbid.stores import Catalog, DemandPartner, Placement, StoreError, StoreUnavailable
+from openbid.stores.catalog import MIGRATIONS_DIR
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -81,10 +83,42 @@ def test_demand_partners_upsert_and_enabled_filter(catalog):
     assert len(catalog.demand_partners(enabled_only=False)) == 2
 
 
-def test_migrate_is_repeatable(catalog):
+def _head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+def test_migrate_builds_the_schema_at_the_head_revision(catalog):
+    inspector = sqlalchemy.inspect(catalog.engine)
+    assert {"publishers", "placements", "demand_partners", "alembic_version"} <= set(
+        inspector.get_table_names()
+    )
+    columns = {c["name"] for c in inspector.get_columns("demand_partners")}
+    assert columns == {
+        "id", "endpoint", "seat", "vendor_id", "timeout_ms", "qps_cap", "bid_adjustment",
+        "gzip", "enabled",
+    }  # fmt: skip
+    assert [fk["referred_table"] for fk in inspector.get_foreign_keys("placements")] == [
+        "publishers"
+    ]
+    with catalog.engine.connect() as connection:
+        versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+    assert versions == [(_head_revision(),)]
+    # The API key column is unique: a second publisher with the same key is refused.
+    catalog.add_publisher("pub-1", "A", api_key="same")
+    with pytest.raises(StoreError):
+        catalog.add_publisher("pub-2", "B", api_key="same")
+
+
+def test_migrating_again_keeps_the_data_and_the_revision(catalog):
+    catalog.add_publisher("pub-1", "A", api_key="k", floor_micros=250_000)
     catalog.migrate()
-    catalog.add_publisher("pub-1", "A", api_key="k")
-    assert catalog.publisher("pub-1") is not None
+    publisher = catalog.publisher_by_api_key("k")
+    assert (publisher.id, publisher.name, publisher.floor_micros) == ("pub-1", "A", 250_000)
+    with catalog.engine.connect() as connection:
+        versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+    assert versions == [(_head_revision(),)]
 
 
 def test_unreachable_database_is_store_unavailable():
