@@ -194,7 +194,7 @@ class _RequestRepairer:
         except (ValueError, RecursionError):  # e.g. a number Python reads and msgspec not
             raise first from None
         error = first
-        for _ in range(MAX_REPAIRS + 1):
+        for _ in range(MAX_REPAIRS):
             try:
                 self._repair(doc, error)
             except _Refuse:
@@ -236,7 +236,7 @@ class _RequestRepairer:
         if reason in ("is required", "must not be empty"):
             return self._missing(doc, steps, template, reason)
         if template.startswith("request.imp[].metric[]"):
-            return self._drop(doc, steps[:3], steps, reason, "metric")
+            return self._drop(doc, steps[:4], steps, reason, "metric")
         if template in ("request.device.ip", "request.device.ipv6"):
             return self._address(doc, steps, reason)
         if template.endswith((".geo.lat", ".geo.lon")):
@@ -293,7 +293,7 @@ class _RequestRepairer:
         if template.startswith("request.imp[].pmp.deals[]"):
             return self._drop(doc, steps[:5], steps, reason, "deal")
         if template.startswith("request.imp[].metric[]"):
-            return self._drop(doc, steps[:3], steps, reason, "metric")
+            return self._drop(doc, steps[:4], steps, reason, "metric")
         raise _Refuse
 
     def _address(self, doc, steps, reason) -> None:
@@ -490,7 +490,7 @@ def _repair_response(
         raise first
     doc = _Document(root, "response")
     error = first
-    for _ in range(MAX_REPAIRS + 1):
+    for _ in range(MAX_REPAIRS):
         field, reason = error.field, error.reason
         steps = doc.steps(field)
         if field == "response.id" and reason in ("is required", "must not be empty"):
