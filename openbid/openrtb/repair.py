@@ -334,6 +334,12 @@ class _RequestRepairer:
         if rest and rest[0] in ("api", "battr") and len(rest) == 2:
             return self._drop(doc, steps, steps, reason, "native")
         native = imp.get("native")
+        if (
+            rest == ["request"]
+            and reason == "must be an object, got a string"
+            and self._double_encoded(doc, steps, native, reason)
+        ):
+            return
         if rest[:1] == ["request"] and len(rest) > 1 and isinstance(native, dict):
             try:
                 if self._inside_native(doc, steps, native, rest[1:], reason):
@@ -348,6 +354,18 @@ class _RequestRepairer:
                 raise _Refuse  # nothing left to sell: the native fault is the error
             doc.note(imp_steps, "has no usable media type left", "dropped", "imp")
             doc.drop(imp_steps)
+
+    def _double_encoded(self, doc, steps, native, reason) -> bool:
+        """A Native request JSON-encoded twice (a string holding a string): decoded once more."""
+        try:
+            inner = json.loads(json.loads(native["request"]))
+        except (ValueError, TypeError, RecursionError):
+            return False
+        if not isinstance(inner, dict):
+            return False
+        native["request"] = msgspec.json.encode(inner).decode()
+        doc.note(steps, reason, "decoded once more (it was JSON-encoded twice)", "native")
+        return True
 
     def _inside_native(self, doc, steps, native, inner, reason) -> bool:
         """Repair inside the Native document; False when the native part must go."""

@@ -321,3 +321,21 @@ def test_lenient_decoding_gives_a_strictly_valid_request_or_our_error(mutations,
     assert repairs
     again, more = decode_bid_request_lenient(encode(request))
     assert more is NO_REPAIRS and again == request
+
+
+# --- the real-world corpus (bench/acceptance.py sends it over HTTP)
+
+CORPUS = [
+    json.loads(line)
+    for line in (Path(__file__).parent / "corpus" / "real-world.jsonl").read_text().splitlines()
+]
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[case["name"] for case in CORPUS])
+def test_the_corpus_is_accepted_unless_the_reference_refuses_it_too(case):
+    body = _body(case)
+    if case["reference"] == "accepted":
+        decode_bid_request_lenient(body)
+    else:
+        with pytest.raises(InvalidBidRequest):
+            decode_bid_request_lenient(body)
