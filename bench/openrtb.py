@@ -25,6 +25,8 @@ import pydantic
 from msgspec import inspect as mi
 
 from openbid.openrtb import BidRequest, decode_bid_request, encode
+from openbid.openrtb.dupkeys import has_duplicate_key
+from openbid.openrtb.repair import decode_bid_request_lenient
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_EXAMPLES = sorted((ROOT.parent / "shared/data/openrtb/2.6/bid-request").glob("*.json"))
@@ -116,9 +118,16 @@ def main() -> None:
     with_unknown = realistic[:-1] + ',"futurefield":{"a":[1,2]}}'
     request = decode_bid_request(realistic.encode())
     request_unknown = decode_bid_request(with_unknown.encode())
+    # Lenient decoding: a clean request must cost what the strict one does; one fault (a
+    # malformed device.ip) takes the repair path.
+    one_fault = realistic.replace(f'"ip":"{request.device.ip}"', '"ip":"111.222.333.444"', 1)
+    assert decode_bid_request_lenient(one_fault.encode())[1], "the fault must be repaired"
     extra = per_call_us(
         {
             "decode+validate": lambda _: decode_bid_request(realistic.encode()),
+            "lenient decode, clean": lambda _: decode_bid_request_lenient(realistic.encode()),
+            "lenient decode, 1 repair": lambda _: decode_bid_request_lenient(one_fault.encode()),
+            "duplicate-key scan (inside decode)": lambda _: has_duplicate_key(realistic.encode()),
             "decode+validate, 1 unknown key": lambda _: decode_bid_request(with_unknown.encode()),
             "encode for forwarding": lambda _: encode(request),
             "encode, with unknown keys": lambda _: encode(request_unknown),
@@ -165,6 +174,9 @@ def main() -> None:
                 "unknown_key_decode_us": round(extra["decode+validate, 1 unknown key"], 2),
                 "encode_us": round(extra["encode for forwarding"], 2),
                 "encode_unknown_us": round(extra["encode, with unknown keys"], 2),
+                "lenient_clean_us": round(extra["lenient decode, clean"], 2),
+                "lenient_one_repair_us": round(extra["lenient decode, 1 repair"], 2),
+                "dupkey_scan_us": round(extra["duplicate-key scan (inside decode)"], 2),
             }
         )
     )

@@ -69,3 +69,14 @@ WINS_NOTIFIED = loop_counter(
     "Win notices from our OpenRTB callers (/t/win) by outcome",
     ("outcome",),
 )
+REQUEST_REPAIRS = loop_counter(
+    "openbid_request_repairs",
+    "Faults repaired in bid requests, by rule (docs/openrtb.md, Repairs) and endpoint",
+    ("kind", "endpoint"),
+)
+DSP_RESPONSE_FAULTS = loop_counter(
+    "openbid_dsp_response_faults",
+    "Faults repaired in demand partners' bid responses (a bid dropped, a missing id taken "
+    "from the request, a currency upper-cased), by partner and rule",
+    ("dsp", "kind"),
+)

@@ -40,9 +40,9 @@ from openbid.openrtb import (
     BidResponse,
     InvalidBidRequest,
     InvalidBidResponse,
-    decode_bid_response,
     encode,
 )
+from openbid.openrtb.repair import decode_bid_response_lenient
 from openbid.openrtb.request import Imp
 from openbid.openrtb.response import Bid
 from openbid.privacy.consent import Redaction, redaction_for
@@ -139,7 +139,7 @@ def build_imp_rules(
             raise InvalidBidRequest(
                 field,
                 f"must be one of the currencies this exchange converts "
-                f"({', '.join(sorted(rates))}), got {currency!r}",
+                f"({', '.join(sorted(rates))}), got {msgspec.json.encode(currency).decode()}",
             )
         return micros
 
@@ -547,7 +547,7 @@ class Exchange:
             self._fail(call, "http_status", f"HTTP {reply.status}", call.latency_ms / 1000.0)
             return
         try:
-            response = decode_bid_response(reply.body, request)
+            response, faults = decode_bid_response_lenient(reply.body, request)
         except InvalidBidResponse as exc:
             if exc.field in _EMPTY_BID_FIELDS:
                 # `"seatbid": []` breaks the spec's letter, but many DSPs mean "no bid" by it.
@@ -561,6 +561,8 @@ class Exchange:
             log.exception("decoding a bid response failed", extra={"dsp": partner.id})
             self._fail(call, "internal", "bid response decoder failed", call.latency_ms / 1000.0)
             return
+        for fault in faults:  # repaired, the bids kept that are safe: counted per DSP
+            metrics.DSP_RESPONSE_FAULTS.labels(partner.id, fault.kind).inc()
         call.state.breaker.record_success()
         if not response.seatbid:
             call.outcome = "no_bid"

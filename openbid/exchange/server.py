@@ -33,9 +33,9 @@ from openbid.openrtb import (
     InvalidBidRequest,
     Limits,
     RequestTooLarge,
-    decode_bid_request,
     encode,
 )
+from openbid.openrtb.repair import Repair, decode_bid_request_lenient
 from openbid.openrtb.response import Bid, BidResponse, SeatBid
 from openbid.stores import CounterStore, MemoryCounterStore, StoreUnavailable
 from openbid.stores.catalog import Catalog
@@ -137,7 +137,7 @@ class ExchangeServer:
             metrics.REQUESTS.labels("auction", "unauthorized").inc()
             return _error(401, "unknown or missing API key (x-api-key header)")
         try:
-            bid_request = decode_bid_request(request.body, self.limits)
+            bid_request, repairs = decode_bid_request_lenient(request.body, self.limits)
         except RequestTooLarge as exc:
             metrics.REQUESTS.labels("auction", "too_large").inc()
             return _error(413, str(exc))
@@ -157,11 +157,18 @@ class ExchangeServer:
             metrics.REQUESTS.labels("auction", "invalid").inc()
             return _error(400, str(exc), exc.field)
         metrics.AUCTION_LATENCY.observe(time.perf_counter() - measured_from)
+        if repairs:
+            _count_repairs(repairs, "auction")
         if not outcome.winners:
             metrics.REQUESTS.labels("auction", "no_bid").inc()
+            if repairs:  # a no-bid that still tells the caller what was repaired
+                return Response(200, encode(BidResponse(id=bid_request.id, ext=_warnings(repairs))))
             return Response(204)
         metrics.REQUESTS.labels("auction", "won").inc()
-        return Response(200, encode(self._bid_response(bid_request, outcome)))
+        response = self._bid_response(bid_request, outcome)
+        if repairs:
+            response.ext = _warnings(repairs)
+        return Response(200, encode(response))
 
     def _bid_response(self, request: BidRequest, outcome: AuctionOutcome) -> BidResponse:
         bids = []
@@ -271,7 +278,12 @@ class ExchangeServer:
         }
         if query.get("uid"):
             body["user"] = {"id": query["uid"]}
-        return decode_bid_request(_json.encode(body), self.limits)
+        # Lenient as the OpenRTB route (e.g. an IPv6 client's address moves to device.ipv6);
+        # an HTML answer has no place for warnings, so the repairs are only counted.
+        bid_request, repairs = decode_bid_request_lenient(_json.encode(body), self.limits)
+        if repairs:
+            _count_repairs(repairs, "ad")
+        return bid_request
 
     def _render(self, winner: Winner) -> tuple[bytes, str]:
         if winner.media == "video":
@@ -418,6 +430,24 @@ class ExchangeServer:
             return _error(403, str(exc))
         metrics.RENDER_FAILURES.labels("video_player").inc()
         return _pixel()
+
+
+class _Warning(msgspec.Struct):
+    field: str
+    reason: str
+    action: str
+
+
+def _warnings(repairs: tuple[Repair, ...]) -> msgspec.Raw:
+    """`ext` of a response to a repaired request: `{"warnings": [{field, reason, action}]}`."""
+    return msgspec.Raw(
+        _json.encode({"warnings": [_Warning(r.field, r.reason, r.action) for r in repairs]})
+    )
+
+
+def _count_repairs(repairs: tuple[Repair, ...], endpoint: str) -> None:
+    for repair in repairs:
+        metrics.REQUEST_REPAIRS.labels(repair.kind, endpoint).inc()
 
 
 _GIF = bytes.fromhex(

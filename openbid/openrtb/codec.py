@@ -25,6 +25,7 @@ from openbid.openrtb.base import (
     UNKNOWN_MARKER,
     OpenRTBObject,
 )
+from openbid.openrtb.dupkeys import duplicate_key_path, has_duplicate_key
 from openbid.openrtb.errors import InvalidBidRequest, InvalidBidResponse, RequestTooLarge
 from openbid.openrtb.limits import (
     DEFAULT_LIMITS,
@@ -91,6 +92,7 @@ def decode_bid_request(data: bytes, limits: Limits | None = None) -> BidRequest:
                     raise err.under(f".imp[{index}].native.request") from None
         if size > limits.max_string_chars:
             _check_strings(data, limits.max_string_chars)
+        _check_duplicate_keys(data)
     except Invalid as err:
         raise InvalidBidRequest("request" + err.path, err.reason) from None
     return request
@@ -130,6 +132,7 @@ def decode_native_request_relative(data: bytes, limits: Limits) -> NativeRequest
     """`decode_native_request` raising `Invalid` with paths relative to the Native root."""
     native = _decode(data, NativeRequest, limits)
     validate_native_request(native, limits)
+    _check_duplicate_keys(data)
     return native
 
 
@@ -239,6 +242,21 @@ def _decode_capturing(data: bytes, cls: type[T], limits: Limits) -> T:
             target = target[step] if type(step) is int else getattr(target, step)
         target._unknown = raw
     return obj
+
+
+DUPLICATE_KEY_REASON = "must not be given twice in one object (a duplicate key)"
+
+
+def _check_duplicate_keys(data: bytes) -> None:
+    """No object of the (valid, already decoded) document has a key twice (see `dupkeys`)."""
+    if has_duplicate_key(data):
+        try:
+            found = duplicate_key_path(data)
+        except RecursionError:  # deeper than any document that passed validation
+            found = None
+        if found is not None:
+            path, key = found
+            raise Invalid(path + key_segment(key), DUPLICATE_KEY_REASON)
 
 
 def _check_utf8(data: bytes) -> None:
@@ -521,6 +539,9 @@ def _translate(err: msgspec.ValidationError, cls: type, document: Any) -> Invali
     if missing:
         return Invalid(f"{path}.{missing['name']}", "is required")
     expected = _EXPECTED_GOT.fullmatch(what)
+    if expected and expected["got"] == "null" and path and not path.endswith("]"):
+        # Only a field that may not be absent refuses null (optional ones read it as absent).
+        return Invalid(path, "is required")
     if expected:
         return Invalid(
             path, f"must be {_type_phrase(expected['want'])}, got {_type_phrase(expected['got'])}"
@@ -538,6 +559,26 @@ def _translate(err: msgspec.ValidationError, cls: type, document: Any) -> Invali
     if reason.startswith("must be at most") and isinstance(value, str):
         return Invalid(path, f"{reason}, got {len(value)}")
     return Invalid(path, f"{reason}, got {show(value)}")
+
+
+def field_type_at(cls: type, path: str) -> mi.Type | None:
+    """The declared type (None removed) of the field at `path` (`.imp[0].banner.w`) of `cls`."""
+    field_type: mi.Type | None = None
+    for name, _index in _PATH_STEP.findall(path):
+        if name:
+            if field_type is not None:
+                if not isinstance(field_type, mi.StructType):
+                    return None
+                cls = field_type.cls
+            schema = _SCHEMAS.get(cls)
+            field_type = schema.types.get(name) if schema is not None else None
+            if field_type is None:
+                return None
+        elif isinstance(field_type, mi.ListType):
+            field_type = _non_null(field_type.item_type)
+        else:
+            return None
+    return field_type
 
 
 def _constraint_reason(cls: type, path: str, what: str) -> str | None:

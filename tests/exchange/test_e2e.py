@@ -449,10 +449,10 @@ def test_click_redirects_carry_no_line_breaks_and_encode_iris(tmp_path):
     ("body", "key", "status", "field"),
     [
         (
-            b'{"id":"r","imp":[{"id":"1","banner":{"w":-3,"h":250}}]}',
+            b'{"id":"r","imp":[{"id":"1","video":{"w":640,"h":360}}]}',
             API_KEY,
             400,
-            "request.imp[0].banner.w",
+            "request.imp[0].video.mimes",
         ),
         (b"not json", API_KEY, 400, ""),
         (json.dumps(bid_request()).encode(), "wrong-key", 401, ""),

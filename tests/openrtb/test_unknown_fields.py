@@ -102,9 +102,14 @@ def test_explicit_null_of_an_optional_field_means_absent():
     assert encode(request) == b'{"id":"r","imp":[{"id":"1","banner":{}}]}'
 
 
-def test_duplicate_keys_keep_the_last_value_as_json_parsers_do():
-    request = decode_bid_request(b'{"id":"a","id":"b","imp":[{"id":"1","banner":{}}]}')
-    assert request.id == "b"
+def test_a_duplicate_key_is_refused_by_the_strict_decoder_naming_it():
+    # It used to be accepted silently (last value kept): a partner reading the first value
+    # of a key forwarded as received would see another request than we did.
+    with pytest.raises(InvalidBidRequest) as caught:
+        decode_bid_request(b'{"id":"a","imp":[{"id":"1","banner":{},"ext":{"k":1,"k":2}}]}')
+    assert str(caught.value) == (
+        "request.imp[0].ext.k must not be given twice in one object (a duplicate key)"
+    )
 
 
 @pytest.mark.parametrize(
