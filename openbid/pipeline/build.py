@@ -3,7 +3,7 @@ transformation on an engine, write Parquet and a manifest through fsspec.
 
 Windows and late events: a row is emitted only once its window has closed and the wait for
 late events has passed by the clock's time (`openbid.clock`): an impression at `t` goes into
-the click set once `now >= t + click_window_s + late_wait_s`, labelled with what came by
+the click set once `now > t + click_window_s + late_wait_s`, labelled with what came by
 then. Rows whose window is still open are left for a later run (`closed_until_micros` in the
 manifest says where that starts), never emitted as negatives.
 
