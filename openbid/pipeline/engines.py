@@ -19,6 +19,9 @@ from openbid.errors import OpenbidError
 log = logging.getLogger(__name__)
 
 ENGINES: tuple[str, ...] = ("duckdb", "spark")
+LOCAL_DRIVER_MEMORY = "4g"
+"""Heap of a local Spark (driver and executor in one JVM); a cluster's comes from its
+`spark-defaults.conf`."""
 
 
 class EngineError(OpenbidError):
@@ -92,10 +95,13 @@ class SparkEngine:
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         )
         if master.startswith("local"):
-            # A local session's shuffles: a few partitions per core, not Spark's 200.
+            # A local session's shuffles: a few partitions per core, not Spark's 200; and a
+            # heap for the rows it returns (the default 1 GiB runs out at ~3M rows).
             partitions = shuffle_partitions or max(4, 2 * (os.cpu_count() or 1))
-            builder = builder.config("spark.ui.enabled", "false").config(
-                "spark.sql.shuffle.partitions", str(partitions)
+            builder = (
+                builder.config("spark.ui.enabled", "false")
+                .config("spark.sql.shuffle.partitions", str(partitions))
+                .config("spark.driver.memory", LOCAL_DRIVER_MEMORY)
             )
         elif shuffle_partitions:
             builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
