@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a short run (under a minute)")
     parser.add_argument("--auctions", type=int, default=None, help="auctions in the log")
     args = parser.parse_args()
-    n_auctions = args.auctions or (20_000 if args.quick else 330_000)
+    n_auctions = args.auctions or (10_000 if args.quick else 330_000)
     directory = tempfile.mkdtemp(prefix="openbid-bench-etl-")
     try:
         started = time.perf_counter()
