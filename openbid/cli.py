@@ -129,10 +129,12 @@ def models() -> None:
     """List, promote and inspect registered models."""
 
 
+from openbid.pipeline.cli import build_command as etl_build_command  # noqa: E402
 from openbid.shaping.cli import train_shaping_command  # noqa: E402 - after the core commands
 from openbid.sim.cli import sim_command  # noqa: E402
 
 main.add_command(sim_command, "sim")
+etl.add_command(etl_build_command, "build")
 train.add_command(train_shaping_command, "shaping")
 
 if __name__ == "__main__":

@@ -181,6 +181,31 @@ class LoggingConfig(_Section):
     format: Literal["json", "text"] = "json"
 
 
+class EtlConfig(_Section):
+    """The ETL: the event log into training sets (`openbid etl build`, docs/pipeline.md).
+    Windows are market time: the one clock's (`openbid.clock`)."""
+
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    out_url: str = "var/training"
+    """fsspec URL (or directory) the training sets are written under."""
+    click_window_s: PositiveFloat = 3600.0
+    """An impression is labelled clicked when a click on its bid follows within this."""
+    post_click_window_s: PositiveFloat = 7 * 86400.0
+    post_view_window_s: PositiveFloat = 86400.0
+    """A conversion is attributed to its bid's click within `post_click_window_s`, else to
+    its impression within `post_view_window_s`."""
+    late_wait_s: Annotated[float, Meta(ge=0.0)] = 300.0
+    """How long past a row's window the ETL waits for late events before emitting it."""
+    lookback_s: Annotated[float, Meta(ge=0.0)] = 86400.0
+    """How far before a window its auctions (and earlier copies of its trackers' hits) are
+    looked for: a tracker fires at most `exchange.tracker_ttl_s` after its auction."""
+    duckdb_threads: Annotated[int, Meta(ge=0)] = 0
+    """0: DuckDB's default (every core)."""
+    spark_master: str = "local[*]"
+    """Spark master URL (`spark://host:7077`, `yarn`, `k8s://...`); other Spark settings
+    come from Spark's own `spark-defaults.conf`."""
+
+
 class Config(_Section):
     """The whole effective configuration of an openbid process."""
 
@@ -189,6 +214,7 @@ class Config(_Section):
     stores: StoresConfig = msgspec.field(default_factory=StoresConfig)
     exchange: ExchangeConfig = msgspec.field(default_factory=ExchangeConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    etl: EtlConfig = msgspec.field(default_factory=EtlConfig)
 
 
 _PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
