@@ -1,5 +1,6 @@
 """Event log throughput: events/s written durably (emit, fsync'd log, Parquet segments)
-and read back, against raw pyarrow writing the same rows to Parquet in the same run.
+and read back, against raw pyarrow writing the same rows to Parquet in the same run; and
+the CPU a server pays per event for `emit` (the caller's thread) and the flusher thread.
 
     python bench/events.py [--quick] [--events N]
 """
