@@ -1,6 +1,7 @@
 """Events: the schema every part of openbid logs to, the durable writer and the reader."""
 
-from openbid.events.log import EventLog, EventLogError, EventReader
+from openbid.events.errors import EventLogError
+from openbid.events.reader import EventReader
 from openbid.events.schema import (
     EVENT_TYPES,
     SCHEMA_VERSION,
@@ -14,6 +15,7 @@ from openbid.events.schema import (
     arrow_schema,
     now_micros,
 )
+from openbid.events.writer import EventLog
 
 __all__ = [
     "EVENT_TYPES",

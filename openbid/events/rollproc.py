@@ -1,6 +1,7 @@
 """The roll process: rolls one closed event log file into Parquet segments, then exits.
 
-`EventLog` (with `roll_in_subprocess`) starts it once per roll as
+The roller (`openbid.events.roller.Roller`, for a writer with `roll_in_subprocess`) starts
+it once per roll as
 
     python -P -c "<lower the priority, ignore signals>; from openbid.events.rollproc
     import main; main()"
@@ -11,11 +12,13 @@ one JSON object on stdin (not the command line, which every local user can read:
 segments URL may carry credentials) and the server's import path as PYTHONPATH (`-P`:
 never the current directory). It runs at SCHED_IDLE (only CPU time the server leaves idle)
 from its first instruction, inherited from the roller thread that starts it, and takes
-`nice` 10 (what holds where SCHED_IDLE is missing) before anything is imported; the server's main module (`openbid.cli`, click, the config) is never
-imported. It prints one line to stdout, `openbid-roll-result `
-then JSON: `{"rows": n, "bad_records": n, "bad_events": n}` (its counters are not the
-server's, so the server counts what it skipped), or `{"error": "..."}` when the roll failed
-(the server retries it like any failed roll). Should the server die (its close kills a roll
+`nice` 10 (what holds where SCHED_IDLE is missing) before anything is imported; the
+server's main module (`openbid.cli`, click, the config) is never imported. It reopens the
+segment store from its URL (credentials from the environment it inherits) and prints one
+line to stdout, `openbid-roll-result ` then JSON: `{"rows": n, "bad_records": n,
+"bad_events": n}` (its counters are not the server's, so the server counts what it
+skipped), or `{"error": "..."}` when the roll failed (the server retries it like any failed
+roll). Should the server die (its close kills a roll
 process it stops waiting for), the roll process exits too, within a second of its imports:
 the file stays for the next writer to roll.
 """
@@ -31,13 +34,9 @@ import threading
 import time
 from pathlib import Path
 
-from openbid.events.log import (
-    EVENTS_BAD_EVENTS,
-    EVENTS_BAD_RECORDS,
-    ROLL_RESULT_MARKER,
-    _SegmentStore,
-    roll_log_file,
-)
+from openbid.events.metrics import EVENTS_BAD_EVENTS, EVENTS_BAD_RECORDS
+from openbid.events.roller import ROLL_RESULT_MARKER, roll_log_file
+from openbid.events.segments import open_segment_store
 from openbid.obs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,7 @@ def roll(path: str, segments_url: str) -> dict[str, object]:
     roll skipped as damaged."""
     records_before = EVENTS_BAD_RECORDS._value.get()
     events_before = EVENTS_BAD_EVENTS._value.get()
-    rows = roll_log_file(Path(path), _SegmentStore(segments_url))
+    rows = roll_log_file(Path(path), open_segment_store(segments_url))
     return {
         "rows": rows,
         "bad_records": EVENTS_BAD_RECORDS._value.get() - records_before,

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import openbid.events.log as log_module
-from openbid.events import BidEvent
-from openbid.events.log import _encode_record
+import openbid.events.roller as roller_module
+from openbid.events import BidEvent, EventLog
+from openbid.events.framing import encode_record
 
 T0 = 1_795_000_000 * 1_000_000
 
@@ -24,7 +24,7 @@ def test_the_roll_process_is_niced_before_it_imports_anything():
         " sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", log_module._ROLL_CHILD_PRELUDE + probe],
+        [sys.executable, "-c", roller_module._ROLL_CHILD_PRELUDE + probe],
         capture_output=True,
         text=True,
         check=True,
@@ -38,7 +38,7 @@ def test_the_roll_process_is_niced_before_it_imports_anything():
 SERVER = """
 import json, sys
 import openbid.cli  # the server's main module, as under `python -m openbid.cli up`
-import openbid.events.log as m
+import openbid.events.roller as m
 from openbid.events import BidEvent, EventLog
 
 if __name__ == "__main__":
@@ -73,8 +73,8 @@ def test_main_rolls_a_file_and_prints_one_result_line(tmp_path):
     wal.mkdir()
     path = wal / "dead-000-abcdef-00000001.log"
     events = [BidEvent(T0 + i, f"a{i}", "dsp-a") for i in range(3)]
-    path.write_bytes(_encode_record("bid", events) + b"OM torn")
-    command = log_module._ROLL_CHILD_PRELUDE + log_module._ROLL_CHILD_MAIN
+    path.write_bytes(encode_record("bid", events) + b"OM torn")
+    command = roller_module._ROLL_CHILD_PRELUDE + roller_module._ROLL_CHILD_MAIN
     args = {
         "path": str(path),
         "segments_url": str(tmp_path / "segments"),
@@ -91,13 +91,13 @@ def test_main_rolls_a_file_and_prints_one_result_line(tmp_path):
             text=True,
             check=True,
         )
-        assert done.stdout.startswith(log_module.ROLL_RESULT_MARKER)
-        return json.loads(done.stdout.removeprefix(log_module.ROLL_RESULT_MARKER))
+        assert done.stdout.startswith(roller_module.ROLL_RESULT_MARKER)
+        return json.loads(done.stdout.removeprefix(roller_module.ROLL_RESULT_MARKER))
 
     assert run(args) == {"rows": 3, "bad_records": 1, "bad_events": 0}
     assert not path.exists()
     # A roll that fails is reported, not raised: the server retries it.
-    path.write_bytes(_encode_record("bid", events))
+    path.write_bytes(encode_record("bid", events))
     (tmp_path / "blocked").write_text("a file where the segments directory should be")
     args["segments_url"] = str(tmp_path / "blocked")
     result = run(args)
@@ -108,7 +108,7 @@ SHADOWED_SERVER = """
 import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])  # the real openbid, as an installed package would be
-import openbid.events.log as m
+import openbid.events.roller as m
 from openbid.events import BidEvent, EventLog
 assert m.__file__.startswith(sys.argv[2]), m.__file__
 m.ROLL_CHILD_MAX_FAILURES = 1_000  # never fall back to rolling in this process
@@ -127,7 +127,7 @@ def test_the_roll_process_imports_the_servers_openbid_not_one_in_its_working_dir
     (stray / "__init__.py").write_text("raise SystemExit('imported the stray openbid')\n")
     script = tmp_path / "server.py"
     script.write_text(SHADOWED_SERVER)
-    repo = str(Path(log_module.__file__).parents[2])
+    repo = str(Path(roller_module.__file__).parents[2])
     done = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "events"), repo],
         cwd=tmp_path / "cwd",
@@ -150,19 +150,19 @@ def test_the_roll_process_gets_no_secret_on_its_command_line_and_ignores_other_o
         seen.append(command)
         return real_popen(command, *args, **kwargs)
 
-    monkeypatch.setattr(log_module.subprocess, "Popen", popen)
+    monkeypatch.setattr(roller_module.subprocess, "Popen", popen)
     # A library printing after the result line must not turn the roll into a failure.
     monkeypatch.setattr(
-        log_module, "_ROLL_CHILD_MAIN", log_module._ROLL_CHILD_MAIN + "print('bye')\n"
+        roller_module, "_ROLL_CHILD_MAIN", roller_module._ROLL_CHILD_MAIN + "print('bye')\n"
     )
-    monkeypatch.setattr(log_module, "ROLL_CHILD_MAX_FAILURES", 1)  # a failure would fall back
+    monkeypatch.setattr(roller_module, "ROLL_CHILD_MAX_FAILURES", 1)  # a failure would fall back
     segments = f"file://{tmp_path}/segments?token=s3cr3t"
     logging_root = __import__("logging").getLogger()
     monkeypatch.setattr(logging_root, "level", 15)  # a custom level: "Level 15" is no name
-    log = log_module.EventLog(
+    log = EventLog(
         tmp_path / "events", segments_url=segments, flush_interval_s=0.05, roll_in_subprocess=True
     )
     log.emit(BidEvent(T0, "a1", "dsp-a"))
     log.close()
     assert seen and not any("s3cr3t" in part for part in seen[0])
-    assert not log._child_given_up and log.logs_waiting == 0
+    assert not log.roller.child_given_up and log.logs_waiting == 0
