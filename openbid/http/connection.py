@@ -17,25 +17,17 @@ import math
 import socket
 import struct
 from collections import deque
-from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import httptools
 
-from openbid.http.messages import (
-    CONTINUE,
-    RawResponse,
-    Request,
-    ResetConnection,
-    Response,
-    StreamResponse,
-    encode_head,
-    encode_response,
-)
+from openbid.http.messages import CONTINUE, Request, Response, encode_response
 from openbid.http.metrics import CONNECTIONS_DROPPED, REQUESTS_REFUSED
 
 log = logging.getLogger("openbid.http.server")
 
-Handler = Callable[[Request], Awaitable[object]]
+if TYPE_CHECKING:
+    from openbid.http.server import ServerState
 
 FEED_SLICE_BYTES = 4096
 """A read larger than this is parsed in slices of it, and parsing stops between slices once
@@ -52,60 +44,6 @@ _OVERLOADED = Response(503, b'{"error":"overloaded"}', headers=[("retry-after", 
 
 class _Reject(Exception):
     """Raised in a parser callback to stop parsing a request we answer with an error."""
-
-
-class ServerState:
-    """Limits and counters shared by every connection of one server."""
-
-    __slots__ = (
-        "handler",
-        "loop",
-        "in_flight",
-        "max_in_flight",
-        "max_body_bytes",
-        "max_url_bytes",
-        "max_header_bytes",
-        "max_header_count",
-        "max_head_wire_bytes",
-        "max_body_wire_bytes",
-        "max_pipelined",
-        "idle_timeout_s",
-        "header_timeout_s",
-        "connections",
-        "closing",
-    )
-
-    def __init__(
-        self,
-        handler: Handler,
-        *,
-        max_in_flight: int,
-        max_body_bytes: int,
-        max_url_bytes: int,
-        max_header_bytes: int,
-        max_header_count: int,
-        max_pipelined: int,
-        idle_timeout_s: float,
-        header_timeout_s: float,
-    ) -> None:
-        self.handler = handler
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.in_flight = 0
-        self.max_in_flight = max_in_flight
-        self.max_body_bytes = max_body_bytes
-        self.max_url_bytes = max_url_bytes
-        self.max_header_bytes = max_header_bytes
-        self.max_header_count = max_header_count
-        # Bytes a request may take on the wire before its head ends (request line, headers,
-        # their CRLFs), and after it (the body, chunk framing, trailers): llhttp keeps a
-        # header line being received in memory, so it must end within bounds.
-        self.max_head_wire_bytes = max_url_bytes + max_header_bytes + 2 * max_header_count + 64
-        self.max_body_wire_bytes = 2 * max_body_bytes + max_header_bytes + 65536
-        self.max_pipelined = max_pipelined
-        self.idle_timeout_s = idle_timeout_s
-        self.header_timeout_s = header_timeout_s
-        self.connections: set[HttpConnection] = set()
-        self.closing = False
 
 
 class HttpConnection(asyncio.Protocol):
@@ -516,7 +454,7 @@ class HttpConnection(asyncio.Protocol):
                             return
                     transport.write(data)
                 else:
-                    keep_alive = await self._write_special(response, keep_alive, head_only, http10)
+                    keep_alive = await self._send_other(response, keep_alive, head_only, http10)
                 if not keep_alive:
                     if self._refused:
                         self._linger()
@@ -530,45 +468,29 @@ class HttpConnection(asyncio.Protocol):
             if self._eof and not queue:
                 self.close()
 
-    async def _write_special(
+    async def _send_other(
         self, response: object, keep_alive: bool, head_only: bool, http10: bool
     ) -> bool:
-        """Writes a response that is not a plain `Response`; returns whether the connection
-        can serve another request after it."""
-        transport = self._transport
-        assert transport is not None
-        if isinstance(response, StreamResponse):
-            head = encode_head(
-                response.status,
-                response.content_type,
-                response.headers,
-                response.length,
-                keep_alive,
-                http10,
-            )
-            transport.write(head)
-            if head_only:
-                return keep_alive
-            sent = 0
-            async for piece in response.pieces:
-                if self._transport is None:
-                    return False
-                if self._writable is not None:
-                    await self._writable
-                    if self._transport is None:
-                        return False
-                sent += len(piece)
-                self._transport.write(piece)
-            return keep_alive and sent == response.length
-        if isinstance(response, RawResponse):
-            transport.write(response.data)
-            return response.keep_alive and keep_alive
-        if isinstance(response, ResetConnection):
-            self.reset()
-            return False
+        """A `StreamResponse`, `RawResponse` or `ResetConnection` sends itself; returns
+        whether the connection can serve another request after it."""
+        send = getattr(response, "send", None)
+        if send is not None:
+            return await send(self, keep_alive, head_only, http10)
         log.error("a handler returned no response", extra={"returned": type(response).__name__})
-        transport.write(encode_response(_INTERNAL_ERROR, keep_alive, head_only, http10))
+        self.write(encode_response(_INTERNAL_ERROR, keep_alive, head_only, http10))
         return keep_alive
+
+    # --- `messages.Output`, through which responses other than `Response` send themselves
+    def write(self, data: bytes) -> bool:
+        if self._transport is None:
+            return False
+        self._transport.write(data)
+        return True
+
+    async def drained(self) -> bool:
+        if self._writable is not None:  # the client is not reading: wait for it
+            await self._writable
+        return self._transport is not None
 
     def _linger(self) -> None:
         """Half-closes after an error reply, then drops what still arrives (`LINGER_S`)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Sequence
 from http import HTTPStatus
+from typing import Protocol
 from urllib.parse import parse_qsl
 
 _STATUS_LINES = {
@@ -73,6 +74,22 @@ class Response:
         self.headers = headers or _NO_HEADERS
 
 
+class Output(Protocol):
+    """The connection a response other than `Response` sends itself through."""
+
+    def write(self, data: bytes) -> bool:
+        """Writes `data`; False once the connection is gone."""
+        ...
+
+    async def drained(self) -> bool:
+        """Waits while the client is not reading; False once the connection is gone."""
+        ...
+
+    def reset(self) -> None:
+        """Closes with a TCP RST."""
+        ...
+
+
 class StreamResponse:
     """A response whose body, `length` bytes in all, is written piece by piece as `pieces`
     yields them (a slow body). Should the pieces not add up to `length`, the connection is
@@ -94,6 +111,22 @@ class StreamResponse:
         self.content_type = content_type
         self.headers = headers or _NO_HEADERS
 
+    async def send(self, out: Output, keep_alive: bool, head_only: bool, http10: bool) -> bool:
+        """Writes the head, then each piece as it comes; whether the connection goes on."""
+        head = encode_head(
+            self.status, self.content_type, self.headers, self.length, keep_alive, http10
+        )
+        if not out.write(head):
+            return False
+        if head_only:
+            return keep_alive
+        sent = 0
+        async for piece in self.pieces:
+            if not await out.drained() or not out.write(piece):
+                return False
+            sent += len(piece)
+        return keep_alive and sent == self.length
+
 
 class RawResponse:
     """Bytes written as they are, whatever they are (a test double's broken reply); the
@@ -105,11 +138,18 @@ class RawResponse:
         self.data = data
         self.keep_alive = keep_alive
 
+    async def send(self, out: Output, keep_alive: bool, head_only: bool, http10: bool) -> bool:
+        return out.write(self.data) and self.keep_alive and keep_alive
+
 
 class ResetConnection:
     """No answer: the connection is reset (TCP RST), as by a peer that crashed."""
 
     __slots__ = ()
+
+    async def send(self, out: Output, keep_alive: bool, head_only: bool, http10: bool) -> bool:
+        out.reset()
+        return False
 
 
 def encode_head(

@@ -27,10 +27,10 @@ import ipaddress
 import logging
 import resource
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from operator import attrgetter
 
-from openbid.http.connection import Handler, HttpConnection, ServerState
+from openbid.http.connection import HttpConnection
 from openbid.http.messages import (
     RawResponse,
     Request,
@@ -68,6 +68,7 @@ _FULL = (
 )
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Handler = Callable[[Request], Awaitable[object]]
 
 
 def client_address(request: Request, trusted: Sequence[Network]) -> str:
@@ -102,6 +103,60 @@ def _in_networks(address: str, networks: Sequence[Network]) -> bool:
     except ValueError:
         return False
     return any(ip in network for network in networks)
+
+
+class ServerState:
+    """Limits and counters shared by every connection of one server."""
+
+    __slots__ = (
+        "handler",
+        "loop",
+        "in_flight",
+        "max_in_flight",
+        "max_body_bytes",
+        "max_url_bytes",
+        "max_header_bytes",
+        "max_header_count",
+        "max_head_wire_bytes",
+        "max_body_wire_bytes",
+        "max_pipelined",
+        "idle_timeout_s",
+        "header_timeout_s",
+        "connections",
+        "closing",
+    )
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        max_in_flight: int,
+        max_body_bytes: int,
+        max_url_bytes: int,
+        max_header_bytes: int,
+        max_header_count: int,
+        max_pipelined: int,
+        idle_timeout_s: float,
+        header_timeout_s: float,
+    ) -> None:
+        self.handler = handler
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.in_flight = 0
+        self.max_in_flight = max_in_flight
+        self.max_body_bytes = max_body_bytes
+        self.max_url_bytes = max_url_bytes
+        self.max_header_bytes = max_header_bytes
+        self.max_header_count = max_header_count
+        # Bytes a request may take on the wire before its head ends (request line, headers,
+        # their CRLFs), and after it (the body, chunk framing, trailers): llhttp keeps a
+        # header line being received in memory, so it must end within bounds.
+        self.max_head_wire_bytes = max_url_bytes + max_header_bytes + 2 * max_header_count + 64
+        self.max_body_wire_bytes = 2 * max_body_bytes + max_header_bytes + 65536
+        self.max_pipelined = max_pipelined
+        self.idle_timeout_s = idle_timeout_s
+        self.header_timeout_s = header_timeout_s
+        self.connections: set[HttpConnection] = set()
+        self.closing = False
 
 
 def default_max_connections() -> int:

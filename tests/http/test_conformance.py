@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from openbid.http.server import HttpServer, Response, Router
 
@@ -194,6 +195,7 @@ def test_the_table_is_large_and_names_are_unique():
     assert all(case["covers"] for case in CASES)
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])  # uvloop is what `openbid up` runs
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
-def test_conformance(case):
-    asyncio.run(_run(case))
+def test_conformance(case, loop):
+    (uvloop.run if loop == "uvloop" else asyncio.run)(_run(case))
