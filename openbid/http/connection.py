@@ -202,8 +202,6 @@ class HttpConnection(asyncio.Protocol):
         self._wire_bytes += len(data)
         try:
             self._parser.feed_data(data)
-        except _Reject:
-            return
         except httptools.HttpParserCallbackError as exc:
             if not isinstance(exc.__context__, _Reject):
                 self._refuse(400, "malformed HTTP request")
@@ -322,7 +320,9 @@ class HttpConnection(asyncio.Protocol):
                 self._continue()
 
     def _head_without_upgrade(self) -> bytes:
-        lines = [b"%s %s HTTP/1.1\r\n" % (self._parser.get_method(), self._url)]
+        parser = self._parser
+        version = parser.get_http_version().encode()
+        lines = [b"%s %s HTTP/%s\r\n" % (parser.get_method(), self._url, version)]
         for name, value in self._headers.items():
             if name == "upgrade":
                 continue

@@ -253,6 +253,7 @@ class HttpServer:
             sock = await _listening_socket(loop, host, port, backlog, reuse_port)
         sock.setblocking(False)
         self._loop = self._state.loop = loop
+        self._state.closing = False  # a server stopped before may start again
         self._sock = sock
         loop.add_reader(sock.fileno(), self._accept)
         return sock.getsockname()[1]

@@ -515,3 +515,19 @@ def test_pipelined_requests_are_parsed_no_further_than_the_bound():
 
     peak, size = asyncio.run(main())
     assert 0 < peak <= 8 + FEED_SLICE_BYTES // size + 1
+
+
+def test_a_stopped_server_can_start_again():
+    async def ok(request):
+        return Response(200, b"again")
+
+    async def main():
+        server = HttpServer(ok)
+        await server.start()
+        await server.stop()
+        port = await server.start()
+        reply = await _exchange(port, b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        await server.stop()
+        return reply
+
+    assert _run(main()).endswith(b"again")
