@@ -531,3 +531,69 @@ def test_a_stopped_server_can_start_again():
         return reply
 
     assert _run(main()).endswith(b"again")
+
+
+def test_client_address_reads_a_forwarded_chain_split_over_several_header_lines():
+    # The load balancer (10.0.0.1) appended its own X-Forwarded-For line after the client's
+    # address line instead of joining them: the chain must read the same.
+    import ipaddress
+
+    from openbid.http.server import client_address
+
+    trusted = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8")]
+
+    async def who(request):
+        return Response(200, client_address(request, trusted).encode(), "text/plain")
+
+    async def main():
+        server = HttpServer(who)
+        port = await server.start()
+        reply = await _exchange(
+            port,
+            b"GET / HTTP/1.1\r\nhost: x\r\nx-forwarded-for: 203.0.113.9\r\n"
+            b"x-forwarded-for: 10.0.0.1\r\nconnection: close\r\n\r\n",
+        )
+        await server.stop()
+        return reply
+
+    assert _run(main()).endswith(b"\r\n\r\n203.0.113.9")
+
+
+def test_handlers_of_test_doubles_may_stream_send_raw_bytes_or_reset():
+    from openbid.http.server import RawResponse, ResetConnection, StreamResponse
+
+    async def pieces(*parts):
+        for part in parts:
+            await asyncio.sleep(0.01)
+            yield part
+
+    async def double(request):
+        if request.path == "/raw":
+            return RawResponse(b"\x16\x03 not http")
+        if request.path == "/stream":
+            return StreamResponse(200, 6, pieces(b"abc", b"def"), "text/plain")
+        if request.path == "/short":  # announces 6 bytes, sends 3: the connection must end
+            return StreamResponse(200, 6, pieces(b"abc"), "text/plain")
+        return ResetConnection()
+
+    async def main():
+        server = HttpServer(double)
+        port = await server.start()
+        raw = await _exchange(port, b"GET /raw HTTP/1.1\r\nhost: x\r\n\r\n")
+        streamed = await _exchange(
+            port, b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\nGET /raw HTTP/1.1\r\nhost: x\r\n\r\n"
+        )
+        short = await _exchange(port, b"GET /short HTTP/1.1\r\nhost: x\r\n\r\n")
+        try:
+            reset = await _exchange(port, b"GET /reset HTTP/1.1\r\nhost: x\r\n\r\n")
+        except ConnectionResetError:
+            reset = "reset"
+        await server.stop()
+        return raw, streamed, short, reset
+
+    raw, streamed, short, reset = _run(main())
+    assert raw == b"\x16\x03 not http"
+    assert streamed.startswith(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n")
+    assert streamed.endswith(b"\r\n\r\nabcdef\x16\x03 not http")  # the next request served
+    assert short.endswith(b"\r\n\r\nabc")
+    assert reset == "reset"
