@@ -62,6 +62,19 @@ class ServerConfig(_Section):
             return usable_cores()
         return self.workers
 
+    idle_timeout_s: PositiveFloat = 75.0
+    """A keep-alive connection that receives no byte and is owed no answer this long is closed."""
+    header_timeout_s: PositiveFloat = 10.0
+    """A request's line and headers must arrive within this from their first byte (a new
+    connection's first request, from the connect): else 408 and close (slowloris)."""
+    max_connections: Annotated[int, Meta(ge=0)] = 0
+    """Open connections at most; at the cap the longest-idle ones are shed (logged, counted
+    in `openbid_http_connections_dropped_total`). 0: half the process's open-file limit."""
+    max_header_bytes: PositiveInt = 32768
+    """Request headers past this many bytes get 431."""
+    max_header_count: PositiveInt = 100
+    """Requests with more header fields get 431."""
+
 
 class EventsConfig(_Section):
     """The durable event log: a local append-only log rolled into Parquet segments."""

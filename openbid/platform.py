@@ -199,6 +199,11 @@ class Platform:
             self.router,
             max_body_bytes=server_config.max_body_bytes,
             max_in_flight=server_config.max_in_flight,
+            idle_timeout_s=server_config.idle_timeout_s,
+            header_timeout_s=server_config.header_timeout_s,
+            max_connections=server_config.max_connections,
+            max_header_bytes=server_config.max_header_bytes,
+            max_header_count=server_config.max_header_count,
         )
         # What exists now (modules, caches, the catalog) lives as long as the process: keep
         # it out of the collector's scans, and collect the young generation less often, so

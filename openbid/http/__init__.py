@@ -1,2 +1,3 @@
-"""openbid's HTTP/1.1: the server every openbid server runs on (`server`) and the client the
-fan-out and notices use (`client`), on asyncio and httptools (llhttp)."""
+"""openbid's one HTTP/1.1 stack, on asyncio and httptools (llhttp): the server every openbid
+server and the simulated DSPs run on (`server`), and the client the fan-out and notices
+use (`client`)."""

@@ -1,93 +1,81 @@
 """A lean HTTP/1.1 server on asyncio + httptools for openbid's hot paths.
 
-Frameworks cost more per request than an auction can spare, so the servers share this small
-core: keep-alive, pipelined requests answered in order, a body size limit (413, answered as
-soon as the headers announce it), limits on the request line (414) and headers (431), a
-bound on requests in flight (503 with `Retry-After`, never a hang), backpressure both ways
-(a client that pipelines without reading stops being read; a client that does not read its
-responses stops being written to), and graceful stop. Header values that would split a
-response (CR, LF) or that HTTP/1.1 cannot carry are refused as the handler's error (500).
+Frameworks cost more per request than an auction can spare, so every openbid server shares
+this small core: keep-alive (HTTP/1.0's too), pipelined requests answered in order, limits
+on the request line (414), the header block (431, bounded in bytes and fields before it
+ends), the body (413, as soon as it passes the limit), requests in flight (503 with
+`Retry-After`), connections (`max_connections`: the longest idle are shed first), and time
+(408 for a head not received within `header_timeout_s`; idle connections closed after
+`idle_timeout_s` without a byte); backpressure both ways, `Expect: 100-continue`, a
+half-closed client still answered, and a graceful stop that never outlives its grace.
+Upgrade is ignored (RFC 9110 7.8); requests whose framing could be read two ways are refused.
+
+The server accepts connections itself rather than through `loop.create_server`, on asyncio
+and uvloop alike: running out of file descriptors (EMFILE) is then logged and counted, the
+oldest idle connections are shed to make room, and accepting resumes, instead of libuv
+closing new connections unseen. The per-connection protocol is in `connection.py`, what
+handlers take and return in `messages.py`. `tests/http/conformance.json` pins the behaviour
+with raw bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import heapq
 import ipaddress
 import logging
+import resource
 import socket
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from http import HTTPStatus
-from urllib.parse import parse_qsl
+from operator import attrgetter
 
-import httptools
+from openbid.http.connection import HttpConnection
+from openbid.http.messages import (
+    RawResponse,
+    Request,
+    ResetConnection,
+    Response,
+    StreamResponse,
+)
+from openbid.http.metrics import ACCEPT_ERRORS, CONNECTIONS_DROPPED, WARNINGS
+
+__all__ = [
+    "HttpServer",
+    "RawResponse",
+    "Request",
+    "ResetConnection",
+    "Response",
+    "Router",
+    "StreamResponse",
+    "client_address",
+]
 
 log = logging.getLogger(__name__)
 
-_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 MAX_URL_BYTES = 8192
 MAX_HEADER_BYTES = 32768
 """Request line and header limits, like common proxies' defaults (nginx: 4 x 8 KiB)."""
+MAX_HEADER_COUNT = 100
 MAX_PIPELINED = 32
 """Requests parsed ahead of their responses before the connection stops being read."""
+_ACCEPT_BATCH = 64
+_OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_FULL_BODY = b'{"error":"too many connections"}'
+_FULL = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: %d\r\ncontent-type: application/json"
+    b"\r\nretry-after: 1\r\nconnection: close\r\n\r\n%s" % (len(_FULL_BODY), _FULL_BODY)
+)
 
-
-class _Reject(Exception):
-    """Raised in a parser callback to stop parsing a request we answer with an error."""
-
-
-class Request:
-    """One parsed HTTP request. Header names are lower-case."""
-
-    __slots__ = ("method", "path", "query_string", "headers", "body", "client")
-
-    def __init__(
-        self,
-        method: str,
-        path: str,
-        query_string: str,
-        headers: dict[str, str],
-        body: bytes,
-        client: str,
-    ) -> None:
-        self.method = method
-        self.path = path
-        self.query_string = query_string
-        self.headers = headers
-        self.body = body
-        self.client = client
-
-    def query(self) -> dict[str, str]:
-        """The query parameters (the last value wins for repeated names)."""
-        return dict(parse_qsl(self.query_string, keep_blank_values=True))
-
-
-class Response:
-    """An HTTP response; `headers` are extra headers beyond length, type and connection."""
-
-    __slots__ = ("status", "body", "content_type", "headers")
-
-    def __init__(
-        self,
-        status: int = 200,
-        body: bytes = b"",
-        content_type: str = "application/json",
-        headers: list[tuple[str, str]] | None = None,
-    ) -> None:
-        self.status = status
-        self.body = body
-        self.content_type = content_type
-        self.headers = headers or []
-
-
-Handler = Callable[[Request], Awaitable[Response]]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Handler = Callable[[Request], Awaitable[object]]
 
 
 def client_address(request: Request, trusted: Sequence[Network]) -> str:
     """The client's IP: the connection's peer, or, when the peer is one of our `trusted`
     proxies, the right-most `X-Forwarded-For` address that no trusted proxy added (anything
-    left of it is whatever the client chose to send).
+    left of it is whatever the client chose to send). Repeated `X-Forwarded-For` lines
+    arrive joined in order, so a chain split over several lines reads the same.
 
     >>> lb = [ipaddress.ip_network("10.0.0.0/8")]
     >>> req = Request("GET", "/", "", {"x-forwarded-for": "6.6.6.6, 203.0.113.9"}, b"", "10.1.2.3")
@@ -117,257 +105,75 @@ def _in_networks(address: str, networks: Sequence[Network]) -> bool:
     return any(ip in network for network in networks)
 
 
-def _serialize(response: Response, keep_alive: bool) -> bytes:
-    head = [
-        b"HTTP/1.1 %d %s\r\n" % (response.status, _REASONS.get(response.status, b"Unknown")),
-        b"content-length: %d\r\n" % len(response.body),
-    ]
-    if response.body or response.status not in (204, 304):
-        head.append(b"content-type: %s\r\n" % response.content_type.encode())
-    for name, value in response.headers:
-        line = f"{name}: {value}"
-        if "\r" in line or "\n" in line or "\0" in line:
-            raise ValueError(f"header {name!r} holds a line break or NUL")
-        head.append(line.encode("latin-1") + b"\r\n")  # UnicodeEncodeError is a ValueError
-    if not keep_alive:
-        head.append(b"connection: close\r\n")
-    head.append(b"\r\n")
-    return b"".join(head) + response.body
+class ServerState:
+    """Limits and counters shared by every connection of one server."""
 
+    __slots__ = (
+        "handler",
+        "loop",
+        "in_flight",
+        "max_in_flight",
+        "max_body_bytes",
+        "max_url_bytes",
+        "max_header_bytes",
+        "max_header_count",
+        "max_head_wire_bytes",
+        "max_body_wire_bytes",
+        "max_pipelined",
+        "idle_timeout_s",
+        "header_timeout_s",
+        "connections",
+        "closing",
+    )
 
-class _State:
-    """Server-wide counters shared by every connection."""
-
-    __slots__ = ("in_flight", "max_in_flight", "max_body_bytes", "connections", "closing")
-
-    def __init__(self, max_in_flight: int, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        max_in_flight: int,
+        max_body_bytes: int,
+        max_url_bytes: int,
+        max_header_bytes: int,
+        max_header_count: int,
+        max_pipelined: int,
+        idle_timeout_s: float,
+        header_timeout_s: float,
+    ) -> None:
+        self.handler = handler
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.in_flight = 0
         self.max_in_flight = max_in_flight
         self.max_body_bytes = max_body_bytes
-        self.connections: set[_HttpProtocol] = set()
+        self.max_url_bytes = max_url_bytes
+        self.max_header_bytes = max_header_bytes
+        self.max_header_count = max_header_count
+        # Bytes a request may take on the wire before its head ends (request line, headers,
+        # their CRLFs), and after it (the body, chunk framing, trailers): llhttp keeps a
+        # header line being received in memory, so it must end within bounds.
+        self.max_head_wire_bytes = max_url_bytes + max_header_bytes + 2 * max_header_count + 64
+        self.max_body_wire_bytes = 2 * max_body_bytes + max_header_bytes + 65536
+        self.max_pipelined = max_pipelined
+        self.idle_timeout_s = idle_timeout_s
+        self.header_timeout_s = header_timeout_s
+        self.connections: set[HttpConnection] = set()
         self.closing = False
 
 
-class _HttpProtocol(asyncio.Protocol):
-    def __init__(self, handler: Handler, state: _State, idle_timeout_s: float) -> None:
-        self._handler = handler
-        self._state = state
-        self._idle_timeout_s = idle_timeout_s
-        self._parser = httptools.HttpRequestParser(self)
-        self._transport: asyncio.Transport | None = None
-        self._client = ""
-        self._url = b""
-        self._headers: dict[str, str] = {}
-        self._body: list[bytes] = []
-        self._body_bytes = 0
-        self._too_large = False
-        self._head_bytes = 0
-        self._queue: deque[tuple[Request | Response, bool]] = deque()
-        self._busy = False
-        self._reading = True
-        self._writable: asyncio.Future[None] | None = None
-        self._drain_task: asyncio.Task[None] | None = None
-        self._idle_handle: asyncio.TimerHandle | None = None
-        self._idle_since = 0.0
-        self._loop = asyncio.get_running_loop()
-
-    # asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self._client = peer[0] if peer else ""
-        self._state.connections.add(self)
-        self._arm_idle()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._state.connections.discard(self)
-        self._transport = None
-        if self._idle_handle:
-            self._idle_handle.cancel()
-        self._resume_writing()
-
-    def pause_writing(self) -> None:
-        if self._writable is None:
-            self._writable = self._loop.create_future()
-
-    def resume_writing(self) -> None:
-        self._resume_writing()
-
-    def _resume_writing(self) -> None:
-        if self._writable is not None:
-            if not self._writable.done():
-                self._writable.set_result(None)
-            self._writable = None
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self._parser.feed_data(data)
-        except _Reject:
-            pass
-        except httptools.HttpParserCallbackError as exc:
-            if not isinstance(exc.__context__, _Reject):
-                self._reply_and_close(Response(400, b'{"error":"malformed HTTP request"}'))
-        except httptools.HttpParserUpgrade:
-            self._reply_and_close(Response(400, b'{"error":"upgrades are not supported"}'))
-        except httptools.HttpParserError:
-            self._reply_and_close(Response(400, b'{"error":"malformed HTTP request"}'))
-
-    # httptools callbacks
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = {}
-        self._body = []
-        self._body_bytes = 0
-        self._too_large = False
-        self._head_bytes = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > MAX_URL_BYTES:
-            self._reject(414, b'{"error":"request line exceeds %d bytes"}' % MAX_URL_BYTES)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > MAX_HEADER_BYTES:
-            self._reject(431, b'{"error":"headers exceed %d bytes"}' % MAX_HEADER_BYTES)
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-
-    def on_headers_complete(self) -> None:
-        length = self._headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self._state.max_body_bytes:
-            # Answer now rather than read (and drop) a body we will refuse.
-            limit = self._state.max_body_bytes
-            self._reject(413, b'{"error":"request body exceeds %d bytes"}' % limit)
-
-    def _reject(self, status: int, body: bytes) -> None:
-        """Answers the request being parsed with an error (after those queued before it),
-        stops reading the connection and closes it after that answer."""
-        self._enqueue(Response(status, body), keep_alive=False)
-        if self._transport is not None:
-            self._transport.pause_reading()
-            self._reading = False
-        raise _Reject
-
-    def on_body(self, body: bytes) -> None:
-        if self._too_large:
-            return
-        self._body_bytes += len(body)
-        if self._body_bytes > self._state.max_body_bytes:
-            self._too_large = True
-            self._body = []
-        else:
-            self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        keep_alive = self._parser.should_keep_alive() and not self._state.closing
-        if self._too_large:
-            limit = self._state.max_body_bytes
-            item: Request | Response = Response(
-                413, b'{"error":"request body exceeds %d bytes"}' % limit
-            )
-            keep_alive = False
-        else:
-            parsed = httptools.parse_url(self._url)
-            item = Request(
-                self._parser.get_method().decode(),
-                parsed.path.decode("latin-1"),
-                (parsed.query or b"").decode("latin-1"),
-                self._headers,
-                b"".join(self._body),
-                self._client,
-            )
-        self._enqueue(item, keep_alive)
-
-    def _enqueue(self, item: Request | Response, keep_alive: bool) -> None:
-        self._queue.append((item, keep_alive))
-        if len(self._queue) >= MAX_PIPELINED and self._reading and self._transport is not None:
-            self._transport.pause_reading()  # resumed as the queue drains
-            self._reading = False
-        if not self._busy:
-            self._busy = True
-            # Referenced here: the loop holds tasks only weakly.
-            self._drain_task = self._loop.create_task(self._drain())
-
-    async def _drain(self) -> None:
-        state = self._state
-        try:
-            while self._queue and self._transport is not None:
-                item, keep_alive = self._queue.popleft()
-                if not self._reading and keep_alive and len(self._queue) < MAX_PIPELINED // 2:
-                    self._transport.resume_reading()
-                    self._reading = True
-                if isinstance(item, Response):
-                    response = item
-                elif state.in_flight >= state.max_in_flight:
-                    response = Response(
-                        503, b'{"error":"overloaded"}', headers=[("retry-after", "1")]
-                    )
-                else:
-                    state.in_flight += 1
-                    try:
-                        response = await self._handler(item)
-                    except Exception:
-                        log.exception("request handler failed", extra={"path": item.path})
-                        response = Response(500, b'{"error":"internal error"}')
-                    finally:
-                        state.in_flight -= 1
-                if self._transport is None:
-                    return
-                keep_alive = keep_alive and not state.closing
-                try:
-                    data = _serialize(response, keep_alive)
-                except ValueError:
-                    log.exception("response cannot be sent", extra={"status": response.status})
-                    data = _serialize(Response(500, b'{"error":"internal error"}'), keep_alive)
-                if self._writable is not None:  # the client is not reading: wait for it
-                    await self._writable
-                    if self._transport is None:
-                        return
-                self._transport.write(data)
-                if not keep_alive:
-                    self._transport.close()
-                    self._queue.clear()
-                    return
-        finally:
-            self._busy = False
-            self._arm_idle()
-
-    def _reply_and_close(self, response: Response) -> None:
-        if self._transport is not None:
-            self._transport.write(_serialize(response, False))
-            self._transport.close()
-
-    def _arm_idle(self) -> None:
-        """The connection is idle from now: it is closed after `idle_timeout_s` of that.
-        One timer per connection, moved on when it fires rather than replaced per request
-        (a cancel and a new timer for every request on a keep-alive connection)."""
-        self._idle_since = self._loop.time()
-        if self._idle_handle is None:
-            self._idle_handle = self._loop.call_at(
-                self._idle_since + self._idle_timeout_s, self._on_idle
-            )
-
-    def _on_idle(self) -> None:
-        self._idle_handle = None
-        if self._busy or self._transport is None:
-            return  # a request is being served: its end arms the timer again
-        due = self._idle_since + self._idle_timeout_s
-        if self._loop.time() < due:  # requests came and went since it was set
-            self._idle_handle = self._loop.call_at(due, self._on_idle)
-            return
-        self._transport.close()
-
-    def close_if_idle(self) -> None:
-        if not self._busy and self._transport is not None:
-            self._transport.close()
-
-    @property
-    def busy(self) -> bool:
-        return self._busy
+def default_max_connections() -> int:
+    """Half the process's open-file limit: the rest stays for the fan-out's connections
+    to partners, the event log, the stores."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 65536
+    return max(16, soft // 2)
 
 
 class HttpServer:
     """Serves `handler` on one listening socket until `stop()`.
+
+    `max_connections=0` means `default_max_connections()`. At the cap, a new connection
+    sheds the longest-idle ones (a batch, so the scan is paid rarely); with none idle it is
+    answered 503 and closed.
 
     >>> import asyncio
     >>> async def hello(request):
@@ -392,15 +198,43 @@ class HttpServer:
         max_body_bytes: int = 65536,
         max_in_flight: int = 2048,
         idle_timeout_s: float = 75.0,
+        header_timeout_s: float = 10.0,
+        max_connections: int = 0,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        max_header_count: int = MAX_HEADER_COUNT,
+        max_url_bytes: int = MAX_URL_BYTES,
+        max_pipelined: int = MAX_PIPELINED,
     ) -> None:
-        self._handler = handler
-        self._state = _State(max_in_flight, max_body_bytes)
-        self._idle_timeout_s = idle_timeout_s
-        self._server: asyncio.base_events.Server | None = None
+        self._state = ServerState(
+            handler,
+            max_in_flight=max_in_flight,
+            max_body_bytes=max_body_bytes,
+            max_url_bytes=max_url_bytes,
+            max_header_bytes=max_header_bytes,
+            max_header_count=max_header_count,
+            max_pipelined=max_pipelined,
+            idle_timeout_s=idle_timeout_s,
+            header_timeout_s=header_timeout_s,
+        )
+        self.max_connections = max_connections or default_max_connections()
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._adopting = 0
+        self._adoptions: set[asyncio.Task[None]] = set()
+        self._resume_handle: asyncio.TimerHandle | None = None
 
     @property
     def in_flight(self) -> int:
         return self._state.in_flight
+
+    def stats(self) -> dict[str, int]:
+        """Open connections, requests being handled, and parsed requests waiting."""
+        connections = self._state.connections
+        return {
+            "connections": len(connections),
+            "in_flight": self._state.in_flight,
+            "queued": sum(c.queued for c in connections),
+        }
 
     async def start(
         self,
@@ -408,43 +242,173 @@ class HttpServer:
         port: int = 0,
         backlog: int = 2048,
         *,
+        reuse_port: bool = False,
         sock: socket.socket | None = None,
     ) -> int:
-        """Starts listening and returns the bound port (useful with `port=0`); `sock`, a
-        socket already listening (shared by several worker processes), replaces host/port."""
+        """Starts listening (on `sock` if given, already bound and listening) and returns
+        the bound port (useful with `port=0`). `reuse_port` lets several processes listen
+        on one port (SO_REUSEPORT)."""
         loop = asyncio.get_running_loop()
-        address: dict = {"sock": sock}
         if sock is None:
-            address = {"host": host, "port": port, "reuse_address": True}
-        self._server = await loop.create_server(
-            lambda: _HttpProtocol(self._handler, self._state, self._idle_timeout_s),
-            backlog=backlog,
-            **address,
-        )
-        return self._server.sockets[0].getsockname()[1]
+            sock = await _listening_socket(loop, host, port, backlog, reuse_port)
+        sock.setblocking(False)
+        self._loop = self._state.loop = loop
+        self._state.closing = False  # a server stopped before may start again
+        self._sock = sock
+        loop.add_reader(sock.fileno(), self._accept)
+        return sock.getsockname()[1]
 
-    async def stop(self, grace_s: float = 5.0) -> None:
-        """Stops accepting, lets requests in flight finish (up to `grace_s`), closes sockets."""
-        if self._server is None:
+    # --- accepting
+    def _accept(self) -> None:
+        sock = self._sock
+        if sock is None:
             return
-        self._state.closing = True
-        self._server.close()
-        deadline = asyncio.get_running_loop().time() + grace_s
-        while any(c.busy for c in self._state.connections):
-            if asyncio.get_running_loop().time() > deadline:
-                break
-            await asyncio.sleep(0.01)
-        for connection in list(self._state.connections):
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                conn, _address = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                self._accept_failed(exc)
+                return
+            if len(
+                self._state.connections
+            ) + self._adopting >= self.max_connections and not self._shed_idle("idle_at_cap"):
+                self._refuse(conn)
+                continue
+            self._adopting += 1
+            task = self._loop.create_task(self._adopt(conn))  # type: ignore[union-attr]
+            self._adoptions.add(task)
+            task.add_done_callback(self._adoptions.discard)
+
+    async def _adopt(self, conn: socket.socket) -> None:
+        try:
+            conn.setblocking(False)
+            await self._loop.connect_accepted_socket(  # type: ignore[union-attr]
+                lambda: HttpConnection(self._state), conn
+            )
+        except OSError as exc:  # the client left already
+            log.debug("accepted connection lost", extra={"error": str(exc)})
+            conn.close()
+        finally:
+            self._adopting -= 1
+
+    def _shed_idle(self, reason: str) -> int:
+        """Closes the longest-idle connections (1/64 of them, at least one); how many."""
+        connections = self._state.connections
+        idle = [c for c in connections if c.idle]
+        if not idle:
+            return 0
+        count = max(1, len(connections) // 64)
+        for connection in heapq.nsmallest(count, idle, key=attrgetter("active_at")):
+            connections.discard(connection)  # no longer counted, even before its close ends
+            connection.close()
+        shed = min(count, len(idle))
+        CONNECTIONS_DROPPED.labels(reason).inc(shed)
+        WARNINGS.warning(
+            reason,
+            "HTTP server shed idle connections",
+            reason=reason,
+            shed=shed,
+            connections=len(connections),
+            max_connections=self.max_connections,
+        )
+        return shed
+
+    def _refuse(self, conn: socket.socket) -> None:
+        CONNECTIONS_DROPPED.labels("refused_at_cap").inc()
+        WARNINGS.warning(
+            "refused_at_cap",
+            "HTTP server at its connection cap with none idle: new connection refused",
+            max_connections=self.max_connections,
+        )
+        try:
+            conn.setblocking(False)
+            conn.send(_FULL)
+        except OSError:
+            pass
+        conn.close()
+
+    def _accept_failed(self, exc: OSError) -> None:
+        name = errno.errorcode.get(exc.errno or 0, "unknown")
+        ACCEPT_ERRORS.labels(name).inc()
+        out_of_fds = exc.errno in _OUT_OF_FDS
+        shed = self._shed_idle("idle_out_of_fds") if out_of_fds else 0
+        WARNINGS.warning(
+            f"accept_{name}",
+            "HTTP server cannot accept connections"
+            + (": out of file descriptors" if out_of_fds else ""),
+            error=name,
+            detail=str(exc),
+            connections=len(self._state.connections),
+            shed=shed,
+        )
+        # Stop listening for a moment (the shed connections free their descriptors on the
+        # next loop turns), rather than spin on a socket that stays readable.
+        if self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._resume_handle = self._loop.call_later(
+                0.05 if shed else 0.5, self._resume_accepting
+            )
+
+    def _resume_accepting(self) -> None:
+        self._resume_handle = None
+        if self._sock is not None and self._loop is not None:
+            self._loop.add_reader(self._sock.fileno(), self._accept)
+            self._accept()
+
+    # --- stopping
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stops accepting, closes idle connections, lets requests in flight finish (up to
+        `grace_s`), then closes whatever is left: never waits much past `grace_s`."""
+        sock, loop = self._sock, self._loop
+        if sock is None or loop is None:
+            return
+        state = self._state
+        state.closing = True
+        self._sock = None
+        if self._resume_handle is not None:
+            self._resume_handle.cancel()
+        loop.remove_reader(sock.fileno())
+        sock.close()
+        for connection in list(state.connections):
             connection.close_if_idle()
-        await self._server.wait_closed()
-        self._server = None
+        deadline = loop.time() + grace_s
+        while any(c.busy for c in state.connections) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for connection in list(state.connections):
+            connection.abort() if connection.busy else connection.close()
+        # Connections close on the next loop turns; adoptions under way see `closing`.
+        deadline = loop.time() + 1.0
+        while (state.connections or self._adoptions) and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+
+
+async def _listening_socket(
+    loop: asyncio.AbstractEventLoop, host: str, port: int, backlog: int, reuse_port: bool
+) -> socket.socket:
+    infos = await loop.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    family, _, _, _, address = infos[0]
+    dualstack = family == socket.AF_INET6 and not host and socket.has_dualstack_ipv6()
+    return socket.create_server(
+        address[:2],
+        family=family,
+        backlog=backlog,
+        reuse_port=reuse_port,
+        dualstack_ipv6=dualstack,
+    )
 
 
 class Router:
     """Dispatches on (method, path); 404 for an unknown path, 405 for a wrong method.
 
     HEAD runs the GET handler only for routes added with `safe=True` (no side effects): a
-    link checker's HEAD must not run an auction or count an impression.
+    link checker's HEAD must not run an auction or count an impression. The server sends
+    the GET response's head (its Content-Length included) without the body.
     """
 
     def __init__(self) -> None:
@@ -456,15 +420,14 @@ class Router:
         if safe and method.upper() == "GET":
             self._safe.add(path)
 
-    async def __call__(self, request: Request) -> Response:
+    async def __call__(self, request: Request) -> object:
         methods = self._routes.get(request.path)
         if methods is None:
             return Response(404, b'{"error":"not found"}')
         handler = methods.get(request.method)
         if handler is None:
             if request.method == "HEAD" and request.path in self._safe:
-                response = await methods["GET"](request)
-                return Response(response.status, b"", response.content_type, response.headers)
+                return await methods["GET"](request)
             return Response(
                 405, b'{"error":"method not allowed"}', headers=[("allow", ", ".join(methods))]
             )

@@ -1,10 +1,11 @@
-"""Simulated DSPs as real HTTP/1.1 servers on loopback ports (asyncio Protocol + httptools).
+"""Simulated DSPs as real HTTP/1.1 servers on loopback ports, on `openbid.http.server`.
 
 Each DSP listens on its own port: `POST` on any path is a bid request (204 for no bid, 200
 with a BidResponse), `GET /win`, `/bill` and `/loss` count notices, `GET /stats` returns the
 counters as JSON. Latencies and faults are played for real: the reply waits its drawn
-latency, a timeout holds the request, a slow body trickles after its headers, a reset
-closes the socket with RST. Responses on one connection leave in request order.
+latency, a timeout holds the request, a slow body trickles after its head
+(`StreamResponse`), a reset closes the socket with RST (`ResetConnection`). Responses on one
+connection leave in request order.
 
 Use `DspServers` (async context manager) inside an event loop, or `DspServersThread` from
 synchronous code (tests, `openbid up --demo`).
@@ -14,15 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import struct
 import threading
-from collections import Counter, deque
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
 
-import httptools
 import msgspec
 
+from openbid.http.server import HttpServer, Request, ResetConnection, Response, StreamResponse
 from openbid.sim.dsp import Answer, DspBehaviour
 from openbid.sim.market import Market
 
@@ -30,16 +29,11 @@ log = logging.getLogger(__name__)
 
 NOTICE_PATHS = {"/win": "win", "/bill": "bill", "/loss": "loss"}
 SLOW_BODY_PIECES = 8
-_REASONS = {
-    200: b"OK",
-    204: b"No Content",
-    400: b"Bad Request",
-    404: b"Not Found",
-    500: b"Internal Server Error",
-    502: b"Bad Gateway",
-    503: b"Service Unavailable",
-}
 _encoder = msgspec.json.Encoder()
+_OPENRTB_HEADERS = (("x-openrtb-version", "2.6"),)
+_NOTICE_OK = Response(200, b"", "text/plain")
+_NOT_FOUND = Response(404, b'{"error":"not found"}')
+_RESET = ResetConnection()
 
 
 class DspStats:
@@ -66,167 +60,14 @@ class DspStats:
         }
 
 
-def _head(
-    status: int, length: int, keep_alive: bool, content_type: bytes = b"application/json"
-) -> bytes:
-    lines = [
-        b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown")),
-        b"content-length: %d\r\n" % length,
-    ]
-    if status != 204:
-        lines.append(b"content-type: %s\r\n" % content_type)
-    if status == 200 and content_type == b"application/json":
-        lines.append(b"x-openrtb-version: 2.6\r\n")
-    if not keep_alive:
-        lines.append(b"connection: close\r\n")
-    lines.append(b"\r\n")
-    return b"".join(lines)
-
-
-class _Reply:
-    __slots__ = ("head", "body", "ready", "reset", "trickle_ms", "keep_alive")
-
-    def __init__(self, keep_alive: bool) -> None:
-        self.head = b""
-        self.body = b""
-        self.ready = False
-        self.reset = False
-        self.trickle_ms = 0.0
-        self.keep_alive = keep_alive
-
-
-class _DspProtocol(asyncio.Protocol):
-    def __init__(self, server: DspServer) -> None:
-        self._server = server
-        self._loop = asyncio.get_running_loop()
-        self._parser = httptools.HttpRequestParser(self)
-        self._transport: asyncio.Transport | None = None
-        self._url = b""
-        self._body: list[bytes] = []
-        self._replies: deque[_Reply] = deque()
-        self._writing = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]  (uvloop's is not a subclass)
-        self._server.connections.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._server.connections.discard(self)
-        self._transport = None
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError:
-            if self._transport is not None:
-                self._transport.write(_head(400, 0, False))
-                self._transport.close()
-
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._body = []
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-
-    def on_body(self, body: bytes) -> None:
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        reply = _Reply(self._parser.should_keep_alive())
-        self._replies.append(reply)
-        method = self._parser.get_method()
-        parsed = httptools.parse_url(self._url)
-        path = parsed.path.decode("latin-1")
-        server = self._server
-        if method == b"POST" and path not in NOTICE_PATHS:
-            answer = server.behaviour.answer(b"".join(self._body))
-            server.count(answer)
-            self._schedule(reply, answer)
-            return
-        if method == b"GET" and path in NOTICE_PATHS:
-            server.stats.notices[NOTICE_PATHS[path]] += 1
-            self._complete(reply, 200, b"", b"text/plain")
-        elif method == b"GET" and path == "/stats":
-            self._complete(reply, 200, _encoder.encode(server.stats.as_dict()))
-        else:
-            self._complete(reply, 404, b'{"error":"not found"}')
-
-    def _schedule(self, reply: _Reply, answer: Answer) -> None:
-        reply.reset = answer.fault == "connection_reset"
-        reply.head = _head(answer.status, len(answer.body), reply.keep_alive)
-        reply.body = answer.body
-        if answer.fault == "slow_body":
-            reply.trickle_ms = self._server.behaviour.dsp.config.faults.slow_body_ms
-        delay_s = answer.delay_ms / 1000.0 if self._server.simulate_latency else 0.0
-        if delay_s > 0:
-            self._loop.call_later(delay_s, self._mark_ready, reply)
-        else:
-            self._mark_ready(reply)
-
-    def _complete(
-        self, reply: _Reply, status: int, body: bytes, content_type: bytes = b"application/json"
-    ) -> None:
-        reply.head = _head(status, len(body), reply.keep_alive, content_type)
-        reply.body = body
-        self._mark_ready(reply)
-
-    def _mark_ready(self, reply: _Reply) -> None:
-        reply.ready = True
-        self._flush()
-
-    def _flush(self) -> None:
-        while not self._writing and self._replies and self._replies[0].ready:
-            reply = self._replies.popleft()
-            transport = self._transport
-            if transport is None:
-                self._replies.clear()
-                return
-            if reply.reset:
-                sock = transport.get_extra_info("socket")
-                if sock is not None:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                transport.abort()
-                self._replies.clear()
-                return
-            if reply.trickle_ms > 0 and reply.body:
-                self._trickle(reply)
-                return
-            transport.write(reply.head + reply.body)
-            if not reply.keep_alive:
-                transport.close()
-                self._replies.clear()
-                return
-
-    def _trickle(self, reply: _Reply) -> None:
-        if self._transport is None:
-            return
-        self._writing = True
-        self._transport.write(reply.head)
-        body = reply.body
-        step = max(1, -(-len(body) // SLOW_BODY_PIECES))
-        pieces = [body[i : i + step] for i in range(0, len(body), step)]
-        interval_s = reply.trickle_ms / 1000.0 / len(pieces)
-
-        def send(index: int) -> None:
-            if self._transport is None:
-                self._writing = False
-                return
-            self._transport.write(pieces[index])
-            if index + 1 < len(pieces):
-                self._loop.call_later(interval_s, send, index + 1)
-                return
-            self._writing = False
-            if not reply.keep_alive:
-                self._transport.close()
-                return
-            self._flush()
-
-        self._loop.call_later(interval_s, send, 0)
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+async def _trickle(body: bytes, total_ms: float) -> AsyncIterator[bytes]:
+    """`body` in `SLOW_BODY_PIECES` pieces spread over `total_ms`, the first after a pause."""
+    step = max(1, -(-len(body) // SLOW_BODY_PIECES))
+    pieces = [body[i : i + step] for i in range(0, len(body), step)]
+    interval_s = total_ms / 1000.0 / len(pieces)
+    for piece in pieces:
+        await asyncio.sleep(interval_s)
+        yield piece
 
 
 class DspServer:
@@ -238,10 +79,11 @@ class DspServer:
         self.simulate_latency = simulate_latency
         self.stats = DspStats(dsp)
         self.behaviour = DspBehaviour(market, dsp)
-        self.connections: set[_DspProtocol] = set()
         self.host = ""
         self.port = 0
-        self._server: asyncio.base_events.Server | None = None
+        # A DSP holds what its latencies and timeouts make it hold: no in-flight bound.
+        self._server = HttpServer(self._handle, max_in_flight=1 << 30, max_body_bytes=1 << 20)
+        self._started = False
 
     @property
     def url(self) -> str:
@@ -261,25 +103,47 @@ class DspServer:
         elif answer.status == 204:
             stats.no_bids += 1
 
+    async def _handle(self, request: Request) -> object:
+        path = request.path
+        if request.method == "POST" and path not in NOTICE_PATHS:
+            answer = self.behaviour.answer(request.body)
+            self.count(answer)
+            return await self._play(answer)
+        if request.method == "GET":
+            notice = NOTICE_PATHS.get(path)
+            if notice is not None:
+                self.stats.notices[notice] += 1
+                return _NOTICE_OK
+            if path == "/stats":
+                return Response(200, _encoder.encode(self.stats.as_dict()))
+        return _NOT_FOUND
+
+    async def _play(self, answer: Answer) -> object:
+        """The answer as the DSP sends it: after its latency, with its fault."""
+        if self.simulate_latency and answer.delay_ms > 0:
+            await asyncio.sleep(answer.delay_ms / 1000.0)
+        if answer.fault == "connection_reset":
+            return _RESET
+        headers = _OPENRTB_HEADERS if answer.status == 200 else None
+        if answer.fault == "slow_body" and answer.body:
+            slow_ms = self.behaviour.dsp.config.faults.slow_body_ms
+            return StreamResponse(
+                answer.status, len(answer.body), _trickle(answer.body, slow_ms), headers=headers
+            )
+        return Response(answer.status, answer.body, headers=headers)
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _DspProtocol(self), host, port, backlog=2048, reuse_address=True
-        )
+        self.port = await self._server.start(host, port)
+        self._started = True
         self.host = host
-        self.port = self._server.sockets[0].getsockname()[1]
         self.behaviour.base_url = f"http://{host}:{self.port}"
         log.info("simulated DSP listening", extra={"dsp": self.name, "url": self.url})
         return self.port
 
     async def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.close()
-        for connection in list(self.connections):
-            connection.close()
-        await self._server.wait_closed()
-        self._server = None
+        if self._started:
+            self._started = False
+            await self._server.stop(grace_s=0)
 
 
 class DspServers:

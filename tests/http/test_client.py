@@ -323,17 +323,16 @@ def test_notices_past_the_in_flight_bound_are_dropped_and_counted():
     assert run(main()) == (2, 3)
 
 
-def test_a_keep_alive_connection_closed_while_idle_is_retried_on_a_new_one():
-    # A DSP closes idle connections after its keep-alive timeout; the next request written
-    # to such a pooled connection gets no response byte: it goes again, it is not a loss.
+def test_a_get_whose_reused_connection_was_closed_while_idle_goes_again_on_a_new_one():
+    # A DSP closes idle connections after its keep-alive timeout; a notice (a GET,
+    # idempotent) written to such a pooled connection gets no response byte: it goes
+    # again, it is not a loss.
     connections = []
 
     async def handle(reader, writer):
         connections.append(writer)
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-            await reader.readexactly(length)
+            await reader.readuntil(b"\r\n\r\n")
             writer.write(OK)
             await writer.drain()
             await reader.read()  # wait for the client to go
@@ -346,16 +345,57 @@ def test_a_keep_alive_connection_closed_while_idle_is_retried_on_a_new_one():
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         client = FanoutClient()
-        url = f"http://127.0.0.1:{port}/bid"
-        first = await client.post(url, b"{}", timeout_s=1.0)
+        url = f"http://127.0.0.1:{port}/win"
+        first = await client.get(url, timeout_s=1.0)
         connections[0].transport.abort()  # the DSP drops the idle connection
-        await asyncio.sleep(0)  # (the FIN may or may not have arrived: both must work)
-        second = await client.post(url, b"{}", timeout_s=1.0)
+        await asyncio.sleep(0)  # (the RST may or may not have arrived: both must work)
+        second = await client.get(url, timeout_s=1.0)
         client.close()
         server.close()
         return first.status, second.status, len(connections)
 
     assert run(main()) == (200, 200, 2)
+
+
+def test_a_post_is_never_sent_twice():
+    # The DSP reads the second POST on a reused connection, then closes without answering:
+    # it may have acted on it (a crash, a reset after reading), so the POST is not sent
+    # again. The old client retried it, and the DSP saw 3 requests for 2 posts.
+    requests = []
+
+    async def handle(reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                requests.append(head.split(b" ")[0])
+                if len(requests) == 2:
+                    break  # read, then gone
+                writer.write(OK)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = FanoutClient()
+        url = f"http://127.0.0.1:{port}/bid"
+        first = await client.post(url, b"{}", timeout_s=1.0)
+        try:
+            await client.post(url, b"{}", timeout_s=1.0)
+            second = "answered"
+        except UpstreamError as error:
+            second = error.kind
+        await asyncio.sleep(0.1)  # a retry, if any, would reach the server meanwhile
+        client.close()
+        server.close()
+        return first.status, second, len(requests)
+
+    assert run(main()) == (200, "reset", 2)
 
 
 def _ok(body: bytes) -> bytes:
@@ -545,3 +585,207 @@ def test_a_public_only_request_never_reuses_a_connection_opened_without_the_chec
             return bid.status, plain.status, notice
 
     assert run(main()) == (200, 200, "forbidden")
+
+
+# --- issue 13, section 2
+
+
+def test_one_tls_context_is_built_once_and_off_the_event_loop(monkeypatch):
+    import ssl
+    import threading
+
+    from openbid.http import upstream
+
+    built_in = []
+    real = ssl.create_default_context
+
+    def recording(*args, **kwargs):
+        built_in.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(upstream.ssl, "create_default_context", recording)
+    monkeypatch.setattr(upstream, "_tls_default", None)
+
+    async def main():
+        client = FanoutClient()
+        kinds = []
+        for url in ("https://127.0.0.1:1/bid", "https://127.0.0.2:1/bid", "https://127.0.0.1:2/"):
+            try:
+                await client.post(url, b"{}", timeout_s=2.0)
+            except UpstreamError as error:
+                kinds.append(error.kind)
+        client.close()
+        return kinds, threading.get_ident()
+
+    kinds, loop_thread = run(main())
+    assert kinds == ["connect"] * 3
+    assert len(built_in) == 1 and built_in[0] != loop_thread
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b'HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{"id":"r1"}',
+        b'HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n{"id":"r1"}',
+    ],
+    ids=["http10", "http11_close"],
+)
+def test_a_body_ended_by_the_connection_close_is_a_response(reply):
+    async def close_delimited(head, body, writer):
+        writer.write(reply)
+        await writer.drain()
+        return False  # closes: that ends the body
+
+    assert run(_call(close_delimited, calls=2)) == [(200, b'{"id":"r1"}')] * 2
+
+
+def test_a_body_cut_short_of_its_content_length_is_still_a_reset():
+    async def truncated(head, body, writer):
+        writer.write(b'HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n{"id":"r1"}')
+        await writer.drain()
+        return False
+
+    assert run(_call(truncated)) == ["reset"]
+
+
+def test_a_truncated_gzip_body_is_refused():
+    whole = gzip.compress(b'{"id":"r1","seatbid":[{"seat":"s","bid":[]}]}')
+
+    async def cut(head, body, writer):
+        payload = whole[: len(whole) // 2]
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n%s"
+            % (len(payload), payload)
+        )
+        await writer.drain()
+        return True
+
+    assert run(_call(cut, gzip_body=True)) == ["malformed"]
+
+
+def test_a_101_reply_fails_the_call_and_logs_no_error():
+    errors = []
+
+    async def switching(head, body, writer):
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\n"
+        )
+        await writer.drain()
+        return True  # reads on until the client drops the connection
+
+    async def main():
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: errors.append(context)
+        )
+        results = await _call(switching, timeout_s=1.0)
+        await asyncio.sleep(0.05)
+        return results
+
+    assert run(main()) == ["malformed"]
+    assert errors == []
+
+
+def test_an_ipv6_host_is_sent_in_brackets():
+    heads = []
+
+    async def record(reader, writer):
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(_ok(b"{}"))
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(record, "::1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = FanoutClient()
+        response = await client.get(f"http://[::1]:{port}/win", timeout_s=2.0)
+        client.close()
+        server.close()
+        return response.status, port
+
+    status, port = run(main())
+    assert status == 200
+    assert b"\r\nhost: [::1]:%d\r\n" % port in heads[0]
+
+
+def test_a_notice_url_a_dsp_chose_is_percent_encoded_before_it_is_sent():
+    lines = []
+
+    async def record(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines.append(head.split(b"\r\n"))
+        writer.write(_ok(b""))
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(record, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = FanoutClient()
+        base = f"http://127.0.0.1:{port}"
+        for url in (
+            f"{base}/win?x=1 2&y=\x7f&p=${{AUCTION_PRICE}}&q=100%&r=%41",
+            f"{base}/w\u00e9n?a=\r\nx-injected: 1#fragment",
+        ):
+            await client.get(url, timeout_s=2.0)
+        kinds = []
+        for bad in ("http://exa mple.example/win", "ftp://dsp.example/win", "http://[::1/x"):
+            try:
+                await client.get(bad, timeout_s=1.0)
+            except UpstreamError as error:
+                kinds.append(error.kind)
+        client.close()
+        server.close()
+        return kinds
+
+    kinds = run(main())
+    assert lines[0][0] == b"GET /win?x=1%202&y=%7F&p=$%7BAUCTION_PRICE%7D&q=100%25&r=%41 HTTP/1.1"
+    assert lines[1][0] == b"GET /w%C3%A9n?a=x-injected:%201 HTTP/1.1"
+    assert not any(line.lower().startswith(b"x-injected") for line in lines[1])
+    assert kinds == ["connect"] * 3
+
+
+@pytest.mark.parametrize("fresh_connection", [True, False])
+def test_response_headers_past_the_limit_are_refused(fresh_connection):
+    calls = []
+
+    async def huge_head(head, body, writer):
+        calls.append(1)
+        if len(calls) == 1 and not fresh_connection:
+            writer.write(OK)  # a normal first answer: the second is read by the lean parser
+            await writer.drain()
+            return True
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(32):  # 2 MiB of one header value
+            writer.write(b"x-filler: " + b"a" * 65536 + b"\r\n")
+            await writer.drain()
+        writer.write(b"content-length: 2\r\n\r\n{}")
+        await writer.drain()
+        return True
+
+    results = run(_call(huge_head, timeout_s=3.0, calls=1 if fresh_connection else 2))
+    assert results[-1] == "too_large"
+
+
+def test_a_connection_idle_past_the_client_idle_timeout_is_not_reused():
+    peers = []
+
+    async def answer(head, body, writer):
+        peers.append(writer.get_extra_info("peername"))
+        writer.write(OK)
+        await writer.drain()
+        return True
+
+    async def main():
+        async with _upstream(answer) as (client, url):
+            client._idle_timeout_s = 0.1
+            for pool in client._pools.values():
+                pool.idle_timeout_s = 0.1
+            await client.post(url, b"{}", timeout_s=1.0)
+            await client.post(url, b"{}", timeout_s=1.0)  # at once: reused
+            await asyncio.sleep(0.3)
+            await client.post(url, b"{}", timeout_s=1.0)  # idle too long: a new one
+        return peers
+
+    peers = run(main())
+    assert peers[0] == peers[1] and peers[2] != peers[1]

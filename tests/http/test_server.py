@@ -298,3 +298,302 @@ def test_an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_not():
     answers, closed, idle_for = _run(main())
     assert answers >= 5 and closed == b""
     assert 0.25 <= idle_for < 1.0
+
+
+# --- issue 13, sections 1 and 8: limits on connections, descriptors and stopping
+
+
+async def _request(port, raw=b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"):
+    """Opens a connection, sends `raw`, reads one response head; returns (reader, writer, head)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    return reader, writer, head
+
+
+def _counter(metric, *labels):
+    return metric.labels(*labels).value
+
+
+def test_at_the_connection_cap_the_longest_idle_connection_is_shed(caplog):
+    from openbid.http.metrics import CONNECTIONS_DROPPED
+
+    async def ok(request):
+        return Response(200, b"")
+
+    async def main():
+        server = HttpServer(ok, max_connections=3)
+        port = await server.start()
+        before = _counter(CONNECTIONS_DROPPED, "idle_at_cap")
+        idle = []
+        for _ in range(3):  # three idle keep-alive connections, oldest first
+            reader, writer, _ = await _request(port)
+            idle.append((reader, writer))
+            await asyncio.sleep(0.01)
+        _, newest, head = await _request(port)  # the fourth: served, the oldest shed
+        oldest_closed = await asyncio.wait_for(idle[0][0].read(), 5)
+        idle[1][1].write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")  # the others still serve
+        second = await asyncio.wait_for(idle[1][0].readuntil(b"\r\n\r\n"), 5)
+        shed = _counter(CONNECTIONS_DROPPED, "idle_at_cap") - before
+        for _, writer in idle:
+            writer.close()
+        newest.close()
+        await server.stop()
+        return head, oldest_closed, second, shed
+
+    with caplog.at_level("WARNING", logger="openbid.http.server"):
+        head, oldest_closed, second, shed = asyncio.run(main())
+    assert head.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 200")
+    assert oldest_closed == b""  # closed, without a reply
+    assert shed == 1
+    assert any("shed idle connections" in r.getMessage() for r in caplog.records)
+
+
+def test_at_the_cap_with_no_idle_connection_a_new_one_gets_503():
+    from openbid.http.metrics import CONNECTIONS_DROPPED
+
+    release = None
+
+    async def held(request):
+        await release.wait()
+        return Response(200, b"done")
+
+    async def main():
+        nonlocal release
+        release = asyncio.Event()
+        server = HttpServer(held, max_connections=2)
+        port = await server.start()
+        before = _counter(CONNECTIONS_DROPPED, "refused_at_cap")
+        busy = []
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            busy.append((reader, writer))
+        while server.in_flight < 2:
+            await asyncio.sleep(0.005)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        refused = await asyncio.wait_for(reader.read(), 5)
+        release.set()
+        answers = [await asyncio.wait_for(r.readuntil(b"done"), 5) for r, _ in busy]
+        for _, w in busy:
+            w.close()
+        writer.close()
+        await server.stop()
+        return refused, answers, _counter(CONNECTIONS_DROPPED, "refused_at_cap") - before
+
+    refused, answers, counted = asyncio.run(main())
+    assert refused.startswith(b"HTTP/1.1 503") and b"too many connections" in refused
+    assert all(a.startswith(b"HTTP/1.1 200") for a in answers)
+    assert counted == 1
+
+
+_EMFILE_SERVER = """
+import asyncio, resource, sys
+import uvloop
+from openbid.http.server import HttpServer, Response, Router
+from openbid.obs import metrics_payload
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+async def main():
+    router = Router()
+    async def healthz(request):
+        return Response(200, b'{"status":"ok"}')
+    async def metrics(request):
+        return Response(200, metrics_payload(), "text/plain")
+    router.add("GET", "/healthz", healthz)
+    router.add("GET", "/metrics", metrics)
+    server = HttpServer(router, max_connections=1000)  # a cap the descriptors cannot hold
+    port = await server.start("127.0.0.1", 0)
+    print(port, flush=True)
+    await asyncio.Event().wait()
+
+uvloop.run(main())
+"""
+
+
+def test_out_of_descriptors_is_logged_counted_and_healthz_still_answers(tmp_path):
+    # With 64 descriptors and a cap of 1,000, idle connections exhaust the descriptors:
+    # accept fails with EMFILE. It must be logged and counted, the longest-idle connections
+    # shed, and /healthz answered on a new connection.
+    import subprocess
+    import sys
+
+    script = tmp_path / "server.py"
+    script.write_text(_EMFILE_SERVER)
+    errors = (tmp_path / "stderr").open("w+")
+    child = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=errors, text=True
+    )
+    try:
+        port = int(child.stdout.readline())
+
+        async def main():
+            idle = []
+            for _ in range(80):  # more than the server has descriptors for
+                try:
+                    reader, writer = await asyncio.wait_for(
+                        asyncio.open_connection("127.0.0.1", port), 2
+                    )
+                except (OSError, TimeoutError):
+                    continue
+                idle.append(writer)
+            await asyncio.sleep(0.2)
+            answers = []
+            for path in (b"/healthz", b"/metrics"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET %s HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n" % path)
+                answers.append(await asyncio.wait_for(reader.read(), 10))
+                writer.close()
+            for writer in idle:
+                writer.close()
+            return answers
+
+        healthz, metrics = asyncio.run(main())
+    finally:
+        child.kill()
+        child.wait()
+    errors.seek(0)
+    log = errors.read()
+    assert healthz.startswith(b"HTTP/1.1 200") and healthz.endswith(b'{"status":"ok"}')
+    assert b'openbid_http_accept_errors_total{error="EMFILE"}' in metrics
+    assert b'openbid_http_connections_dropped_total{reason="idle_out_of_fds"}' in metrics
+    assert "out of file descriptors" in log
+
+
+def test_stop_closes_every_connection_and_never_outlives_its_grace():
+    # A handler that never returns: stop() gives it its grace, then closes its connection.
+    # (On Python >= 3.12.1 and on uvloop, Server.wait_closed() waits for every connection:
+    # left open, this one would make stop() hang for good.)
+    import uvloop
+
+    async def forever(request):
+        await asyncio.Event().wait()
+
+    async def main():
+        server = HttpServer(forever)
+        port = await server.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        while server.in_flight == 0:
+            await asyncio.sleep(0.005)
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.wait_for(server.stop(grace_s=0.2), 3)
+        try:
+            busy_end = await asyncio.wait_for(reader.read(), 3)
+        except ConnectionResetError:
+            busy_end = b""
+        idle_end = await asyncio.wait_for(idle_reader.read(), 3)
+        writer.close()
+        idle_writer.close()
+        return busy_end, idle_end
+
+    for run in (asyncio.run, uvloop.run):
+        assert run(main()) == (b"", b"")
+
+
+def test_pipelined_requests_are_parsed_no_further_than_the_bound():
+    from openbid.http.connection import FEED_SLICE_BYTES
+
+    async def slow(request):
+        await asyncio.sleep(0.05)
+        return Response(200, b"")
+
+    async def main():
+        server = HttpServer(slow, max_pipelined=8)
+        port = await server.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
+        writer.write(request * 3000)
+        peak = 0
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            peak = max(peak, server.stats()["queued"])
+        writer.transport.abort()
+        await server.stop(grace_s=0)
+        return peak, len(request)
+
+    peak, size = asyncio.run(main())
+    assert 0 < peak <= 8 + FEED_SLICE_BYTES // size + 1
+
+
+def test_a_stopped_server_can_start_again():
+    async def ok(request):
+        return Response(200, b"again")
+
+    async def main():
+        server = HttpServer(ok)
+        await server.start()
+        await server.stop()
+        port = await server.start()
+        reply = await _exchange(port, b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        await server.stop()
+        return reply
+
+    assert _run(main()).endswith(b"again")
+
+
+def test_client_address_reads_a_forwarded_chain_split_over_several_header_lines():
+    # The load balancer (10.0.0.1) appended its own X-Forwarded-For line after the client's
+    # address line instead of joining them: the chain must read the same.
+    import ipaddress
+
+    from openbid.http.server import client_address
+
+    trusted = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8")]
+
+    async def who(request):
+        return Response(200, client_address(request, trusted).encode(), "text/plain")
+
+    async def main():
+        server = HttpServer(who)
+        port = await server.start()
+        reply = await _exchange(
+            port,
+            b"GET / HTTP/1.1\r\nhost: x\r\nx-forwarded-for: 203.0.113.9\r\n"
+            b"x-forwarded-for: 10.0.0.1\r\nconnection: close\r\n\r\n",
+        )
+        await server.stop()
+        return reply
+
+    assert _run(main()).endswith(b"\r\n\r\n203.0.113.9")
+
+
+def test_handlers_of_test_doubles_may_stream_send_raw_bytes_or_reset():
+    from openbid.http.server import RawResponse, ResetConnection, StreamResponse
+
+    async def pieces(*parts):
+        for part in parts:
+            await asyncio.sleep(0.01)
+            yield part
+
+    async def double(request):
+        if request.path == "/raw":
+            return RawResponse(b"\x16\x03 not http")
+        if request.path == "/stream":
+            return StreamResponse(200, 6, pieces(b"abc", b"def"), "text/plain")
+        if request.path == "/short":  # announces 6 bytes, sends 3: the connection must end
+            return StreamResponse(200, 6, pieces(b"abc"), "text/plain")
+        return ResetConnection()
+
+    async def main():
+        server = HttpServer(double)
+        port = await server.start()
+        raw = await _exchange(port, b"GET /raw HTTP/1.1\r\nhost: x\r\n\r\n")
+        streamed = await _exchange(
+            port, b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\nGET /raw HTTP/1.1\r\nhost: x\r\n\r\n"
+        )
+        short = await _exchange(port, b"GET /short HTTP/1.1\r\nhost: x\r\n\r\n")
+        try:
+            reset = await _exchange(port, b"GET /reset HTTP/1.1\r\nhost: x\r\n\r\n")
+        except ConnectionResetError:
+            reset = "reset"
+        await server.stop()
+        return raw, streamed, short, reset
+
+    raw, streamed, short, reset = _run(main())
+    assert raw == b"\x16\x03 not http"
+    assert streamed.startswith(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n")
+    assert streamed.endswith(b"\r\n\r\nabcdef\x16\x03 not http")  # the next request served
+    assert short.endswith(b"\r\n\r\nabc")
+    assert reset == "reset"

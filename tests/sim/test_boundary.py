@@ -6,7 +6,8 @@ from pathlib import Path
 import openbid
 
 PACKAGE = Path(openbid.__file__).parent
-ALLOWED_FROM_SIM = ("openbid.sim", "openbid.errors")
+# The simulated DSPs serve on the shared HTTP layer (issue 13: one HTTP stack, not three).
+ALLOWED_FROM_SIM = ("openbid.sim", "openbid.errors", "openbid.http")
 # Code that runs the simulator on purpose: the command line and the demo wiring.
 MAY_IMPORT_SIM = ("cli.py", "demo.py")
 

@@ -1,0 +1,48 @@
+"""The `[server]` keys reach the HTTP server `openbid up` runs."""
+
+import asyncio
+import json
+
+from openbid.config import load_config
+from openbid.platform import Platform
+
+
+def test_server_keys_from_the_config_govern_the_running_server(tmp_path):
+    config = load_config(
+        environ={
+            "OPENBID_SERVER__PORT": "0",
+            "OPENBID_SERVER__IDLE_TIMEOUT_S": "0.3",
+            "OPENBID_SERVER__HEADER_TIMEOUT_S": "5",
+            "OPENBID_SERVER__MAX_HEADER_COUNT": "5",
+            "OPENBID_SERVER__MAX_CONNECTIONS": "7",
+            "OPENBID_EVENTS__DIR": str(tmp_path / "events"),
+            "OPENBID_EVENTS__ROLL_IN_SUBPROCESS": "false",
+            "OPENBID_STORES__CATALOG_URL": f"sqlite:///{tmp_path / 'catalog.db'}",
+        }
+    )
+
+    async def main():
+        platform = Platform(config)
+        platform.open()
+        port = await platform.serve()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            healthz = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            # The body, then the close that 0.3 s idle brings (the default, 75 s, would time out).
+            idle_end = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            headers = b"".join(b"x-h%d: v\r\n" % i for i in range(6))
+            writer.write(b"GET /healthz HTTP/1.1\r\nhost: x\r\n" + headers + b"\r\n")
+            too_many = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return healthz, idle_end, too_many, platform.server.max_connections
+        finally:
+            await platform.close()
+
+    healthz, idle_end, too_many, cap = asyncio.run(main())
+    assert healthz.startswith(b"HTTP/1.1 200")
+    assert json.loads(idle_end)["status"] in ("ok", "degraded")
+    assert too_many.startswith(b"HTTP/1.1 431")
+    assert cap == 7
