@@ -245,12 +245,14 @@ class HttpServer:
         reuse_port: bool = False,
         sock: socket.socket | None = None,
     ) -> int:
-        """Starts listening (on `sock` if given, already bound and listening) and returns
-        the bound port (useful with `port=0`). `reuse_port` lets several processes listen
-        on one port (SO_REUSEPORT)."""
+        """Starts listening (on `sock` if given: a bound socket, listening or not, such as a
+        worker's share of a SO_REUSEPORT port) and returns the bound port (useful with
+        `port=0`). `reuse_port` lets several processes listen on one port (SO_REUSEPORT)."""
         loop = asyncio.get_running_loop()
         if sock is None:
             sock = await _listening_socket(loop, host, port, backlog, reuse_port)
+        else:
+            sock.listen(backlog)  # a no-op but for the backlog when it listens already
         sock.setblocking(False)
         self._loop = self._state.loop = loop
         self._state.closing = False  # a server stopped before may start again
