@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 import msgspec
 
@@ -66,7 +67,7 @@ def breaker_verdict(outcome: str, status: int = 0, full_timeout: bool = True) ->
 
 
 def partner_request(
-    request: BidRequest, auction_id: str, rules: list[ImpRules], tmax_ms: int
+    request: BidRequest, auction_id: str, rules: Sequence[ImpRules], tmax_ms: int
 ) -> BidRequest:
     """The request as every partner sees it before its redaction: our id, the time left,
     floors (deal floors too) in USD as the auction applies them, merged blocks."""
@@ -243,8 +244,8 @@ class FanOut:
             pending = call.pending
             if pending is None:
                 continue
-            ours = pending.done()
-            if not ours:
+            settled = pending.done()
+            if not settled:
                 pending.set_exception(UpstreamError("timeout", _LATE))
             read_reply(call, pending, request)
             counters = dsp_metrics(call.state.partner.id)
@@ -255,8 +256,8 @@ class FanOut:
             if outcome in _ANSWERED:
                 call.state.breaker.record_success()
             else:
-                # Past the auction's deadline it is our lateness, not the partner's.
-                record_health(call, full_timeout=ours)
+                # Unsettled at the auction's deadline: our lateness, not the partner's.
+                record_health(call, full_timeout=settled)
                 log.debug(
                     "demand partner call failed",
                     extra={"dsp": call.state.partner.id, "error": call.error},

@@ -2,7 +2,7 @@
 `hooks/hookstage` is the model: small steps with a documented contract).
 
 `Exchange.auction()` runs them in this order; the I/O stages live beside them
-(`fanout.py`: fan out and collect, `settle.py`: settle):
+(`fanout.py`: fan out and collect, `settle.py`: settle), each over the same state:
 
 | stage | reads | writes | effects |
 | --- | --- | --- | --- |
@@ -10,11 +10,11 @@
 | `select` | the registry's partners | returns those whose breaker lets a call go | counts `circuit_open` |
 | `shape` | the selected, the shaper's decisions on them (`Shaper.decide_async`, awaited before) | calls (one `DspCall` each, with its decision) | none |
 | `gate` | calls, consent, the time left | per call: the outcome of a call not made, or its timeout and redaction | takes a half-open breaker's probe; counts calls not made |
-| `fan_out` | calls that passed the gate, rules | outgoing, calls' `pending` | sends the requests; the auction then waits until every call settles or its deadline |
-| `collect` | calls' `pending` | outcome, response, status, latency | breakers; tells the shaper |
+| `FanOut.send` | calls that passed the gate, rules | outgoing, calls' `pending` | sends the requests; the auction then waits until every call settles or its deadline |
+| `FanOut.collect` | calls' `pending` | outcome, response, status, latency | breakers; tells the shaper |
 | `decide` | calls' responses, rules | results, bids | none: `run_auction` |
-| `settle` | results, bids | winners | notices, markup from `nurl` (when final) |
-| `log` | all of it | | one auction event, one bid event per partner |
+| `Settler.settle` | results, bids | winners | notices, markup from `nurl` (when final) |
+| `log` | all of it | | one auction event, one bid event per partner, onto the log's buffer |
 
 Each stage is a plain function (or a method of an object built once per exchange) that
 allocates only what it produces: the auction path is measured (`bench/exchange.py`).

@@ -355,7 +355,7 @@ def test_decide_with_no_bids_leaves_no_results():
     state = new_state()
     state.calls = [sent_call("a")]
     stages.decide(state, CONFIG.currency_rates, seed=1)
-    assert state.results == [] and state.bids == {}
+    assert not state.results and state.bids == {}
 
 
 # --- settle: markup, notices, and the nurl of a bid without markup
