@@ -2,18 +2,27 @@
 
 Partners come from the catalog (endpoint, seat, vendor id, timeout, QPS cap, bid
 adjustment). Each carries its own circuit breaker and QPS limiter; reloading the partner
-list keeps the state of partners that stay.
+list keeps the state of partners that stay. Every change of a breaker's state is exported
+(`openbid_dsp_circuit_state`) and logged: a warning when it opens, info when it closes.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
-from openbid.demand.breaker import CircuitBreaker
+from openbid.demand.breaker import CircuitBreaker, CircuitState
 from openbid.domain import DemandPartner
+from openbid.obs import loop_gauge
 
 log = logging.getLogger(__name__)
+
+CIRCUIT_STATE = loop_gauge(
+    "openbid_dsp_circuit_state",
+    "Circuit breaker state per partner (0 closed, 1 half-open, 2 open)",
+    ("dsp",),
+)
 
 
 def partner_problem(partner: DemandPartner) -> str | None:
@@ -87,6 +96,40 @@ class DemandState:
         self.limiter = QpsLimiter(partner.qps_cap * qps_share) if partner.qps_cap else None
 
 
+class _CircuitWatch:
+    """One partner's breaker transitions: into its gauge and, once per opening, the log."""
+
+    __slots__ = ("dsp", "gauge", "opened_at")
+
+    def __init__(self, dsp: str) -> None:
+        self.dsp = dsp
+        self.gauge = CIRCUIT_STATE.labels(dsp)
+        self.gauge.set(int(CircuitState.CLOSED))
+        self.opened_at = 0.0
+
+    def __call__(self, old: CircuitState, new: CircuitState, reason: str) -> None:
+        self.gauge.set(int(new))
+        if old is CircuitState.CLOSED and new is CircuitState.OPEN:
+            self.opened_at = time.monotonic()
+            log.warning(
+                "circuit breaker opened: calls to this partner stop until a probe succeeds",
+                extra={"dsp": self.dsp, "reason": reason},
+            )
+        elif new is CircuitState.CLOSED:
+            log.info(
+                "circuit breaker closed again",
+                extra={
+                    "dsp": self.dsp,
+                    "reason": reason,
+                    "open_s": round(time.monotonic() - self.opened_at, 3),
+                },
+            )
+        else:  # half-open, or a failed probe opening it again: part of the same outage
+            log.debug(
+                "circuit breaker %s", new.name.lower(), extra={"dsp": self.dsp, "reason": reason}
+            )
+
+
 class DemandRegistry:
     """The enabled demand partners, in a stable order, with their call state."""
 
@@ -119,7 +162,11 @@ class DemandRegistry:
             breaker = (
                 previous.breaker
                 if previous
-                else CircuitBreaker(self._failure_threshold, self._cooldown_s)
+                else CircuitBreaker(
+                    self._failure_threshold,
+                    self._cooldown_s,
+                    on_change=_CircuitWatch(partner.id),
+                )
             )
             state = DemandState(partner, breaker, self._qps_share)
             if previous and previous.limiter and state.limiter:

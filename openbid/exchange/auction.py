@@ -1,4 +1,5 @@
-"""Auction rules as pure functions: one impression, the bids for it, the rules, a result.
+"""Auction rules as pure functions: the rules of each impression (floors, deals, blocks,
+sizes) from the request and the publisher, and the auction of the bids against them.
 
 Ranking: priority tier first (guaranteed deals > other deals > open auction), then the
 adjusted price, then a seeded hash of the bid (never arrival order). First price (`at=1`)
@@ -14,9 +15,17 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import mmh3
 import msgspec
+
+from openbid.config import ExchangeConfig
+from openbid.domain import Publisher
+from openbid.openrtb import BidRequest, InvalidBidRequest
+from openbid.openrtb.request import Imp
+
+MICROS = 1_000_000
 
 
 class Tier(enum.IntEnum):
@@ -112,7 +121,7 @@ class ImpResult(msgspec.Struct, frozen=True):
 
 def _adjusted(bid: BidCandidate) -> int:
     # The epsilon keeps `ceil(floor / adjustment) * adjustment` (what a partner is told to
-    # bid, see `orchestrator.with_floors`) from flooring one micro under the floor.
+    # bid, see `with_floors`) from flooring one micro under the floor.
     return int(bid.price_micros * bid.adjustment + 1e-6)
 
 
@@ -218,3 +227,132 @@ def run_auction(
         first = results[0]
         results[0] = msgspec.structs.replace(first, losses=first.losses + tuple(orphans))
     return results
+
+
+def to_micros(amount: float, currency: str | None, rates: Mapping[str, float]) -> int | None:
+    """`amount` of `currency` in micros of the exchange currency; None if the rate is unknown.
+
+    >>> to_micros(1.5, "EUR", {"USD": 1.0, "EUR": 1.1})
+    1650000
+    >>> to_micros(2.0, None, {"USD": 1.0}), to_micros(2.0, "XYZ", {"USD": 1.0})
+    (2000000, None)
+    """
+    rate = rates.get(currency or "USD")
+    if rate is None:
+        return None
+    return round(amount * rate * MICROS)
+
+
+def _floor_fields(micros: int) -> dict[str, Any]:
+    if not micros:
+        return {"bidfloor": None, "bidfloorcur": None}
+    return {"bidfloor": micros / MICROS, "bidfloorcur": "USD"}
+
+
+def with_floors(request: BidRequest, rules: Sequence[ImpRules], adjustment: float) -> BidRequest:
+    """`request` with every imp and deal floor set to what the auction applies, in USD, as a
+    partner with this bid adjustment must bid it: the auction compares `price * adjustment`
+    with the floor, so the partner sees `floor / adjustment`, rounded up to the micro.
+
+    >>> from openbid.openrtb import decode_bid_request
+    >>> req = decode_bid_request(b'{"id":"r","imp":[{"id":"1","banner":{},"bidfloor":0.9,'
+    ...                          b'"bidfloorcur":"EUR"}]}')
+    >>> rules = build_imp_rules(req, None, ExchangeConfig())
+    >>> [(imp.bidfloor, imp.bidfloorcur) for imp in with_floors(req, rules, 0.8).imp]
+    [(1.215, 'USD')]
+    """
+    replace = msgspec.structs.replace
+    imps = []
+    for imp, rule in zip(request.imp, rules, strict=True):
+        pmp = imp.pmp
+        if pmp is not None and pmp.deals:
+            deals = []
+            for deal in pmp.deals:
+                known = rule.deals.get(deal.id)
+                if known is not None:
+                    deal = replace(
+                        deal, **_floor_fields(math.ceil(known.floor_micros / adjustment))
+                    )
+                deals.append(deal)
+            pmp = replace(pmp, deals=deals)
+        floor = math.ceil(rule.floor_micros / adjustment)
+        imps.append(replace(imp, pmp=pmp, **_floor_fields(floor)))
+    return replace(request, imp=imps)
+
+
+def imp_sizes(imp: Imp) -> frozenset[tuple[int, int]]:
+    """The (w, h) a banner impression accepts; empty (any) for other formats."""
+    banner = imp.banner
+    if banner is None or imp.video is not None or imp.native is not None:
+        return frozenset()
+    sizes = {(f.w, f.h) for f in banner.format or () if f.w and f.h}
+    if banner.w and banner.h:
+        sizes.add((banner.w, banner.h))
+    return frozenset(sizes)
+
+
+def build_imp_rules(
+    request: BidRequest,
+    publisher: Publisher | None,
+    config: ExchangeConfig,
+    extra_floor_micros: int = 0,
+) -> list[ImpRules]:
+    """The auction rules of every impression: floors in the exchange currency (the highest
+    of the request's, the publisher's and the placement's), deals, blocks, sizes.
+
+    A floor in a currency without a configured rate raises `InvalidBidRequest` naming it:
+    selling that impression with no floor would be the publisher's loss.
+    """
+    rates = config.currency_rates
+
+    def floor_micros(amount: float | None, currency: str | None, field: str) -> int:
+        micros = to_micros(amount or 0.0, currency, rates)
+        if micros is None:
+            raise InvalidBidRequest(
+                field,
+                f"must be one of the currencies this exchange converts "
+                f"({', '.join(sorted(rates))}), got {msgspec.json.encode(currency).decode()}",
+            )
+        return micros
+
+    blocked_categories = frozenset(request.bcat or ()) | frozenset(
+        publisher.blocked_categories if publisher else ()
+    )
+    blocked_adomains = frozenset(request.badv or ()) | frozenset(
+        publisher.blocked_adomains if publisher else ()
+    )
+    base_floor = max(publisher.floor_micros if publisher else 0, extra_floor_micros)
+    auction_type = request.at if request.at in (1, 2) else 2
+    rules = []
+    for index, imp in enumerate(request.imp):
+        floor = floor_micros(imp.bidfloor, imp.bidfloorcur, f"request.imp[{index}].bidfloorcur")
+        deals: dict[str, Deal] = {}
+        private = False
+        if imp.pmp is not None:
+            private = imp.pmp.private_auction == 1
+            for number, deal in enumerate(imp.pmp.deals or ()):
+                deal_floor = floor_micros(
+                    deal.bidfloor,
+                    deal.bidfloorcur,
+                    f"request.imp[{index}].pmp.deals[{number}].bidfloorcur",
+                )
+                deals[deal.id] = Deal(
+                    deal.id,
+                    floor_micros=max(deal_floor, base_floor),
+                    guaranteed=deal.guar == 1,
+                    seats=frozenset(deal.wseat or ()),
+                )
+        rules.append(
+            ImpRules(
+                imp.id,
+                floor_micros=max(floor, base_floor),
+                deals=deals,
+                private_auction=private,
+                blocked_categories=blocked_categories,
+                blocked_adomains=blocked_adomains,
+                sizes=imp_sizes(imp),
+                auction_type=auction_type,
+                increment_micros=config.increment_micros,
+            )
+        )
+    return rules

@@ -1,10 +1,17 @@
-"""The exchange's metrics, registered in `openbid.obs.REGISTRY`.
+"""The exchange's metrics, registered in `openbid.obs.REGISTRY`, and the per-partner cache
+of their labelled children that the auction updates.
 
 They are updated on the event loop many times per auction, so they are `LoopMetric`s
 (plain additions, exported at scrape time) rather than prometheus_client's locked ones.
+A partner's circuit state (`openbid_dsp_circuit_state`) belongs to its breaker and lives
+in `openbid.demand.registry`.
 """
 
-from openbid.obs import loop_counter, loop_gauge, loop_histogram
+from __future__ import annotations
+
+from typing import Any
+
+from openbid.obs import LoopMetric, loop_counter, loop_gauge, loop_histogram
 
 # An auction takes under a millisecond of our time: sub-millisecond buckets keep p50 readable.
 _LATENCY_BUCKETS = (
@@ -32,11 +39,6 @@ DSP_LATENCY = loop_histogram(
     buckets=_LATENCY_BUCKETS,
 )
 DSP_WINS = loop_counter("openbid_dsp_wins", "Auctions won by partner", ("dsp",))
-CIRCUIT_STATE = loop_gauge(
-    "openbid_dsp_circuit_state",
-    "Circuit breaker state per partner (0 closed, 1 half-open, 2 open)",
-    ("dsp",),
-)
 WON_REVENUE_MICROS = loop_counter(
     "openbid_won_revenue_micros",
     "Publisher revenue of won auctions (clearing CPM / 1000 each), micros of USD",
@@ -80,3 +82,40 @@ DSP_RESPONSE_FAULTS = loop_counter(
     "from the request, a currency upper-cased), by partner and rule",
     ("dsp", "kind"),
 )
+
+
+class LabelCache(dict):
+    """Children of a (dsp, outcome) counter for one dsp, created on first use."""
+
+    def __init__(self, counter: LoopMetric, dsp: str) -> None:
+        super().__init__()
+        self._counter = counter
+        self._dsp = dsp
+
+    def __missing__(self, outcome: str) -> Any:
+        child = self._counter.labels(self._dsp, outcome)
+        self[outcome] = child
+        return child
+
+
+class DspMetrics:
+    """A partner's metric children, resolved once (label lookups cost more than the
+    increments themselves on the hot path)."""
+
+    __slots__ = ("calls", "latency", "wins")
+
+    def __init__(self, dsp: str) -> None:
+        self.calls = LabelCache(DSP_CALLS, dsp)
+        self.latency = DSP_LATENCY.labels(dsp)
+        self.wins = DSP_WINS.labels(dsp)
+
+
+_DSP_METRICS: dict[str, DspMetrics] = {}
+
+
+def dsp_metrics(dsp: str) -> DspMetrics:
+    """The metric children of partner `dsp` (made on its first use, then kept)."""
+    found = _DSP_METRICS.get(dsp)
+    if found is None:
+        found = _DSP_METRICS[dsp] = DspMetrics(dsp)
+    return found

@@ -180,7 +180,7 @@ class ExchangeServer:
                     id=winner.bid_id,
                     impid=winner.result.imp_id,
                     price=winner.result.revenue_micros / 1_000_000,
-                    adm=winner.adm,
+                    adm=winner.adm or None,
                     nurl=winner.nurl or None,
                     burl=winner.burl,
                     adomain=list(source.adomain) or None,
@@ -355,7 +355,8 @@ class ExchangeServer:
         return _pixel()
 
     async def handle_win(self, request: Request) -> Response:
-        """Our caller's win notice: passes the DSP's own win notice on, once per bid."""
+        """Our caller's win notice: passes the DSP's own win notice on, once per bid (and
+        answers the markup of a bid that came without)."""
         try:
             params = self.exchange.signer.verify("win", request.query())
         except InvalidTracker as exc:
@@ -366,15 +367,8 @@ class ExchangeServer:
             metrics.WINS_NOTIFIED.labels("duplicate").inc()
             return Response(204)
         metrics.WINS_NOTIFIED.labels("counted").inc()
-        self.exchange.notices.fire(
-            "win",
-            params["nurl"],
-            auction_id=params["auc"],
-            bid_id=bid_id,
-            dsp=params["dsp"],
-            price_micros=int(params["price"]),
-        )
-        return Response(204)
+        served = await self.exchange.win_notice(params)  # markup, for a bid that had none
+        return Response(204) if served is None else Response(200, served[0].encode(), served[1])
 
     async def _first_time(self, key: str) -> bool:
         """Whether `key` is new (idempotency of notices by bid id, across workers when the

@@ -8,7 +8,7 @@ exploration share for an exploration call) so training can weight exploration ro
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -22,10 +22,31 @@ class ShapingDecision(msgspec.Struct, frozen=True):
     send_probability: float = 1.0
 
 
+@runtime_checkable
 class Shaper(Protocol):
-    model_version: str
+    """Everything the exchange asks of a shaper. In process (`PassThroughShaper`,
+    `openbid.shaping.serving.ModelShaper`) or in another one
+    (`openbid.shaping.service.RemoteShaper`); `tests/exchange/test_shaper_protocol.py` checks that
+    each satisfies it.
+
+    | member | who calls it | contract |
+    | --- | --- | --- |
+    | `decide_async(features, dsps)` | the exchange, once per auction | one decision per DSP, in the order of `dsps`; never raises (fails open: every DSP called) |
+    | `decide(features, dsps)` | the shaping service, tools, tests | the same without awaiting; a remote shaper, which cannot answer without awaiting, fails open |
+    | `observe(decision, bid)` | the exchange, once per call sent | what came back (`bid`: the DSP bid); quick, never raises; may do nothing |
+    | `model_version` | the exchange, once per auction (logged) | the model deciding now; empty without one |
+    """
+
+    @property
+    def model_version(self) -> str: ...
 
     def decide(self, features: Mapping[str, str], dsps: Sequence[str]) -> list[ShapingDecision]: ...
+
+    async def decide_async(
+        self, features: Mapping[str, str], dsps: Sequence[str]
+    ) -> list[ShapingDecision]: ...
+
+    def observe(self, decision: ShapingDecision, bid: bool) -> None: ...
 
 
 class PassThroughShaper:
@@ -36,13 +57,10 @@ class PassThroughShaper:
     def decide(self, features: Mapping[str, str], dsps: Sequence[str]) -> list[ShapingDecision]:
         return [ShapingDecision(dsp, True) for dsp in dsps]
 
-
-class AsyncShaper(Protocol):
-    """A shaper in another process (`openbid.shaping.service.RemoteShaper`): the same
-    decisions, awaited, failing open when the service is unavailable."""
-
-    model_version: str
-
     async def decide_async(
         self, features: Mapping[str, str], dsps: Sequence[str]
-    ) -> list[ShapingDecision]: ...
+    ) -> list[ShapingDecision]:
+        return self.decide(features, dsps)
+
+    def observe(self, decision: ShapingDecision, bid: bool) -> None:
+        """Nothing to learn."""

@@ -204,3 +204,10 @@ class RemoteShaper:
             return [ShapingDecision(dsp, True) for dsp in dsps]
         self.model_version = answer.model_version
         return answer.decisions
+
+    def decide(self, features: Mapping[str, str], dsps: Sequence[str]) -> list[ShapingDecision]:
+        """The service cannot be asked without awaiting: every DSP called (fail open)."""
+        return [ShapingDecision(dsp, True) for dsp in dsps]
+
+    def observe(self, decision: ShapingDecision, bid: bool) -> None:
+        """Outcomes are not sent to the service (it learns from the event log)."""

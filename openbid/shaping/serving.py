@@ -289,6 +289,12 @@ class ModelShaper:
                 count[_FILTERED] += 1
         return decisions
 
+    async def decide_async(
+        self, features: Mapping[str, str], dsps: Sequence[str]
+    ) -> list[ShapingDecision]:
+        """`decide`, for the exchange (the `Shaper` protocol): scoring in process never waits."""
+        return self.decide(features, dsps)
+
     def _fail_open(self, dsps: Sequence[str]) -> list[ShapingDecision]:
         for dsp in dsps:
             self._counts.setdefault(dsp, [0] * len(DECISION_KINDS))[_FAIL_OPEN] += 1

@@ -10,7 +10,7 @@ import asyncio
 import json
 
 from openbid.domain import DemandPartner
-from openbid.exchange import orchestrator
+from openbid.exchange import fanout
 from openbid.http.server import Response
 
 from .test_e2e import API_KEY, ScriptedDsp, bid_request, run, start, stop
@@ -58,14 +58,14 @@ def test_a_latin1_byte_in_one_dsps_markup_costs_only_that_dsps_bid():
 
 def test_a_decoder_failure_on_one_reply_costs_only_that_dsps_bid(monkeypatch):
     # Whatever a DSP's bytes make our decoder do, the other partners' bids still compete.
-    decode = orchestrator.decode_bid_response_lenient
+    decode = fanout.decode_bid_response_lenient
 
     def broken_on_price_9(data, request=None):
         if b'"price": 9.0' in data:
             raise RuntimeError("a decoder bug")
         return decode(data, request)
 
-    monkeypatch.setattr(orchestrator, "decode_bid_response_lenient", broken_on_price_9)
+    monkeypatch.setattr(fanout, "decode_bid_response_lenient", broken_on_price_9)
 
     async def odd(body):
         return bid_response(body, price=9.0)

@@ -22,7 +22,7 @@ from openbid.exchange.orchestrator import Exchange
 from openbid.http.client import FanoutClient, UpstreamError
 from openbid.http.server import HttpServer, Request, Response, Router
 from openbid.openrtb import decode_bid_request
-from openbid.shaping.base import ShapingDecision
+from openbid.shaping.base import PassThroughShaper, ShapingDecision
 
 
 class Dsp:
@@ -79,7 +79,7 @@ def bid_response(body, price=1.0, **bid) -> Response:
     return Response(200, json.dumps(payload).encode())
 
 
-class FilterNext:
+class FilterNext(PassThroughShaper):
     """A shaper that sends everything except in the auction after `filter_next` is set."""
 
     model_version = "test"

@@ -1,11 +1,11 @@
-"""`_Settle` and `Call`: the auction's wait for its DSP calls (every one done, or the
+"""`ReplyWaiter` and `Call`: the auction's wait for its DSP calls (every one done, or the
 deadline), each call reporting by a callback instead of a future."""
 
 import asyncio
 
 import pytest
 
-from openbid.exchange.orchestrator import _Settle
+from openbid.exchange.fanout import ReplyWaiter
 from openbid.http.client import Call, UpstreamError, UpstreamResponse
 
 
@@ -13,7 +13,7 @@ def _reply(tag: str) -> UpstreamResponse:
     return UpstreamResponse(200, [], tag.encode(), 0.0)
 
 
-def _calls(settle: _Settle, n: int) -> list[Call]:
+def _calls(settle: ReplyWaiter, n: int) -> list[Call]:
     settle.pending += n
     return [Call(settle.one_done) for _ in range(n)]
 
@@ -21,7 +21,7 @@ def _calls(settle: _Settle, n: int) -> list[Call]:
 def test_returns_when_the_last_call_settles():
     async def main():
         loop = asyncio.get_running_loop()
-        settle = _Settle()
+        settle = ReplyWaiter()
         calls = _calls(settle, 3)
         loop.call_later(0.01, calls[0].set_result, _reply("a"))
         loop.call_later(0.02, calls[1].set_exception, UpstreamError("reset", "gone"))
@@ -40,7 +40,7 @@ def test_returns_when_the_last_call_settles():
 def test_the_deadline_ends_the_wait_and_a_late_reply_changes_nothing():
     async def main():
         loop = asyncio.get_running_loop()
-        settle = _Settle()
+        settle = ReplyWaiter()
         done, never = _calls(settle, 2)
         loop.call_soon(done.set_result, _reply("reply"))
         await settle.wait(loop, loop.time() + 0.05)
@@ -55,7 +55,7 @@ def test_the_deadline_ends_the_wait_and_a_late_reply_changes_nothing():
 def test_nothing_pending_needs_no_wait():
     async def main():
         loop = asyncio.get_running_loop()
-        settle = _Settle()
+        settle = ReplyWaiter()
         call = _calls(settle, 1)[0]
         call.set_result(_reply("x"))
         await settle.wait(loop, loop.time() - 1.0)  # past deadline, nothing pending

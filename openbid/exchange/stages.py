@@ -1,0 +1,224 @@
+"""The auction's stages that decide without I/O, over one `AuctionState` (Prebid Server's
+`hooks/hookstage` is the model: small steps with a documented contract).
+
+`Exchange.auction()` runs them in this order; the I/O stages live beside them
+(`fanout.py`: fan out and collect, `settle.py`: settle), each over the same state:
+
+| stage | reads | writes | effects |
+| --- | --- | --- | --- |
+| `prepare` | request, publisher | context, features, rules | raises `InvalidBidRequest` (a floor's currency) |
+| `select` | the registry's partners | returns those whose breaker lets a call go | counts `circuit_open` |
+| `shape` | the selected, the shaper's decisions on them (`Shaper.decide_async`, awaited before) | calls (one `DspCall` each, with its decision) | none |
+| `gate` | calls, consent, the time left | per call: the outcome of a call not made, or its timeout and redaction | takes a half-open breaker's probe; counts calls not made |
+| `FanOut.send` | calls that passed the gate, rules | outgoing, calls' `pending` | sends the requests; the auction then waits until every call settles or its deadline |
+| `FanOut.collect` | calls' `pending` | outcome, response, status, latency | breakers; tells the shaper |
+| `decide` | calls' responses, rules | results, bids | none: `run_auction` |
+| `Settler.settle` | results, bids | winners | notices, markup from `nurl` (when final) |
+| `log` | all of it | | one auction event, one bid event per partner, onto the log's buffer |
+
+Each stage is a plain function (or a method of an object built once per exchange) that
+allocates only what it produces: the auction path is measured (`bench/exchange.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from openbid.config import ExchangeConfig
+from openbid.demand import DemandState
+from openbid.enrich.context import build_auction_context
+from openbid.enrich.device import UserAgentParser
+from openbid.events import AuctionEvent, BidEvent, EventLog, now_micros
+from openbid.exchange.auction import BidCandidate, build_imp_rules, run_auction, to_micros
+from openbid.exchange.features import auction_features
+from openbid.exchange.metrics import dsp_metrics
+from openbid.exchange.state import SENDING, AuctionState, DspCall
+from openbid.privacy.consent import redaction_for
+from openbid.shaping.base import ShapingDecision
+
+_NOT_FAILURES = frozenset({"bid", "no_bid", "filtered"})  # call outcomes logged with no error
+
+
+def prepare(
+    state: AuctionState,
+    config: ExchangeConfig,
+    *,
+    geo_reader: object | None = None,
+    ua_parser: UserAgentParser | None = None,
+    gpc_header: str | None = None,
+    extra_floor_micros: int = 0,
+) -> None:
+    """The request's context (device, geo, consent), its raw features and the rules of
+    each impression. Raises `InvalidBidRequest` for a floor in a currency we cannot convert."""
+    request = state.request
+    context = build_auction_context(
+        request, geo_reader=geo_reader, ua_parser=ua_parser, gpc_header=gpc_header
+    )
+    state.context = context
+    state.features = auction_features(request, context, state.publisher)
+    state.rules = build_imp_rules(request, state.publisher, config, extra_floor_micros)
+
+
+def select(partners: Sequence[DemandState], now: float) -> list[DemandState]:
+    """The partners a call could go to now (`now`: `time.monotonic()`): those whose circuit
+    breaker is closed, or open past its cooldown. Looks only; `gate` takes the probe."""
+    eligible: list[DemandState] = []
+    for partner in partners:
+        if partner.breaker.available(now):
+            eligible.append(partner)
+        else:
+            dsp_metrics(partner.partner.id).calls["circuit_open"].inc()
+    return eligible
+
+
+def shape(
+    state: AuctionState, eligible: Sequence[DemandState], decisions: Sequence[ShapingDecision]
+) -> None:
+    """One `DspCall` per selected partner, with the shaper's decision (call it or not)."""
+    state.calls = [DspCall(s, d) for s, d in zip(eligible, decisions, strict=True)]
+
+
+def gate(state: AuctionState, now: float, budget_s: float) -> int:
+    """Decides which calls leave, in this order: the shaper's word (`filtered`), the
+    partner's QPS cap (`qps_capped`), consent (`consent_blocked`), the time left
+    (`no_time` under 1 ms) and last the breaker (`circuit_open`), so that only a call that
+    leaves takes a half-open breaker's one probe. A call that goes gets its timeout (the
+    partner's `timeout_ms`, cut to `budget_s`) and its redaction. Returns how many go."""
+    assert state.context is not None
+    consent = state.context.consent
+    going = 0
+    for call in state.calls:
+        partner_state = call.state
+        partner = partner_state.partner
+        if not call.decision.send:
+            dsp_metrics(partner.id).calls["filtered"].inc()
+            continue
+        limiter = partner_state.limiter
+        if limiter is not None and not limiter.allow(now):
+            outcome = "qps_capped"
+        else:
+            redaction = redaction_for(consent, partner.vendor_id)
+            timeout_s = min(partner.timeout_ms / 1000.0, budget_s)
+            if redaction.block:
+                outcome = "consent_blocked"
+            elif timeout_s <= 0.001:
+                outcome = "no_time"
+            elif not partner_state.breaker.allow(now):
+                outcome = "circuit_open"
+            else:
+                call.outcome = SENDING
+                call.timeout_s = timeout_s
+                call.redaction = redaction
+                going += 1
+                continue
+        call.outcome = outcome
+        dsp_metrics(partner.id).calls[outcome].inc()
+    return going
+
+
+def decide(state: AuctionState, rates: dict[str, float], seed: int) -> None:
+    """Runs the auction of every impression on the bids that came back (prices converted
+    with `rates`; a bid in a currency without a rate is dropped) and keeps each bid by
+    (dsp, bid id) for its notices."""
+    candidates: list[BidCandidate] = []
+    bids = state.bids
+    for call in state.calls:
+        response = call.response
+        if response is None:
+            continue
+        partner = call.state.partner
+        for seatbid in response.seatbid or ():
+            for bid in seatbid.bid:
+                price = to_micros(bid.price, response.cur, rates)
+                if price is None:
+                    continue
+                candidate = BidCandidate(
+                    partner.id,
+                    bid.id,
+                    bid.impid,
+                    price,
+                    seat=seatbid.seat or partner.seat,
+                    deal_id=bid.dealid or "",
+                    adjustment=partner.bid_adjustment,
+                    adomain=tuple(bid.adomain or ()),
+                    categories=tuple(bid.cat or ()),
+                    w=bid.w or 0,
+                    h=bid.h or 0,
+                    has_markup=bool(bid.adm or bid.nurl),
+                )
+                candidates.append(candidate)
+                bids[(candidate.dsp, candidate.bid_id)] = (call, bid)
+    if candidates:
+        state.results = run_auction(state.rules, candidates, seed=seed)
+
+
+def log(
+    state: AuctionState,
+    event_log: EventLog,
+    rates: dict[str, float],
+    *,
+    tmax_ms: int,
+    shaping_model: str,
+) -> None:
+    """One `auction` event (features, outcome, latency) and one `bid` event per partner
+    offered to the shaper (called, filtered or explored; each bid, or none) onto the log's
+    buffer. `rates` convert bid prices; `tmax_ms` is the request's, or the default."""
+    latency_us = int((time.perf_counter() - state.measured_from) * 1e6)
+    ts = now_micros()
+    request = state.request
+    publisher = state.publisher
+    calls = state.calls
+    winners = state.winners
+    first = winners[0] if winners else None
+    first_bid = first.result.winner if first else None
+    auction_id = state.auction_id
+    event_log.emit(
+        AuctionEvent(
+            ts,
+            auction_id,
+            request.id,
+            publisher_id=publisher.id if publisher else "",
+            features=state.features,
+            imp_count=len(request.imp),
+            tmax_ms=tmax_ms,
+            dsps_eligible=len(calls),
+            dsps_called=sum(1 for c in calls if c.decision.send),
+            outcome="won" if winners else "no_bid",
+            winner_dsp=first.dsp if first else "",
+            winner_bid_id=first.bid_id if first else "",
+            winner_price_micros=first_bid.price_micros if first_bid else 0,
+            clearing_price_micros=first.result.clearing_price_micros if first else 0,
+            latency_us=latency_us,
+            shaping_model=shaping_model,
+        )
+    )
+    won = {(w.dsp, w.result.winner.bid_id) for w in winners if w.result.winner}
+    emit = event_log.emit
+    for call in calls:
+        # Positional: BidEvent(ts, auction, dsp, decision, send_probability, score, bid,
+        # bid_id, imp_id, price_micros, deal_id, latency_ms, error, won) - keywords cost
+        # a lookup each, nine events an auction.
+        decision = call.decision
+        kind = "explored" if decision.explored else ("called" if decision.send else "filtered")
+        error = call.error or ("" if call.outcome in _NOT_FAILURES else call.outcome)
+        dsp = call.state.partner.id
+        response = call.response
+        bids = [b for sb in response.seatbid or () for b in sb.bid] if response is not None else ()
+        if not bids:
+            emit(
+                BidEvent(
+                    ts, auction_id, dsp, kind, decision.send_probability, decision.score,
+                    False, "", "", 0, "", call.latency_ms, error,
+                )
+            )  # fmt: skip
+            continue
+        for bid in bids:
+            price = to_micros(bid.price, response.cur, rates) or 0  # type: ignore[union-attr]
+            emit(
+                BidEvent(
+                    ts, auction_id, dsp, kind, decision.send_probability, decision.score,
+                    True, bid.id, bid.impid, price, bid.dealid or "", call.latency_ms,
+                    error, (dsp, bid.id) in won,
+                )
+            )  # fmt: skip
