@@ -9,7 +9,7 @@ import json
 import pytest
 
 from openbid.config import ExchangeConfig
-from openbid.exchange.orchestrator import build_imp_rules
+from openbid.exchange.auction import build_imp_rules
 from openbid.http.server import Request, Response
 from openbid.obs import metrics_payload
 from openbid.openrtb import InvalidBidRequest, decode_bid_request
