@@ -69,8 +69,7 @@ def list_command(config_path: str | None, purpose: str | None) -> None:
         click.echo("no models registered")
         return
     click.echo(
-        f"{'purpose':<8} {'version':>7}  {'aliases':<22} {'trained until':<20} "
-        f"{'rows':>10}  model"
+        f"{'purpose':<8} {'version':>7}  {'aliases':<22} {'trained until':<20} {'rows':>10}  model"
     )
     for info in rows:
         aliases = ",".join(info.aliases) or "-"
