@@ -187,6 +187,16 @@ class ModelStore:
         log.info("model published", extra={"store": self.url, "artifact": relative})
         return checksum
 
+    def published_checksum(self, purpose: str, version: str) -> str | None:
+        """The checksum of a published version's manifest; None when it is not published."""
+        path = self._path(f"{self.version_dir(purpose, version)}/{MANIFEST_FILE}")
+        try:
+            return checksum_of(self.fs.cat_file(path))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ModelStoreError(f"{self.url}: cannot read {path}: {exc}") from exc
+
     def write_pointer(self, pointer: Pointer) -> None:
         """Replaces the pointer of (purpose, alias) atomically."""
         path = self._path(self.pointer_file(pointer.purpose, pointer.alias))

@@ -41,7 +41,14 @@ from openbid import clock
 from openbid.config import ModelsConfig
 from openbid.errors import OpenbidError
 from openbid.ml import CalibrationCurve, CalibrationTable, plot_calibration
-from openbid.pipeline.modelstore import PURPOSES, ModelStore, ModelStoreError, Pointer
+from openbid.pipeline.modelstore import (
+    PURPOSES,
+    ModelStore,
+    ModelStoreError,
+    Pointer,
+    checksum_of,
+    manifest_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +355,7 @@ class Registry:
         now_s = clock.now()
         version_tags = {
             f"{TAG}purpose": purpose,
+            f"{TAG}checksum": checksum_of(manifest_of(artifact_dir)[1]),
             f"{TAG}model_version": summary.model_version,
             f"{TAG}kind": summary.kind,
             f"{TAG}spec_hash": summary.spec_hash,
@@ -443,14 +451,9 @@ class Registry:
         if alias == "latest" or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", alias):
             raise RegistryError(f"alias {alias!r}: letters, digits, '_', '.', '-' (not 'latest')")
         found = self.client.get_model_version(name, version)
+        tags = dict(found.tags or {})
         previous = self._alias(name, alias) or ""
-        with tempfile.TemporaryDirectory(prefix="openbid-promote-") as tmp:
-            local = self.client.download_artifacts(found.run_id, MODEL_PATH, tmp)
-            summary = describe_artifact(purpose, local)  # the registry's copy is intact
-            try:
-                checksum = self.store.publish(purpose, version, local)
-            except ModelStoreError as exc:
-                raise RegistryError(f"cannot publish {purpose} version {version}: {exc}") from exc
+        checksum = self._publish(purpose, version, found.run_id, tags.get(f"{TAG}checksum", ""))
         now_s = clock.now()
         pointer = Pointer(
             purpose=purpose,
@@ -458,10 +461,10 @@ class Registry:
             version=version,
             artifact=ModelStore.version_dir(purpose, version),
             checksum=checksum,
-            model_version=summary.model_version,
+            model_version=tags.get(f"{TAG}model_version", ""),
             promoted_at=_iso(now_s),
             promoted_at_micros=int(now_s * 1_000_000),
-            trained_end_micros=summary.trained_end_micros,
+            trained_end_micros=int(tags.get(f"{TAG}trained_end_micros", "0") or 0),
             registry_name=name,
         )
         if history is None:
@@ -494,6 +497,25 @@ class Registry:
     def _alias(self, name: str, alias: str) -> str | None:
         version = self.client.get_registered_model(name).aliases.get(alias)
         return None if version is None else str(version)
+
+    def _publish(self, purpose: str, version: str, run_id: str, registered: str) -> str:
+        """Publishes a version to the store unless it is there with the checksum it was
+        registered with (a rollback, a challenger made production): then nothing moves."""
+        try:
+            if registered and self.store.published_checksum(purpose, version) == registered:
+                return registered
+            with tempfile.TemporaryDirectory(prefix="openbid-promote-") as tmp:
+                local = self.client.download_artifacts(run_id, MODEL_PATH, tmp)
+                describe_artifact(purpose, local)  # the registry's copy is still intact
+                checksum = self.store.publish(purpose, version, local)
+        except ModelStoreError as exc:
+            raise RegistryError(f"cannot publish {purpose} version {version}: {exc}") from exc
+        if registered and checksum != registered:
+            raise RegistryError(
+                f"{purpose} version {version}: the artifact in MLflow is not the one registered "
+                f"(checksum {checksum[:12]}, registered {registered[:12]})"
+            )
+        return checksum
 
     def _history(self, name: str, alias: str) -> list[HistoryEntry]:
         raw = self.client.get_registered_model(name).tags.get(f"{TAG}history.{alias}")
