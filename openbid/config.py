@@ -178,7 +178,7 @@ class ExchangeConfig(_Section):
 
 class ModelsConfig(_Section):
     """The model registry (MLflow), the store promotion publishes to, and which promoted
-    models the servers follow (hot swap, `docs/pipeline.md`)."""
+    models the servers follow (hot swap, `docs/registry.md`)."""
 
     tracking_uri: str = "sqlite:///var/mlflow.db"
     """MLflow tracking and model registry: SQLite by default, or a tracking server URL

@@ -117,7 +117,7 @@ class Platform:
         self._open_model_sync()
 
     def _open_model_sync(self) -> None:
-        """Follows the promoted models of `models.serve` (hot swap: `docs/pipeline.md`). The
+        """Follows the promoted models of `models.serve` (hot swap: `docs/registry.md`). The
         first poll is here, so a restarted server starts with the model that serves."""
         if not self.config.models.serve:
             return

@@ -1,2 +1,3 @@
 """The learning side's pipeline: ETL, training, the model registry and the model sync that
-serving processes run (`docs/pipeline.md`). Never on the auction's hot path."""
+serving processes run (`docs/pipeline.md`, `docs/registry.md`). Never on the auction's hot
+path."""
