@@ -164,10 +164,25 @@ def rollback_command(config_path: str | None, purpose: str, alias: str, reason: 
     click.echo(f"{purpose}@{alias}: rolled back {done.previous} -> {done.version}")
 
 
+@click.command("prune")
+@config_option
+@purpose_argument
+@click.option("--keep", type=click.IntRange(min=1), default=50, show_default=True)
+def prune_command(config_path: str | None, purpose: str, keep: int) -> None:
+    """Delete old versions no alias names (now or in its history) beyond the newest KEEP."""
+    registry = _registry(config_path)
+    try:
+        deleted = registry.prune(purpose, keep)
+    except _errors() as exc:
+        raise _fail(exc) from None
+    click.echo(f"deleted {len(deleted)} {purpose} versions: {', '.join(deleted) or '-'}")
+
+
 MODEL_COMMANDS = (
     list_command,
     show_command,
     register_command,
     promote_command,
     rollback_command,
+    prune_command,
 )

@@ -197,6 +197,17 @@ class ModelStore:
         except OSError as exc:
             raise ModelStoreError(f"{self.url}: cannot read {path}: {exc}") from exc
 
+    def remove_version(self, purpose: str, version: str) -> bool:
+        """Deletes a published version (pruning); False when it was not there."""
+        path = self._path(self.version_dir(purpose, version))
+        try:
+            if not self.fs.exists(path):
+                return False
+            self.fs.rm(path, recursive=True)
+        except OSError as exc:
+            raise ModelStoreError(f"{self.url}: cannot remove {path}: {exc}") from exc
+        return True
+
     def write_pointer(self, pointer: Pointer) -> None:
         """Replaces the pointer of (purpose, alias) atomically."""
         path = self._path(self.pointer_file(pointer.purpose, pointer.alias))

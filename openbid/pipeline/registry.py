@@ -439,6 +439,39 @@ class Registry:
                 history=history,
             )  # fmt: skip
 
+    def prune(self, purpose: str, keep: int = 50) -> list[str]:
+        """Deletes the versions beyond the `keep` newest that no alias names now or in its
+        history (listing thousands of versions is slow in MLflow), their runs (MLflow's
+        soft delete) and their copies in the store; returns the versions deleted."""
+        name = self.name(purpose)
+        with self._writing(), self._calls(f"prune {purpose} models"):
+            model = self.client.get_registered_model(name)
+            protected = {str(v) for v in model.aliases.values()}
+            for key, raw in model.tags.items():
+                if key.startswith(f"{TAG}history."):
+                    try:
+                        history = msgspec.json.decode(raw, type=list[HistoryEntry])
+                    except msgspec.DecodeError:
+                        continue
+                    protected.update(entry.version for entry in history)
+            found = self.client.search_model_versions(f"name = '{name}'", max_results=10_000)
+            newest_first = sorted(found, key=lambda mv: int(mv.version), reverse=True)
+            deleted = []
+            for mv in newest_first[keep:]:
+                version = str(mv.version)
+                if version in protected:
+                    continue
+                self.client.delete_model_version(name, version)
+                if mv.run_id:
+                    self.client.delete_run(mv.run_id)
+                try:
+                    self.store.remove_version(purpose, version)
+                except ModelStoreError as exc:
+                    log.warning("store copy not removed", extra={"error": str(exc)})
+                deleted.append(version)
+        log.info("models pruned", extra={"purpose": purpose, "deleted": deleted})
+        return deleted
+
     def _promote_locked(
         self,
         purpose: str,

@@ -251,3 +251,22 @@ def test_an_unreachable_tracking_server_is_a_clear_error_soon(models_settings, m
         env={**_env(settings), **{k: v for k, v in os.environ.items() if k.startswith("MLFLOW")}},
     )
     assert result.exit_code == 1 and "unreachable" in result.output
+
+
+def test_prune_deletes_old_versions_no_alias_names_now_or_in_its_history(
+    registry, make_shaping, models_settings
+):
+    for i in range(6):
+        registry.register("shaping", make_shaping(ALPHA if i % 2 else BETA))
+    registry.promote("shaping", "1")
+    registry.promote("shaping", "2")  # production's history: 1, 2
+    registry.promote("shaping", "3", "challenger")
+    store = ModelStore(models_settings.store_url)
+    store.publish(
+        "shaping", "4", registry.artifact("shaping", "4", Path(models_settings.cache_dir))
+    )
+    assert registry.prune("shaping", keep=1) == ["5", "4"]
+    assert [v.version for v in registry.versions("shaping")] == ["6", "3", "2", "1"]
+    assert store.published_checksum("shaping", "4") is None
+    assert store.published_checksum("shaping", "2") is not None
+    assert registry.rollback("shaping").version == "1"  # the history still works

@@ -533,3 +533,14 @@ def test_openbid_up_workers_serve_the_promoted_model_with_the_registry_down(
         for dsp in dsps.values():
             loop.run(dsp.stop())
         loop.close()
+
+
+def test_a_serving_process_never_imports_mlflow():
+    """import-linter checks the modules' own imports; this checks what a serving process
+    actually loads, package `__init__`s included."""
+    code = (
+        "import sys, openbid.platform, openbid.workers.child, openbid.pipeline.modelsync\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
