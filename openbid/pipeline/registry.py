@@ -40,7 +40,14 @@ from mlflow.exceptions import MlflowException
 from openbid import clock
 from openbid.config import ModelsConfig
 from openbid.errors import OpenbidError
-from openbid.ml import CalibrationCurve, CalibrationTable, plot_calibration
+from openbid.ml import CalibrationCurve
+from openbid.pipeline.modelinfo import (
+    ArtifactInvalid,
+    ArtifactSummary,
+    describe_artifact,
+    mlflow_key,
+    write_calibration_plot,
+)
 from openbid.pipeline.modelstore import (
     PURPOSES,
     ModelStore,
@@ -66,20 +73,6 @@ class RegistryError(OpenbidError):
 
 class RegistryUnavailable(RegistryError):
     """The tracking server or its database cannot be reached (serving is not affected)."""
-
-
-class ArtifactSummary(msgspec.Struct, frozen=True):
-    """What the registry records of an artifact, read from its own metadata."""
-
-    kind: str
-    model_version: str
-    spec_hash: str
-    trained_start_micros: int
-    trained_end_micros: int
-    rows: int
-    params: dict[str, str]
-    metrics: dict[str, float]
-    calibration: dict[str, CalibrationTable]
 
 
 class HistoryEntry(msgspec.Struct, frozen=True):
@@ -116,96 +109,11 @@ class Promotion(msgspec.Struct, frozen=True):
     pointer: Pointer
 
 
-_KEY_RE = re.compile(r"[^A-Za-z0-9_\-. /]")
-
-
-def _key(name: str) -> str:
-    """A name MLflow accepts as a param or metric key."""
-    return _KEY_RE.sub("_", name)[:250] or "_"
-
-
-def describe_artifact(purpose: str, path: str | Path) -> ArtifactSummary:
-    """Validates the artifact at `path` as the servers will (every file, shape and hash) and
-    summarises it; `RegistryError` names what is wrong."""
-    from openbid.ml import ModelArtifactError, load_model
-    from openbid.shaping import ShapingModelError, load_shaping_model
-    from openbid.shaping.model import META_FILE as SHAPING_META
-
-    path = Path(path)
-    if purpose not in PURPOSES:
-        raise RegistryError(f"purpose {purpose!r}: expected one of {', '.join(PURPOSES)}")
-    if not path.is_dir():
-        raise RegistryError(f"{path}: not a model directory")
-    if (path / SHAPING_META).exists() != (purpose == "shaping"):
-        expected = "a shaping model directory" if purpose == "shaping" else "an openbid.ml model"
-        raise RegistryError(f"{path}: a {purpose} model must be {expected}")
-    if purpose == "shaping":
-        try:
-            shaping = load_shaping_model(path)
-        except ShapingModelError as exc:
-            raise RegistryError(f"refusing to register: {exc}") from exc
-        meta = shaping.meta
-        first = next(iter(shaping.artifacts.values())).meta
-        params = {
-            "layout": meta.layout,
-            "target_kind": meta.target_kind,
-            "target": str(meta.target),
-            "exploration_share": str(meta.exploration_share),
-            "dsps": str(len(meta.dsps)),
-            "hash_bits": str(first.spec.hash_bits),
-            **{f"learner.{k}": str(v) for k, v in first.hyper_parameters.items()},
-        }
-        metrics = {
-            _key(f"{dsp}.{name}"): value
-            for dsp, values in meta.metrics.items()
-            for name, value in values.items()
-        }
-        metrics.update({_key(f"{dsp}.threshold"): t for dsp, t in meta.thresholds.items()})
-        calibration = {
-            name: artifact.meta.calibration
-            for name, artifact in shaping.artifacts.items()
-            if artifact.meta.calibration is not None
-        }
-        window = meta.training_window
-        return ArtifactSummary(
-            "shaping", meta.version, meta.spec_hash, window.start_micros, window.end_micros,
-            window.rows, params, metrics, calibration,
-        )  # fmt: skip
+def _describe(purpose: str, path: str | Path) -> ArtifactSummary:
     try:
-        artifact = load_model(path)
-    except ModelArtifactError as exc:
-        raise RegistryError(f"refusing to register: {exc}") from exc
-    meta = artifact.meta
-    params = {"kind": meta.kind, "hash_bits": str(meta.spec.hash_bits)}
-    params.update({_key(k): str(v) for k, v in meta.hyper_parameters.items()})
-    keep_rate = getattr(meta, "negative_keep_rate", None)
-    if keep_rate is not None:
-        params["negative_keep_rate"] = str(keep_rate)
-    window = meta.training_window
-    return ArtifactSummary(
-        meta.kind, meta.name or meta.created_at, meta.spec_hash, window.start_micros,
-        window.end_micros, window.rows, params, dict(meta.metrics),
-        {purpose: meta.calibration} if meta.calibration is not None else {},
-    )  # fmt: skip
-
-
-def write_calibration_plot(
-    summary: ArtifactSummary,
-    curves: Mapping[str, CalibrationCurve] | None,
-    directory: Path,
-) -> Path | None:
-    """A PNG of the held-out calibration curves the training job measured, else of the
-    artifact's calibration tables (raw score -> served probability); None without either."""
-    path = directory / "calibration.png"
-    if curves:
-        return plot_calibration(dict(curves), path, title="Calibration (held-out window)")
-    if summary.calibration:
-        as_curves = {
-            name: CalibrationCurve(list(table.x), list(table.y), [0] * len(table.x))
-            for name, table in summary.calibration.items()
-        }
-        return plot_calibration(as_curves, path, title="Calibration map (raw -> served)")
-    return None
+        return describe_artifact(purpose, path)
+    except ArtifactInvalid as exc:
+        raise RegistryError(str(exc)) from None
 
 
 def _iso(seconds: float) -> str:
@@ -346,9 +254,15 @@ class Registry:
         `calibration_curves` its held-out reliability curves for the plot. With `alias`
         the version is promoted to it at once (e.g. `challenger`)."""
         name = self.name(purpose)
-        summary = describe_artifact(purpose, artifact_dir)
-        all_params = {**summary.params, **{_key(k): str(v) for k, v in (params or {}).items()}}
-        all_metrics = {**summary.metrics, **{_key(k): float(v) for k, v in (metrics or {}).items()}}
+        summary = _describe(purpose, artifact_dir)
+        all_params = {
+            **summary.params,
+            **{mlflow_key(k): str(v) for k, v in (params or {}).items()},
+        }
+        all_metrics = {
+            **summary.metrics,
+            **{mlflow_key(k): float(v) for k, v in (metrics or {}).items()},
+        }
         skipped = sorted(k for k, v in all_metrics.items() if not math.isfinite(v))
         if skipped:
             log.warning("metrics not logged: not finite", extra={"metrics": skipped})
@@ -539,7 +453,7 @@ class Registry:
                 return registered
             with tempfile.TemporaryDirectory(prefix="openbid-promote-") as tmp:
                 local = self.client.download_artifacts(run_id, MODEL_PATH, tmp)
-                describe_artifact(purpose, local)  # the registry's copy is still intact
+                _describe(purpose, local)  # the registry's copy is still intact
                 checksum = self.store.publish(purpose, version, local)
         except ModelStoreError as exc:
             raise RegistryError(f"cannot publish {purpose} version {version}: {exc}") from exc
