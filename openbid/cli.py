@@ -130,8 +130,12 @@ def models() -> None:
 
 
 from openbid.pipeline.cli import build_command as etl_build_command  # noqa: E402
-from openbid.shaping.cli import train_shaping_command  # noqa: E402 - after the core commands
+from openbid.pipeline.models_cli import MODEL_COMMANDS  # noqa: E402 - after the core commands
+from openbid.shaping.cli import train_shaping_command  # noqa: E402
 from openbid.sim.cli import sim_command  # noqa: E402
+
+for _command in MODEL_COMMANDS:
+    models.add_command(_command)
 
 main.add_command(sim_command, "sim")
 etl.add_command(etl_build_command, "build")

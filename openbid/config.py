@@ -189,6 +189,51 @@ class ExchangeConfig(_Section):
                 ) from None
 
 
+class ModelsConfig(_Section):
+    """The model registry (MLflow), the store promotion publishes to, and which promoted
+    models the servers follow (hot swap, `docs/registry.md`)."""
+
+    tracking_uri: str = "sqlite:///var/mlflow.db"
+    """MLflow tracking and model registry: SQLite by default, or a tracking server URL
+    (`http://mlflow:5000`). Only `openbid models` and the training jobs talk to it."""
+    artifact_location: str = "var/mlflow-artifacts"
+    """Where new MLflow experiments keep run artifacts (a directory or `s3://...`); empty:
+    the tracking server's default."""
+    store_url: str = "var/models"
+    """The model store (a directory or an fsspec URL): promotion publishes the artifact and
+    a pointer per purpose and alias there; servers read only this, never MLflow."""
+    cache_dir: str = "var/models-cache"
+    """Each server's local copies of the models it serves."""
+    serve: list[Literal["shaping", "ctr", "cvr"]] = msgspec.field(default_factory=list)
+    """Purposes whose promoted model the servers follow and swap in without a restart
+    (`["shaping"]`); empty: none (the exchange uses `exchange.shaping_model` alone)."""
+    alias: str = "production"
+    """The alias the servers follow (a canary fleet could follow `challenger`)."""
+    poll_interval_s: PositiveFloat = 5.0
+    """How often a server reads the store's pointers (real seconds, not market time)."""
+    name_prefix: str = "openbid-"
+    """Registered model and experiment names are `<prefix><purpose>`."""
+    busy_timeout_s: PositiveFloat = 30.0
+    """How long a registry write waits for another writer (the lock, SQLite's busy timeout)."""
+    lock_file: str = "var/registry.lock"
+    """The file whose lock serialises registry writers on this machine."""
+    request_timeout_s: PositiveFloat = 10.0
+    request_retries: Annotated[int, Meta(ge=0, le=10)] = 1
+    """Per call to a tracking server, and retries after a failed one."""
+
+    def __post_init__(self) -> None:
+        if len(set(self.serve)) != len(self.serve):
+            raise ValueError(f"serve lists a purpose twice: {self.serve}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", self.alias) or self.alias in (
+            "latest",
+        ):
+            raise ValueError(
+                f"alias {self.alias!r}: letters, digits, '_', '.', '-' ('latest' is MLflow's)"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_.-]*", self.name_prefix):
+            raise ValueError(f"name_prefix {self.name_prefix!r}: letters, digits, '_', '.', '-'")
+
+
 class LoggingConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -228,6 +273,7 @@ class Config(_Section):
     exchange: ExchangeConfig = msgspec.field(default_factory=ExchangeConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     etl: EtlConfig = msgspec.field(default_factory=EtlConfig)
+    models: ModelsConfig = msgspec.field(default_factory=ModelsConfig)
 
 
 _PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")

@@ -82,6 +82,8 @@ class Platform:
         self.port = 0
         self.exchange: Exchange | None = None
         self.exchange_server: ExchangeServer | None = None
+        self.model_sync = None  # openbid.pipeline.modelsync.ModelSync when models.serve is set
+        self.model_slots: dict[str, object] = {}
         self._background: list[asyncio.Task[None]] = []
         self.router.add("GET", "/healthz", self._healthz, safe=True)
         self.router.add("GET", "/metrics", self._metrics, safe=True)
@@ -112,6 +114,19 @@ class Platform:
             memory_max_keys=stores.memory_max_keys,
         )
         self._open_exchange()
+        self._open_model_sync()
+
+    def _open_model_sync(self) -> None:
+        """Follows the promoted models of `models.serve` (hot swap: `docs/registry.md`). The
+        first poll is here, so a restarted server starts with the model that serves."""
+        if not self.config.models.serve:
+            return
+        from openbid.pipeline.modelsync import ModelSync, slots_for
+
+        assert self.exchange is not None
+        self.model_slots = slots_for(self.config.models.serve, shaper=self.exchange.shaper)
+        self.model_sync = ModelSync.from_config(self.config.models, self.model_slots)
+        self.model_sync.poll_once()
 
     def _open_exchange(self) -> None:
         from openbid.creative import TrackerSigner
@@ -154,14 +169,22 @@ class Platform:
             from openbid.shaping.service import RemoteShaper
 
             return RemoteShaper(settings.shaping_url, FanoutClient())
-        if settings.shaping_model:
+        if settings.shaping_model or "shaping" in self.config.models.serve:
             from openbid.shaping import ModelShaper
 
-            return ModelShaper(settings.shaping_model, exploration_share=settings.exploration_share)
+            return ModelShaper(
+                settings.shaping_model or None, exploration_share=settings.exploration_share
+            )
         return None
 
     def reload_models(self) -> None:
-        """Reloads the shaping model from its directory (SIGHUP); a bad one is refused."""
+        """Reloads the shaping model from its directory (SIGHUP); a bad one is refused. With
+        `models.serve`, the store's pointers are read again and their models reloaded; the
+        directory only serves while the store has no shaping model."""
+        if self.model_sync is not None:
+            self.model_sync.request_reload()
+            if self.model_sync.serving("shaping"):
+                return
         path = self.config.exchange.shaping_model
         shaper = self.exchange.shaper if self.exchange is not None else None
         if not path or not hasattr(shaper, "load"):
@@ -223,6 +246,8 @@ class Platform:
                 self.exchange_server.refresh_forever(self.config.exchange.demand_refresh_s)
             )
         )
+        if self.model_sync is not None:
+            self._background.append(asyncio.create_task(self.model_sync.run()))
         log.info(
             "openbid is serving",
             extra={"host": server_config.host, "port": self.port, "version": __version__},
@@ -234,6 +259,8 @@ class Platform:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self.model_sync is not None:
+            self.model_sync.close()
         if self.server is not None:
             await self.server.stop()
         if self.exchange is not None:
