@@ -14,8 +14,10 @@ import secrets
 from urllib.parse import urlencode
 
 import pytest
+from click.testing import CliRunner
 
 from openbid import clock
+from openbid.cli import main
 from openbid.events import EventReader
 from openbid.stores.redis import RedisCounterStore
 
@@ -333,3 +335,24 @@ def test_a_bad_postback_gets_400_naming_the_field(tmp_path):
     got = run(main())
     assert got[:3] == [(400, "body"), (400, "conversion_id"), (400, "advertiser")]
     assert got[3][0] == 400 and got[3][1]["field"] == "value"
+
+
+def test_the_key_openbid_conversion_key_prints_is_the_one_the_exchange_checks(tmp_path):
+    runner = CliRunner()
+    printed = runner.invoke(
+        main,
+        ["conversion-key", "Shop.Example"],
+        env={"OPENBID_EXCHANGE__TRACKER_SECRET": "test-secret-0123456789abcdef"},
+    )
+    assert printed.exit_code == 0, printed.output
+    refused = runner.invoke(main, ["conversion-key", "shop.example"], env={"OPENBID_CONFIG": ""})
+    assert refused.exit_code != 0 and "tracker_secret" in refused.output
+
+    async def main_():
+        h = await start(tmp_path, [])  # the same secret as above
+        try:
+            return await Advertiser(h, key=printed.output.strip()).pixel("order-1")
+        finally:
+            await stop(h)
+
+    assert run(main_()) == (200, "unattributed")
