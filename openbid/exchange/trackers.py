@@ -252,12 +252,13 @@ class Trackers:
         # fraction of signing the whole tracker again.
         burl = winner.burl
         signer = self.exchange.signer
-        tracker_sig = burl.rpartition("&sig=")[2]
-        journey_token = signer.token(
-            JOURNEY_TOKEN,
-            [tracker_sig, journey.user_id, advertiser, "1" if journey.storage else ""],
-        )
-        burl = f"{burl}&j={journey_token}"
+        if journey.user_id or advertiser:
+            tracker_sig = burl.rpartition("&sig=")[2]
+            journey_token = signer.token(
+                JOURNEY_TOKEN,
+                [tracker_sig, journey.user_id, advertiser, "1" if journey.storage else ""],
+            )
+            burl = f"{burl}&j={journey_token}"
         head = [
             str(int(current_clock().now() + signer.ttl_s)),
             winner.auction_id,
