@@ -8,8 +8,9 @@
 | `GET /t/err` | a VAST error: counted as a render failure |
 
 `Trackers.prepare(winner, journey)` readies a winner for the answer (OpenRTB or ad tag): its
-impression tracker re-signed with the user (where consent allows) and the advertiser, and
-our click tracker in front of every landing page of its markup (`openbid.creative.clicks`).
+impression tracker with a token bound to it that adds the user (where consent allows) and
+the advertiser, and our click tracker in front of every landing page of its markup
+(`openbid.creative.clicks`).
 """
 
 from __future__ import annotations
