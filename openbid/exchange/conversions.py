@@ -182,13 +182,8 @@ class Conversions:
         router.add("POST", "/conv", self.handle_postback)
 
     def key(self, advertiser: str) -> str:
-        """The advertiser's conversion key (memoised for the advertisers that report)."""
-        found = self._keys.get(advertiser)
-        if found is None:
-            found = conversion_key(self.exchange.signer, advertiser)
-            if len(self._keys) < 100_000:
-                self._keys[advertiser] = found
-        return found
+        """The advertiser's conversion key."""
+        return self._keys.get(advertiser) or conversion_key(self.exchange.signer, advertiser)
 
     async def handle_pixel(self, request: Request) -> Response:
         signed, marker, sig = request.query_string.rpartition("&sig=")
@@ -251,12 +246,14 @@ class Conversions:
         return domain
 
     def _check(self, advertiser: str, message: bytes, sig: str) -> None:
-        if not _HEX.fullmatch(sig) or not hmac.compare_digest(
-            sig.lower(), signature(self.key(advertiser), message)
-        ):
+        key = self.key(advertiser)
+        if not _HEX.fullmatch(sig) or not hmac.compare_digest(sig.lower(), signature(key, message)):
             raise InvalidTracker(
                 "signature does not match (HMAC-SHA256 under the advertiser's conversion key)"
             )
+        # Remembered once it signed something: whoever sends garbage cannot fill the memo.
+        if advertiser not in self._keys and len(self._keys) < 100_000:
+            self._keys[advertiser] = key
 
     async def _record(self, report: ConversionReport, source: str, cookies: str) -> str:
         """Validates, deduplicates, attributes and logs one signed report; the outcome."""
