@@ -114,6 +114,27 @@ def etl_events(config_path: str | None) -> None:
         click.echo(f"damaged records skipped: {reader.bad_records}", err=True)
 
 
+@main.command("conversion-key")
+@config_option
+@click.argument("advertiser")
+def conversion_key_command(config_path: str | None, advertiser: str) -> None:
+    """Print the key ADVERTISER (its domain) signs its conversions with (GET/POST /conv)."""
+    from openbid.creative import TrackerSigner
+    from openbid.exchange.conversions import conversion_key
+    from openbid.platform import tracker_key
+
+    settings = _load(config_path).exchange
+    if not (settings.tracker_secret or settings.tracker_secret_file):
+        raise click.ClickException(
+            "exchange.tracker_secret (or tracker_secret_file) is not set: advertisers' keys "
+            "derive from it, and a random one changes with every start"
+        )
+    try:
+        click.echo(conversion_key(TrackerSigner(tracker_key(settings)), advertiser))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.group()
 def train() -> None:
     """Train models from the event log."""

@@ -2,17 +2,18 @@
 
 Beside the exchange it starts the simulated market's DSPs (real HTTP servers on loopback
 ports), registers them and a demo publisher in the catalog, and sends the market's
-publisher traffic to the exchange at a steady rate. Every second the terminal shows QPS,
-fill rate, latency, revenue and, per DSP, calls, bid rate, errors and wins.
+publisher traffic to the exchange at a steady rate. The market's users see the ads won,
+click and convert (`openbid.sim.users`; their ground truth in `truth/` beside the events).
+Every second the terminal shows QPS, fill rate, latency, revenue, clicks and conversions
+and, per DSP, calls, bid rate, errors and wins.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 import time
+from pathlib import Path
 
 import msgspec
 from rich.console import Console, Group
@@ -20,18 +21,24 @@ from rich.live import Live
 from rich.table import Table
 
 from openbid import clock
+from openbid.creative import TrackerSigner
 from openbid.domain import DemandPartner
+from openbid.exchange.conversions import conversion_key
 from openbid.http.client import FanoutClient, UpstreamError
 from openbid.obs import REGISTRY
-from openbid.platform import Platform, Service
+from openbid.platform import Platform, Service, tracker_key
+from openbid.sim.generator import RequestBatch
 from openbid.sim.market import Market
 from openbid.sim.server import DspServers
+from openbid.sim.truthlog import TruthLog
+from openbid.sim.users import SimUsers
 
 log = logging.getLogger(__name__)
 
 DEMO_API_KEY = "demo-publisher-key"
 CHUNK_S = 2.0
 RENDER_RATE = 0.9
+"""Share of won ads whose page loads them (the impression tracker fires)."""
 
 
 def _value(name: str, **labels: str) -> float:
@@ -46,6 +53,7 @@ class DemoState:
         self.sent = 0
         self.latencies_ms: list[float] = []
         self.statuses: dict[str, int] = {}
+        self.users: SimUsers | None = None
 
 
 def _summary(state: DemoState, dsps: list[str]) -> Group:
@@ -116,7 +124,28 @@ def _summary(state: DemoState, dsps: list[str]) -> Group:
             f"{_value('openbid_dsp_wins_total', dsp=dsp):,.0f}",
             ("closed", "half-open", "open")[int(state_value)],
         )
-    return Group(head, per_dsp)
+    groups = [head, per_dsp]
+    if state.users is not None:
+        groups.append(_users_table(state.users))
+    return Group(*groups)
+
+
+def _users_table(users: SimUsers) -> Table:
+    stats = users.stats
+    truth = users.truth
+    table = Table(title="simulated users", expand=False)
+    for column in ("ads seen", "clicks", "expected", "CTR", "conv click/view/none", "waiting"):
+        table.add_column(column, justify="right")
+    conversions = stats.conversions
+    table.add_row(
+        f"{stats.rendered:,}",
+        f"{stats.clicks:,}",
+        f"{truth.expected_clicks:,.1f}" if truth is not None else "-",
+        f"{stats.clicks / stats.rendered:.2%}" if stats.rendered else "-",
+        f"{conversions['click']:,}/{conversions['view']:,}/{conversions['unattributed']:,}",
+        f"{users.pending:,}",
+    )
+    return table
 
 
 def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> list[Service]:
@@ -125,23 +154,26 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
     async def run(platform: Platform) -> None:
         market = Market.load(market_name)
         servers = await DspServers(market).start()
+        client = FanoutClient()
+        users = _users(platform, market, client)
+        playing = asyncio.create_task(users.run())
         try:
             await asyncio.to_thread(_register, platform, market, servers.urls)
             state = DemoState()
+            state.users = users
             target = f"http://127.0.0.1:{platform.port}/openrtb2/auction"
             console = Console(stderr=True)
             console.print(
                 f"[bold green]openbid demo[/]: exchange on http://127.0.0.1:{platform.port} "
                 f"(/metrics, /healthz), {len(servers.urls)} simulated DSPs, "
-                f"{rate_per_s:.0f} requests/s; events in {platform.config.events.dir}. "
+                f"{rate_per_s:.0f} requests/s; events in {platform.config.events.dir}, "
+                f"the users' ground truth in {users.truth.directory if users.truth else '-'}. "
                 "Ctrl-C stops."
             )
             with Live(
                 _summary(state, list(servers.urls)), console=console, refresh_per_second=1
             ) as live:
                 seed = 0
-                client = FanoutClient()
-                rng = random.Random(0)
                 # At least one request a chunk, the chunk as long as the rate needs: at
                 # 0.2/s one request every 5 s (a chunk of int(0.2 * 2) = 0 requests made a
                 # loop that never yielded: no /healthz, no Ctrl-C).
@@ -154,29 +186,46 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
                             count, seed=seed, start_s=clock.now(), span_s=count / rate_per_s
                         )
                         seed += 1
-                        await _send_paced(client, target, batch.bodies, rate_per_s, state, rng)
+                        await _send_paced(client, target, batch, rate_per_s, state, users)
                     live.update(_summary(state, list(servers.urls)))
         finally:
+            playing.cancel()
+            await users.close()
             await servers.stop()
 
     return [run]
 
 
+def _users(platform: Platform, market: Market, client: FanoutClient) -> SimUsers:
+    """The market's users, browsing on the demo's exchange; conversion keys as its operator
+    would hand them out (`openbid conversion-key`)."""
+    signer = TrackerSigner(tracker_key(platform.config.exchange))
+    truth_dir = Path(platform.config.events.dir).parent / "truth"
+    return SimUsers(
+        market,
+        f"http://127.0.0.1:{platform.port}",
+        lambda advertiser: conversion_key(signer, advertiser),
+        client=client,
+        truth=TruthLog(truth_dir),
+        render_rate=RENDER_RATE,
+    )
+
+
 async def _send_paced(
     client: FanoutClient,
     target: str,
-    bodies: list[bytes],
+    batch: RequestBatch,
     rate_per_s: float,
     state: DemoState,
-    rng: random.Random,
+    users: SimUsers,
 ) -> None:
-    """Sends `bodies` at `rate_per_s`; a won ad is rendered (its impression tracker, the
-    bid's `burl`, fires) with probability RENDER_RATE, as a page that loads the ad would."""
+    """Sends the requests of `batch` at `rate_per_s`; every won ad goes to its user (who
+    may load it, click it, convert: `SimUsers.saw`)."""
     loop = asyncio.get_running_loop()
     headers = f"x-api-key: {DEMO_API_KEY}\r\n".encode()
     pending: set[asyncio.Task[None]] = set()
 
-    async def one(body: bytes) -> None:
+    async def one(row: int, body: bytes) -> None:
         started = time.perf_counter()
         try:
             reply = await client.post(target, body, timeout_s=2.0, headers=headers)
@@ -187,18 +236,18 @@ async def _send_paced(
         state.statuses[str(reply.status)] = state.statuses.get(str(reply.status), 0) + 1
         if reply.status != 200:
             return
-        for seatbid in msgspec.json.decode(reply.body).get("seatbid", []):
+        response = msgspec.json.decode(reply.body)
+        for seatbid in response.get("seatbid", []):
             for bid in seatbid.get("bid", []):
-                if bid.get("burl") and rng.random() < RENDER_RATE:
-                    with contextlib.suppress(UpstreamError):
-                        await client.get(bid["burl"], timeout_s=2.0)
+                await users.saw(batch, row, bid, response.get("bidid", ""))
 
     start = loop.time()
+    bodies = batch.bodies
     for i, body in enumerate(bodies):
         delay = start + i / rate_per_s - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        task = loop.create_task(one(body))
+        task = loop.create_task(one(i, body))
         pending.add(task)
         task.add_done_callback(pending.discard)
         state.sent += 1
