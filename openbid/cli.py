@@ -129,11 +129,13 @@ def models() -> None:
     """List, promote and inspect registered models."""
 
 
+from openbid.insights.cli import insights as insights_group  # noqa: E402
 from openbid.pipeline.cli import build_command as etl_build_command  # noqa: E402
 from openbid.shaping.cli import train_shaping_command  # noqa: E402 - after the core commands
 from openbid.sim.cli import sim_command  # noqa: E402
 
 main.add_command(sim_command, "sim")
+main.add_command(insights_group, "insights")
 etl.add_command(etl_build_command, "build")
 train.add_command(train_shaping_command, "shaping")
 
