@@ -29,7 +29,6 @@ import pyarrow as pa
 from openbid import clock
 from openbid.insights.cleanroom import dp
 from openbid.insights.cleanroom.query import (
-    Column,
     Query,
     QueryError,
     Resolved,
@@ -37,6 +36,7 @@ from openbid.insights.cleanroom.query import (
     resolve,
 )
 from openbid.insights.cleanroom.rules import Party, RuleError
+from openbid.insights.cleanroom.sql import output_name, prepare
 from openbid.insights.errors import InsightsError
 
 log = logging.getLogger(__name__)
@@ -74,14 +74,6 @@ class QueryResult:
     """The threshold applied: the rules' minimum, or the higher one noise needed."""
     epsilon: float
     delta: float
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _output_name(function: str, column: Column | None) -> str:
-    return "users" if column is None else f"{function}_{column.label}"
 
 
 class Collaboration:
@@ -242,90 +234,17 @@ class Collaboration:
                     f"{parsed.dp.epsilon:g} asked",
                 )
             try:
-                self._prepare(resolved, dp_bounded=True)
+                prepare(
+                    self._exec,
+                    self.parties,
+                    resolved,
+                    dp_max_rows_per_user=self.dp_max_rows_per_user,
+                )
             except QueryError as exc:
                 raise self._refuse(query_id, analyst, query_text, str(exc)) from None
             return self._release_dp(query_id, resolved, analyst, query_text)
-        self._prepare(resolved, dp_bounded=False)
+        prepare(self._exec, self.parties, resolved, dp_max_rows_per_user=None)
         return self._release_exact(query_id, resolved, analyst, query_text)
-
-    def _prepare(self, resolved: Resolved, *, dp_bounded: bool) -> None:
-        """`__src`: the joined rows the query reads (bounded per user under DP); `__groups`:
-        one row per group with its distinct users and aggregates."""
-        a, b = list(self.parties.values())
-        columns: dict[Column, str] = {}
-        for column in resolved.dimensions:
-            columns[column] = column.label
-        for _, column in resolved.aggregates:
-            if column is not None:
-                columns[column] = column.label
-        for column, _ in resolved.filters:
-            columns.setdefault(column, column.label)
-        alias = {a.name: "t0", b.name: "t1"}
-        select = [f"CAST(t0.{_quote(a.rule.join_column)} AS VARCHAR) AS __user"] + [
-            f"{alias[c.party]}.{_quote(c.name)} AS {_quote(label)}" for c, label in columns.items()
-        ]
-        where, parameters = [], []
-        for column, values in resolved.filters:
-            where.append(
-                f"{alias[column.party]}.{_quote(column.name)} IN ({', '.join('?' for _ in values)})"
-            )
-            parameters.extend(values)
-        sql = (
-            f"SELECT {', '.join(select)} FROM party_{a.name} AS t0 JOIN party_{b.name} AS t1 "
-            f"ON t0.{_quote(a.rule.join_column)} = t1.{_quote(b.rule.join_column)}"
-            + (f" WHERE {' AND '.join(where)}" if where else "")
-        )
-        if dp_bounded:
-            order = ", ".join(_quote(label) for label in columns.values()) or "__user"
-            sql = (
-                f"SELECT * EXCLUDE (__nth) FROM (SELECT j.*, ROW_NUMBER() OVER (PARTITION BY __user "
-                f"ORDER BY {order}) AS __nth FROM ({sql}) AS j) WHERE __nth <= {self.dp_max_rows_per_user}"
-            )
-        self._exec(f"CREATE OR REPLACE TEMP TABLE __src AS {sql}", parameters)
-        dims = [_quote(c.label) for c in resolved.dimensions]
-        aggregates = []
-        for function, column in resolved.aggregates:
-            if column is None:
-                continue
-            expression = _quote(column.label)
-            if dp_bounded and function in ("sum", "avg"):
-                bounds = self.parties[column.party].rule.bounds.get(column.name)
-                if bounds is None:
-                    raise QueryError(
-                        f"$.dp: party {column.party!r} gives no bounds for {column.name!r}, "
-                        f"needed to add noise to its {function}"
-                    )
-                expression = (
-                    f"LEAST(GREATEST({expression}, {float(bounds[0])!r}), {float(bounds[1])!r})"
-                )
-            name = _quote(_output_name(function, column))
-            if function == "count":
-                aggregates.append(f"COUNT({expression}) AS {name}")
-            elif function == "count_distinct":
-                aggregates.append(f"COUNT(DISTINCT {expression}) AS {name}")
-            elif function == "sum":
-                aggregates.append(f"CAST(SUM({expression}) AS DOUBLE) AS {name}")
-            else:  # avg: kept as sum and count, so noise can go on each
-                aggregates.append(
-                    f"CAST(SUM({expression}) AS DOUBLE) AS {_quote('__sum_' + column.label)}"
-                )
-                aggregates.append(f"COUNT({expression}) AS {_quote('__count_' + column.label)}")
-        group = f" GROUP BY {', '.join(dims)}" if dims else ""
-        order = f"ORDER BY {', '.join(dims)}" if dims else ""
-        self._exec(
-            "CREATE OR REPLACE TEMP TABLE __groups AS SELECT "
-            f"CAST(ROW_NUMBER() OVER ({order}) - 1 AS BIGINT) AS __row, "
-            + ", ".join([*dims, "COUNT(DISTINCT __user) AS __users", *aggregates])
-            + f" FROM __src{group}"
-        )
-        if dp_bounded:  # noise protects; no overlap test, no members kept
-            return
-        on = " AND ".join(f"s.{d} IS NOT DISTINCT FROM g.{d}" for d in dims) or "TRUE"
-        self._exec(
-            "CREATE OR REPLACE TEMP TABLE __members AS "
-            f"SELECT DISTINCT g.__row AS __row, s.__user AS __user FROM __src AS s JOIN __groups AS g ON {on}"
-        )
 
     def _groups(self) -> pa.Table:
         relation = self._con.sql("SELECT * FROM __groups ORDER BY __row")
@@ -431,7 +350,7 @@ LIMIT 1"""
             if function == "avg":
                 parts = [(f"__sum_{column.label}", "sum"), (f"__count_{column.label}", "count")]
             else:
-                parts = [(_output_name(function, column), function)]
+                parts = [(output_name(function, column), function)]
             for name, kind in parts:
                 if name in noised:  # the same aggregate asked twice: one measurement
                     continue
@@ -483,7 +402,7 @@ LIMIT 1"""
         for column in resolved.dimensions:
             columns[column.label] = table[column.label]
         for function, column in resolved.aggregates:
-            name = _output_name(function, column)
+            name = output_name(function, column)
             if column is None:
                 columns[name] = users_column
             elif function == "avg":
