@@ -150,6 +150,7 @@ def models() -> None:
     """List, promote and inspect registered models."""
 
 
+from openbid.insights.cli import insights as insights_group  # noqa: E402
 from openbid.pipeline.cli import build_command as etl_build_command  # noqa: E402
 from openbid.pipeline.models_cli import MODEL_COMMANDS  # noqa: E402 - after the core commands
 from openbid.shaping.cli import train_shaping_command  # noqa: E402
@@ -159,6 +160,7 @@ for _command in MODEL_COMMANDS:
     models.add_command(_command)
 
 main.add_command(sim_command, "sim")
+main.add_command(insights_group, "insights")
 etl.add_command(etl_build_command, "build")
 train.add_command(train_shaping_command, "shaping")
 
