@@ -199,6 +199,8 @@ class _RequestRepairer:
                 self._repair(doc, error)
             except _Refuse:
                 raise InvalidBidRequest(doc.text(doc.steps(error.field)), error.reason) from None
+            if len(doc.repairs) > MAX_REPAIRS:  # duplicate keys count too
+                raise _too_many_faults()
             try:
                 body = msgspec.json.encode(doc.root)
             except (TypeError, OverflowError, ValueError):  # an integer beyond 64 bits
@@ -209,9 +211,7 @@ class _RequestRepairer:
                 error = err
                 continue
             return request, tuple(doc.repairs)
-        raise InvalidBidRequest(
-            "request", f"has too many faults to repair (more than {MAX_REPAIRS})"
-        )
+        raise _too_many_faults()
 
     def _repair(self, doc: _Document, err: InvalidBidRequest) -> None:
         field, reason = err.field, err.reason
@@ -407,6 +407,10 @@ class _RequestRepairer:
         return True
 
 
+def _too_many_faults() -> InvalidBidRequest:
+    return InvalidBidRequest("request", f"has too many faults to repair (more than {MAX_REPAIRS})")
+
+
 def _steps_through(steps: list[str | int], dotted_index: int) -> int:
     """How many steps reach the list item of the `dotted_index`-th dotted part (e.g. the
     `durfloors[]` of `request.imp[].video.durfloors[].maxdur`)."""
@@ -463,6 +467,8 @@ def _deduplicated(value: Any, path: str, doc: _Document | None, prefix: str) -> 
                             "duplicate_key",
                         )
                     )
+                    if len(doc.repairs) > MAX_REPAIRS:  # each would be a warning sent back
+                        raise _too_many_faults()
                 del members[key]
             members[key] = item
         return members

@@ -141,6 +141,32 @@ def test_a_request_with_too_many_faults_is_refused():
     assert "too many faults" in caught.value.reason
 
 
+def test_duplicate_keys_count_towards_the_fault_limit():
+    # Each would be a warning in the response: 10,000 of them made a 60 KB request answer
+    # 1.3 MB of ext.warnings.
+    def body(duplicates: int) -> bytes:
+        members = ",".join([f'"k{i}":1,"k{i}":2' for i in range(duplicates)])
+        return b'{"id":"r","imp":[{"id":"1","banner":{},"ext":{%s}}]}' % members.encode()
+
+    _, repairs = decode_bid_request_lenient(body(MAX_REPAIRS))
+    assert len(repairs) == MAX_REPAIRS
+    with pytest.raises(InvalidBidRequest) as caught:
+        decode_bid_request_lenient(body(MAX_REPAIRS + 1))
+    assert str(caught.value) == f"request has too many faults to repair (more than {MAX_REPAIRS})"
+
+
+def test_duplicate_keys_and_other_faults_together_stay_within_the_fault_limit():
+    members = ",".join([f'"k{i}":1,"k{i}":2' for i in range(MAX_REPAIRS - 1)])
+    battr = list(range(100, 102))  # two more faults: one over the limit
+    body = b'{"id":"r","imp":[{"id":"1","banner":{"battr":%s},"ext":{%s}}]}' % (
+        json.dumps(battr).encode(),
+        members.encode(),
+    )
+    with pytest.raises(InvalidBidRequest) as caught:
+        decode_bid_request_lenient(body)
+    assert "too many faults" in caught.value.reason
+
+
 def test_dropped_imps_keep_the_paths_the_sender_used():
     imps = [
         {"id": "a", "native": {"request": "not json"}},
