@@ -443,6 +443,27 @@ def _is_address(family: socket.AddressFamily, text: str) -> bool:
     return True
 
 
+def _consent_conflict(path: str, first: Any, last: Any) -> bool:
+    """Whether two values of the key at `path` disagree on a consent signal: the key is
+    one (`.regs.gdpr`), or holds one (a second `user` object with another `consent`)."""
+    if path.startswith(_CONSENT_PATHS):
+        return first != last
+    for consent_path in _CONSENT_PATHS:
+        if consent_path.startswith(path + "."):
+            rest = consent_path[len(path) + 1 :].split(".")
+            if _member(first, rest) != _member(last, rest):
+                return True
+    return False
+
+
+def _member(value: Any, names: list[str]) -> Any:
+    for name in names:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(name)
+    return value
+
+
 def _deduplicated(value: Any, path: str, doc: _Document | None, prefix: str) -> Any:
     """A `parse_pairs` document as dicts, the last value of a repeated key kept and noted;
     a consent key given twice with different values is refused."""
@@ -452,7 +473,7 @@ def _deduplicated(value: Any, path: str, doc: _Document | None, prefix: str) -> 
             here = path + key_segment(key)
             item = _deduplicated(item, here, doc, prefix)
             if key in members:
-                if members[key] != item and here.startswith(_CONSENT_PATHS):
+                if _consent_conflict(here, members[key], item):
                     raise InvalidBidRequest(
                         prefix + here,
                         "must not be given twice in one object with different values "

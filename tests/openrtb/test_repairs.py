@@ -240,6 +240,33 @@ def test_a_consent_key_given_twice_with_different_values_is_refused():
         decode_bid_request_lenient(body)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'"user":{"consent":"STRICT"},"user":{"consent":"LOOSE"}',
+        b'"user":{"ext":{"consent":"STRICT"}},"user":{"ext":{"consent":"LOOSE"}}',
+        b'"user":{"id":"u","consent":"STRICT"},"user":{"id":"u"}',
+        b'"device":{"ip":"192.0.2.1","dnt":1},"device":{"ip":"192.0.2.1","dnt":0}',
+        b'"device":{"lmt":1},"device":{}',
+    ],
+)
+def test_an_object_holding_consent_given_twice_with_different_consent_is_refused(body):
+    # The last `user` object kept would silently replace the consent of the first.
+    document = b'{"id":"r","imp":[{"id":"1","banner":{}}],"regs":{"gdpr":1},%s}' % body
+    with pytest.raises(InvalidBidRequest) as caught:
+        decode_bid_request_lenient(document)
+    assert "a consent signal" in caught.value.reason
+    assert caught.value.field in ("request.user", "request.device")
+
+
+def test_an_object_given_twice_with_the_same_consent_keeps_its_last_value():
+    body = b'{"id":"r","imp":[{"id":"1","banner":{}}],"user":{"id":"a","consent":"C"},'
+    body += b'"user":{"id":"b","consent":"C"}}'
+    request, repairs = decode_bid_request_lenient(body)
+    assert (request.user.id, request.user.consent) == ("b", "C")
+    assert [r.field for r in repairs] == ["request.user"]
+
+
 def test_gpp_section_ids_out_of_range_are_refused_not_repaired():
     with pytest.raises(InvalidBidRequest) as caught:
         decode_bid_request_lenient(json.dumps({**BASE, "regs": {"gpp_sid": [0]}}).encode())
