@@ -118,10 +118,12 @@ def models() -> None:
     """List, promote and inspect registered models."""
 
 
-from openbid.shaping.cli import train_shaping_command  # noqa: E402 - after the core commands
+from openbid.campaigns.cli import campaigns_command  # noqa: E402 - after the core commands
+from openbid.shaping.cli import train_shaping_command  # noqa: E402
 from openbid.sim.cli import sim_command  # noqa: E402
 
 main.add_command(sim_command, "sim")
+main.add_command(campaigns_command, "campaigns")
 train.add_command(train_shaping_command, "shaping")
 
 if __name__ == "__main__":
