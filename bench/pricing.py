@@ -21,6 +21,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from openbid.campaigns.categories import with_parent
 from openbid.campaigns.index import _REQUEST_DIMENSIONS as REQUEST_DIMENSIONS
@@ -276,7 +277,7 @@ def market_requests(count: int, now_micros: int) -> list[tuple[RequestFacts, Imp
     requests = []
     for body in batch.bodies:
         request = decode_bid_request(body)
-        context = build_auction_context(request)
+        context = build_auction_context(request, now=datetime.fromtimestamp(now_micros / 1e6, UTC))
         features = auction_features(request, context, None)
         facts = request_facts(
             features,
@@ -335,7 +336,7 @@ def bench_matching(quick: bool) -> tuple[list[tuple[str, float, float, str]], di
         )
         naive_times = []
         for facts, imp, _, _ in scanned:
-            naive_times += _time_us(lambda f=facts, i=imp: scan.match(f, i), 1)
+            naive_times += _time_us(lambda f=facts, i=imp, s=scan: s.match(f, i), 1)
         baseline = statistics.fmean(naive_times)
         rows.append(
             (
