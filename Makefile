@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # The benchmarks (bench/ also holds their helpers: upstream servers, the baseline exchange).
-BENCHES := events openrtb privacy abuse learners sim fanout exchange shaping
+BENCHES := events openrtb privacy abuse learners sim fanout exchange shaping pricing
 
 bench: $(STAMP)
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; (cd bench && ../$(BIN)/python $$b.py) || exit 1; done
