@@ -8,7 +8,8 @@ real DSP's book on the simulated market's traffic: most target a few countries (
 or cities), half a device type, a third content categories or dayparts, a few allow or block
 lists of sites and domains, a few deals; 1-3 creatives each (banners in the market's sizes,
 video, native). Requests are the simulated market's own (`Market.generate`), enriched as the
-exchange does. The baseline is a linear scan over the same pairs, each pair's targeting
+exchange does. Each request is timed several times and keeps its fastest (the machine is
+shared: preemptions are not matching's cost); the mean and p99 are over requests. The baseline is a linear scan over the same pairs, each pair's targeting
 precompiled into sets (early exit on the first failing dimension), on the same requests;
 the bench checks that both return the same pairs. Prints a table, then one JSON line.
 """
@@ -311,23 +312,20 @@ def bench_matching(quick: bool) -> tuple[list[tuple[str, float, float, str]], di
         index = compile_index(catalog, now_micros)
         compile_s = time.perf_counter() - started
         index.match(*requests[0][:2])  # compile the numba kernel
+        # Each request is matched `passes` times and keeps its fastest: a busy shared
+        # machine preempts a few calls for milliseconds, which says nothing of matching.
         passes = 3 if quick else 5
-        per_request: list[float] = []
+        fastest = [float("inf")] * len(requests)
         matched = 0
         for _ in range(passes):
-            times = []
-            for facts, imp, _, _ in requests:
+            for number, (facts, imp, _, _) in enumerate(requests):
                 started_ns = time.perf_counter_ns()
                 candidates = index.match(facts, imp)
-                times.append((time.perf_counter_ns() - started_ns) / 1000)
+                took = (time.perf_counter_ns() - started_ns) / 1000
+                fastest[number] = min(fastest[number], took)
                 matched += len(candidates)
-            per_request = (
-                times
-                if not per_request or statistics.fmean(times) < statistics.fmean(per_request)
-                else per_request
-            )
-        ours = statistics.fmean(per_request)
-        p99 = sorted(per_request)[int(len(per_request) * 0.99)]
+        ours = statistics.fmean(fastest)
+        p99 = sorted(fastest)[int(len(fastest) * 0.99)]
         scan = LinearScan(index)
         scanned = requests[: max(20, (100 if quick else 400) * 1_000 // max(size, 1_000))]
         agree = all(
@@ -336,7 +334,7 @@ def bench_matching(quick: bool) -> tuple[list[tuple[str, float, float, str]], di
         )
         naive_times = []
         for facts, imp, _, _ in scanned:
-            naive_times += _time_us(lambda f=facts, i=imp, s=scan: s.match(f, i), 1)
+            naive_times.append(min(_time_us(lambda f=facts, i=imp, s=scan: s.match(f, i), 2)))
         baseline = statistics.fmean(naive_times)
         rows.append(
             (
@@ -344,22 +342,29 @@ def bench_matching(quick: bool) -> tuple[list[tuple[str, float, float, str]], di
                 baseline,
                 ours,
                 f"p99 {p99:.1f} us, {matched / passes / len(requests):.1f} candidates,"
-                f" compile {compile_s:.2f} s{'' if agree else ', DISAGREES with the scan'}",
+                f" compile {compile_s:.2f} s, bitsets {index.bitset_bytes() / 2**20:.1f} MiB"
+                f"{'' if agree else ', DISAGREES with the scan'}",
             )
         )
         keys[f"match_us_{size}"] = round(ours, 2)
         keys[f"match_p99_us_{size}"] = round(p99, 2)
         keys[f"baseline_match_us_{size}"] = round(baseline, 1)
         keys[f"compile_s_{size}"] = round(compile_s, 3)
+        keys[f"bitset_mib_{size}"] = round(index.bitset_bytes() / 2**20, 2)
+        keys[f"agrees_with_scan_{size}"] = agree
         keys[f"candidates_per_request_{size}"] = round(matched / passes / len(requests), 1)
     facts_times = []
     for _, _, features, request in requests:
-        facts_times += _time_us(
-            lambda f=features, r=request: (
-                request_facts(f, now_micros=now_micros, blocked_categories=r.bcat or ()),
-                imp_facts(r.imp[0]),
-            ),
-            1,
+        facts_times.append(
+            min(
+                _time_us(
+                    lambda f=features, r=request: (
+                        request_facts(f, now_micros=now_micros, blocked_categories=r.bcat or ()),
+                        imp_facts(r.imp[0]),
+                    ),
+                    3,
+                )
+            )
         )
     facts_us = statistics.fmean(facts_times)
     rows.append(("request and imp facts from the feature map, us", float("nan"), facts_us, ""))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -299,6 +300,17 @@ class CampaignIndex:
 
     def __len__(self) -> int:
         return self.size
+
+    def bitset_bytes(self) -> int:
+        """Memory held by the bitsets (what grows with pairs times targeted values)."""
+        dimensions = [d for d, _ in self._multi + self._single + self._hours + self._blocks]
+        dimensions += [d for d in (self._slot, self._deal) if d is not None]
+        total = 0
+        for dimension in dimensions:
+            total += sys.getsizeof(dimension.any_bits)
+            for table in (dimension.include or {}, dimension.keep):
+                total += sum(sys.getsizeof(bits) for bits in table.values())
+        return total
 
     def with_paused(self, line_item_ids: Iterable[str]) -> CampaignIndex:
         """A copy (sharing every table) in which these line items match nothing: budgets

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,6 +35,7 @@ from openbid.campaigns.validate import FieldError
 from openbid.enrich.geo import country_alpha3
 
 KINDS = ("advertiser", "campaign", "line_item", "creative")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROS = 1_000_000
 _DURATION_RE = re.compile(r"(\d+)\s*([smhdw]?)")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -190,7 +191,7 @@ def time_micros(field: str, value: Any, zone: ZoneInfo, now_micros: int) -> int:
                 ) from None
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=zone)
-    return round(moment.timestamp() * MICROS)
+    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def time_text(micros: int, zone: ZoneInfo) -> str:
