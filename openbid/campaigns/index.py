@@ -18,13 +18,12 @@ from __future__ import annotations
 import copy
 import operator
 import sys
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import numba
 import numpy as np
 
+from openbid.campaigns.bitsets import Dimension, DimensionBuilder, bit_positions, bits_of
 from openbid.campaigns.caps import CapRule, cap_rules
 from openbid.campaigns.categories import with_parent
 from openbid.campaigns.model import (
@@ -49,116 +48,6 @@ GOAL_CODES = {"cpm": 0, "cpc": 1, "cpa": 2}
 TIER_CODES = {"guaranteed": 0, "deal": 1, "open": 2}
 _NEVER = 2**63 - 1
 _QUARTER_HOUR_MICROS = 900_000_000
-
-
-@numba.njit(cache=True, nogil=True)
-def _set_bit_positions(words: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    """Positions of the set bits of little-endian 64-bit words, in order."""
-    one = np.uint64(1)
-    count = 0
-    for i in range(words.size):
-        word = words[i]
-        while word:
-            word &= word - one
-            count += 1
-    out = np.empty(count, np.int32)
-    k = 0
-    for i in range(words.size):
-        word = words[i]
-        base = i * 64
-        while word:
-            low = word & (~word + one)
-            bit = 0
-            # Binary search for the one set bit of `low`: six steps.
-            if low > np.uint64(0xFFFFFFFF):
-                bit += 32
-                low >>= np.uint64(32)
-            if low > np.uint64(0xFFFF):
-                bit += 16
-                low >>= np.uint64(16)
-            if low > np.uint64(0xFF):
-                bit += 8
-                low >>= np.uint64(8)
-            if low > np.uint64(0xF):
-                bit += 4
-                low >>= np.uint64(4)
-            if low > np.uint64(0x3):
-                bit += 2
-                low >>= np.uint64(2)
-            if low > one:
-                bit += 1
-            out[k] = base + bit
-            k += 1
-            word &= word - one
-    return out
-
-
-def bit_positions(bits: int) -> np.ndarray:
-    """The set bits of a non-negative int as an int32 array, in increasing order.
-
-    >>> bit_positions(0b1010_0001).tolist(), bit_positions(1 << 200).tolist()
-    ([0, 5, 7], [200])
-    """
-    if not bits:
-        return np.empty(0, np.int32)
-    words = (bits.bit_length() + 63) // 64
-    return _set_bit_positions(np.frombuffer(bits.to_bytes(words * 8, "little"), np.uint64))
-
-
-def _bits(positions: Iterable[int], size: int) -> int:
-    """An int with the given bits set (built in one pass, not bit by bit)."""
-    flags = np.zeros(size, dtype=bool)
-    flags[list(positions)] = True
-    return int.from_bytes(np.packbits(flags, bitorder="little").tobytes(), "little")
-
-
-class _Dimension:
-    """One dimension compiled: `include` is None when no pair targets it, `keep` empty when
-    no pair excludes a value of it."""
-
-    __slots__ = ("name", "any_bits", "include", "keep")
-
-    def __init__(
-        self, name: str, any_bits: int, include: dict[Any, int] | None, keep: dict[Any, int]
-    ) -> None:
-        self.name = name
-        self.any_bits = any_bits
-        self.include = include
-        self.keep = keep
-
-
-class _DimensionBuilder:
-    """Collects, per value, the positions of pairs that include or exclude it."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.untargeted: list[int] = []
-        self.included: dict[Any, list[int]] = defaultdict(list)
-        self.excluded: dict[Any, list[int]] = defaultdict(list)
-
-    def add(self, positions: Sequence[int], include: Iterable[Any], exclude: Iterable[Any]) -> None:
-        targeted = False
-        for value in dict.fromkeys(include):
-            targeted = True
-            self.included[value].extend(positions)
-        if not targeted:
-            self.untargeted.extend(positions)
-        for value in dict.fromkeys(exclude):
-            self.excluded[value].extend(positions)
-
-    def build(self, size: int, all_bits: int) -> _Dimension | None:
-        if not self.included and not self.excluded:
-            return None
-        include = (
-            {value: _bits(positions, size) for value, positions in self.included.items()}
-            if self.included
-            else None
-        )
-        any_bits = _bits(self.untargeted, size) if self.included else all_bits
-        keep = {
-            value: all_bits ^ _bits(positions, size) for value, positions in self.excluded.items()
-        }
-        return _Dimension(self.name, any_bits, include, keep)
 
 
 def _slot_keys(line_item: LineItem, creative: Creative) -> tuple[list[str], list[str]]:
@@ -290,12 +179,12 @@ class CampaignIndex:
         self._active = 0
         self._unpaused = 0
         self._pair_ranges: list[tuple[int, int]] = []
-        self._multi: list[tuple[_Dimension, Callable[[RequestFacts], Any]]] = []
-        self._single: list[tuple[_Dimension, Callable[[RequestFacts], Any]]] = []
-        self._hours: list[tuple[_Dimension, str]] = []
-        self._blocks: list[tuple[_Dimension, Callable[[RequestFacts], Any]]] = []
-        self._slot: _Dimension | None = None
-        self._deal: _Dimension | None = None
+        self._multi: list[tuple[Dimension, Callable[[RequestFacts], Any]]] = []
+        self._single: list[tuple[Dimension, Callable[[RequestFacts], Any]]] = []
+        self._hours: list[tuple[Dimension, str]] = []
+        self._blocks: list[tuple[Dimension, Callable[[RequestFacts], Any]]] = []
+        self._slot: Dimension | None = None
+        self._deal: Dimension | None = None
         self._zone_hours: dict[str, tuple[int, int]] = {}
 
     def __len__(self) -> int:
@@ -324,7 +213,7 @@ class CampaignIndex:
             if (index := self.line_item_positions.get(line_item_id)) is not None
             for pair in range(*self._pair_ranges[index])
         ]
-        paused_bits = _bits(positions, self.size) if positions else 0
+        paused_bits = bits_of(positions, self.size) if positions else 0
         clone._active = self._live & ~paused_bits
         clone._unpaused = self._all & ~paused_bits
         clone._zone_hours = {}
@@ -339,7 +228,7 @@ class CampaignIndex:
         self._zone_hours[zone] = (quarter, hour)
         return hour
 
-    def request_bits(self, facts: RequestFacts) -> int:
+    def requestbits_of(self, facts: RequestFacts) -> int:
         """The pairs a request allows before its impressions are looked at (reuse it for
         every impression of a request)."""
         if facts.now_micros < self.valid_until_micros:
@@ -390,7 +279,7 @@ class CampaignIndex:
                     bits &= kept
         return bits
 
-    def imp_bits(self, request_bits: int, imp: ImpFacts) -> int:
+    def impbits_of(self, request_bits: int, imp: ImpFacts) -> int:
         """The pairs of `request_bits` this impression allows (its slots and deals)."""
         bits = request_bits
         if not bits:
@@ -423,8 +312,8 @@ class CampaignIndex:
                 matched |= found
         return bits & matched
 
-    def match_bits(self, facts: RequestFacts, imp: ImpFacts) -> int:
-        return self.imp_bits(self.request_bits(facts), imp)
+    def matchbits_of(self, facts: RequestFacts, imp: ImpFacts) -> int:
+        return self.impbits_of(self.requestbits_of(facts), imp)
 
     def candidates(self, bits: int, now_micros: int) -> Candidates:
         pairs = bit_positions(bits)
@@ -438,7 +327,7 @@ class CampaignIndex:
 
     def match(self, facts: RequestFacts, imp: ImpFacts) -> Candidates:
         """The (line item, creative) pairs that may bid on this impression."""
-        return self.candidates(self.match_bits(facts, imp), facts.now_micros)
+        return self.candidates(self.matchbits_of(facts, imp), facts.now_micros)
 
     def fitting_slot(self, pair: int, imp: ImpFacts) -> str:
         """The first of the impression's slots the pair fits (`banner:300x250`): the size to
@@ -466,7 +355,7 @@ def compile_index(campaign_set: CampaignSet, now_micros: int) -> CampaignIndex:
     pair_slots: list[frozenset[str]] = []
     pair_ranges: list[tuple[int, int]] = []
     line_item_campaign: list[int] = []
-    slot_builder = _DimensionBuilder("slot")
+    slot_builder = DimensionBuilder("slot")
     for campaign, line_item, usable in serving(campaign_set, now_micros):
         first = len(pair_line_item)
         for creative in usable:
@@ -521,13 +410,13 @@ def compile_index(campaign_set: CampaignSet, now_micros: int) -> CampaignIndex:
             boundaries.append(campaign.start_micros)
     index.valid_until_micros = min(boundaries)
     index._all = index._unpaused = all_bits
-    index._live = index._active = _bits(live, size)
+    index._live = index._active = bits_of(live, size)
 
-    builders = {name: _DimensionBuilder(name) for name, *_ in _REQUEST_DIMENSIONS}
-    hour_builders: dict[str, _DimensionBuilder] = {}
-    deal_builder = _DimensionBuilder("deal")
-    category_blocks = _DimensionBuilder("ad_category")
-    adomain_blocks = _DimensionBuilder("adomain")
+    builders = {name: DimensionBuilder(name) for name, *_ in _REQUEST_DIMENSIONS}
+    hour_builders: dict[str, DimensionBuilder] = {}
+    deal_builder = DimensionBuilder("deal")
+    category_blocks = DimensionBuilder("ad_category")
+    adomain_blocks = DimensionBuilder("adomain")
     for line_item, (first, last) in zip(line_items, pair_ranges, strict=True):
         positions = range(first, last)
         targeting = line_item.targeting
@@ -538,7 +427,7 @@ def compile_index(campaign_set: CampaignSet, now_micros: int) -> CampaignIndex:
             zone = targeting.hours_timezone
             # -1 never matches: a mask without hours (refused by validation) buys nothing.
             hours = [h for h in range(168) if targeting.hour_mask >> h & 1] or [-1]
-            hour_builders.setdefault(zone, _DimensionBuilder(f"hours@{zone}")).add(
+            hour_builders.setdefault(zone, DimensionBuilder(f"hours@{zone}")).add(
                 positions, hours, ()
             )
         for pair in positions:

@@ -10,25 +10,21 @@ same file twice changes nothing, not even the revision that readers poll.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
 
 import msgspec
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, Text, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from openbid.campaigns.model import (
     Advertiser,
     Campaign,
     CampaignSet,
     Creative,
-    FrequencyCap,
     LineItem,
-    NativeAd,
-    Targeting,
 )
 from openbid.campaigns.validate import (
     InvalidRecord,
@@ -39,205 +35,23 @@ from openbid.campaigns.validate import (
     line_item_reference_errors,
 )
 from openbid.stores.base import StoreError
-from openbid.stores.sqlbase import Base
-
-REVISION_NAME = "campaigns"
-
-
-class AdvertiserRow(Base):
-    __tablename__ = "advertisers"
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    domain: Mapped[str] = mapped_column(String(253), default="")
-    status: Mapped[str] = mapped_column(String(16), default="active")
-
-
-class CampaignRow(Base):
-    __tablename__ = "campaigns"
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    advertiser_id: Mapped[str] = mapped_column(ForeignKey("advertisers.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(200))
-    start_micros: Mapped[int] = mapped_column(BigInteger)
-    end_micros: Mapped[int] = mapped_column(BigInteger)
-    total_budget_micros: Mapped[int] = mapped_column(BigInteger)
-    daily_budget_micros: Mapped[int] = mapped_column(BigInteger, default=0)
-    goal: Mapped[str] = mapped_column(String(8))
-    goal_amount_micros: Mapped[int] = mapped_column(BigInteger)
-    tier: Mapped[str] = mapped_column(String(16))
-    max_bid_cpm_micros: Mapped[int] = mapped_column(BigInteger, default=0)
-    min_bid_cpm_micros: Mapped[int] = mapped_column(BigInteger, default=0)
-    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
-    frequency_caps: Mapped[list] = mapped_column(JSON, default=list)
-    status: Mapped[str] = mapped_column(String(16), default="active")
-
-
-class LineItemRow(Base):
-    __tablename__ = "line_items"
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(200), default="")
-    targeting: Mapped[dict] = mapped_column(JSON, default=dict)
-    frequency_caps: Mapped[list] = mapped_column(JSON, default=list)
-    daily_budget_micros: Mapped[int] = mapped_column(BigInteger, default=0)
-    total_budget_micros: Mapped[int] = mapped_column(BigInteger, default=0)
-    status: Mapped[str] = mapped_column(String(16), default="active")
-
-
-class CreativeRow(Base):
-    __tablename__ = "creatives"
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    advertiser_id: Mapped[str] = mapped_column(ForeignKey("advertisers.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(200), default="")
-    kind: Mapped[str] = mapped_column(String(16))
-    landing_url: Mapped[str] = mapped_column(String(2000))
-    sizes: Mapped[list] = mapped_column(JSON, default=list)
-    adomain: Mapped[list] = mapped_column(JSON, default=list)
-    categories: Mapped[list] = mapped_column(JSON, default=list)
-    markup: Mapped[str] = mapped_column(Text, default="")
-    vast_url: Mapped[str] = mapped_column(String(2000), default="")
-    duration_s: Mapped[int] = mapped_column(Integer, default=0)
-    mimes: Mapped[list] = mapped_column(JSON, default=list)
-    native: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    approval: Mapped[str] = mapped_column(String(16), default="pending")
-
-
-class LineItemCreativeRow(Base):
-    __tablename__ = "line_item_creatives"
-
-    line_item_id: Mapped[str] = mapped_column(
-        ForeignKey("line_items.id", ondelete="CASCADE"), primary_key=True
-    )
-    creative_id: Mapped[str] = mapped_column(
-        ForeignKey("creatives.id", ondelete="CASCADE"), primary_key=True
-    )
-    position: Mapped[int] = mapped_column(Integer, default=0)
-
-
-class CatalogRevisionRow(Base):
-    __tablename__ = "catalog_revisions"
-
-    name: Mapped[str] = mapped_column(String(32), primary_key=True)
-    revision: Mapped[int] = mapped_column(BigInteger, default=0)
-
-
-# Conversions between records and rows. JSON columns hold what msgspec makes of the
-# structs; the hour mask (168 bits) is stored as hex text, which every JSON reader keeps exact.
-
-
-def _caps_json(caps: Iterable[FrequencyCap]) -> list:
-    return [[cap.max_impressions, cap.period_s] for cap in caps]
-
-
-def _caps(doc: list | None) -> tuple[FrequencyCap, ...]:
-    return tuple(FrequencyCap(int(m), int(p)) for m, p in doc or ())
-
-
-def targeting_to_json(targeting: Targeting) -> dict[str, Any]:
-    doc = msgspec.to_builtins(targeting)
-    if targeting.hour_mask is not None:
-        doc["hour_mask"] = format(targeting.hour_mask, "x")
-    return doc
-
-
-def targeting_from_json(doc: dict[str, Any] | None) -> Targeting:
-    doc = dict(doc or {})
-    if isinstance(doc.get("hour_mask"), str):
-        doc["hour_mask"] = int(doc["hour_mask"], 16)
-    return msgspec.convert(doc, Targeting)
-
-
-def _advertiser(row: AdvertiserRow) -> Advertiser:
-    return Advertiser(id=row.id, name=row.name, domain=row.domain, status=row.status)  # type: ignore[arg-type]
-
-
-def _advertiser_row(record: Advertiser) -> AdvertiserRow:
-    return AdvertiserRow(**msgspec.structs.asdict(record))
-
-
-def _campaign(row: CampaignRow) -> Campaign:
-    return Campaign(
-        id=row.id,
-        advertiser_id=row.advertiser_id,
-        name=row.name,
-        start_micros=row.start_micros,
-        end_micros=row.end_micros,
-        total_budget_micros=row.total_budget_micros,
-        daily_budget_micros=row.daily_budget_micros,
-        goal=row.goal,  # type: ignore[arg-type]
-        goal_amount_micros=row.goal_amount_micros,
-        tier=row.tier,  # type: ignore[arg-type]
-        max_bid_cpm_micros=row.max_bid_cpm_micros,
-        min_bid_cpm_micros=row.min_bid_cpm_micros,
-        timezone=row.timezone,
-        frequency_caps=_caps(row.frequency_caps),
-        status=row.status,  # type: ignore[arg-type]
-    )
-
-
-def _campaign_row(record: Campaign) -> CampaignRow:
-    fields = msgspec.structs.asdict(record)
-    fields["frequency_caps"] = _caps_json(record.frequency_caps)
-    return CampaignRow(**fields)
-
-
-def _line_item(row: LineItemRow, creative_ids: tuple[str, ...]) -> LineItem:
-    return LineItem(
-        id=row.id,
-        campaign_id=row.campaign_id,
-        name=row.name,
-        creative_ids=creative_ids,
-        targeting=targeting_from_json(row.targeting),
-        frequency_caps=_caps(row.frequency_caps),
-        daily_budget_micros=row.daily_budget_micros,
-        total_budget_micros=row.total_budget_micros,
-        status=row.status,  # type: ignore[arg-type]
-    )
-
-
-def _line_item_row(record: LineItem) -> LineItemRow:
-    return LineItemRow(
-        id=record.id,
-        campaign_id=record.campaign_id,
-        name=record.name,
-        targeting=targeting_to_json(record.targeting),
-        frequency_caps=_caps_json(record.frequency_caps),
-        daily_budget_micros=record.daily_budget_micros,
-        total_budget_micros=record.total_budget_micros,
-        status=record.status,
-    )
-
-
-def _creative(row: CreativeRow) -> Creative:
-    return Creative(
-        id=row.id,
-        advertiser_id=row.advertiser_id,
-        kind=row.kind,  # type: ignore[arg-type]
-        landing_url=row.landing_url,
-        name=row.name,
-        sizes=tuple((int(w), int(h)) for w, h in row.sizes or ()),
-        adomain=tuple(row.adomain or ()),
-        categories=tuple(row.categories or ()),
-        markup=row.markup,
-        vast_url=row.vast_url,
-        duration_s=row.duration_s,
-        mimes=tuple(row.mimes or ()),
-        native=msgspec.convert(row.native, NativeAd) if row.native else None,
-        approval=row.approval,  # type: ignore[arg-type]
-    )
-
-
-def _creative_row(record: Creative) -> CreativeRow:
-    fields = msgspec.structs.asdict(record)
-    fields["sizes"] = [list(size) for size in record.sizes]
-    fields["adomain"] = list(record.adomain)
-    fields["categories"] = list(record.categories)
-    fields["mimes"] = list(record.mimes)
-    fields["native"] = msgspec.to_builtins(record.native) if record.native else None
-    return CreativeRow(**fields)
+from openbid.stores.campaign_rows import (
+    REVISION_NAME,
+    AdvertiserRow,
+    CampaignRow,
+    CatalogRevisionRow,
+    CreativeRow,
+    LineItemCreativeRow,
+    LineItemRow,
+    advertiser_record,
+    advertiser_row,
+    campaign_record,
+    campaign_row,
+    creative_record,
+    creative_row,
+    line_item_record,
+    line_item_row,
+)
 
 
 class ApplyCounts(msgspec.Struct):
@@ -302,14 +116,14 @@ class CampaignCatalog:
             try:
                 with self._session() as session, session.begin():
                     for advertiser in records.advertisers:
-                        if _changes(session, counts, AdvertiserRow, advertiser, _advertiser):
-                            session.merge(_advertiser_row(advertiser))
+                        if _changes(session, counts, AdvertiserRow, advertiser, advertiser_record):
+                            session.merge(advertiser_row(advertiser))
                     for creative in records.creatives:
-                        if _changes(session, counts, CreativeRow, creative, _creative):
-                            session.merge(_creative_row(creative))
+                        if _changes(session, counts, CreativeRow, creative, creative_record):
+                            session.merge(creative_row(creative))
                     for campaign in records.campaigns:
-                        if _changes(session, counts, CampaignRow, campaign, _campaign):
-                            session.merge(_campaign_row(campaign))
+                        if _changes(session, counts, CampaignRow, campaign, campaign_record):
+                            session.merge(campaign_row(campaign))
                     session.flush()
                     for line_item in records.line_items:
                         self._put_line_item(session, counts, line_item)
@@ -320,12 +134,12 @@ class CampaignCatalog:
         return counts
 
     def _put_line_item(self, session: Session, counts: ApplyCounts, line_item: LineItem) -> None:
-        campaign_row = session.get(CampaignRow, line_item.campaign_id)
-        campaign = _campaign(campaign_row) if campaign_row is not None else None
+        found = session.get(CampaignRow, line_item.campaign_id)
+        campaign = campaign_record(found) if found is not None else None
         creatives: dict[str, Creative | None] = {}
         for creative_id in line_item.creative_ids:
             row = session.get(CreativeRow, creative_id)
-            creatives[creative_id] = _creative(row) if row is not None else None
+            creatives[creative_id] = creative_record(row) if row is not None else None
         _check(
             "line item",
             line_item.id,
@@ -333,13 +147,13 @@ class CampaignCatalog:
         )
         existing = session.get(LineItemRow, line_item.id)
         if existing is not None:
-            if _line_item(existing, _creative_ids(session, line_item.id)) == line_item:
+            if line_item_record(existing, _creative_ids(session, line_item.id)) == line_item:
                 counts.unchanged += 1
                 return
             counts.updated += 1
         else:
             counts.created += 1
-        session.merge(_line_item_row(line_item))
+        session.merge(line_item_row(line_item))
         session.execute(
             delete(LineItemCreativeRow).where(LineItemCreativeRow.line_item_id == line_item.id)
         )
@@ -381,28 +195,30 @@ class CampaignCatalog:
     def advertiser(self, advertiser_id: str) -> Advertiser | None:
         with self._errors_as_unavailable(), self._session() as session:
             row = session.get(AdvertiserRow, advertiser_id)
-            return _advertiser(row) if row else None
+            return advertiser_record(row) if row else None
 
     def advertisers(self) -> list[Advertiser]:
         with self._errors_as_unavailable(), self._session() as session:
-            return [_advertiser(r) for r in session.scalars(select(AdvertiserRow).order_by("id"))]
+            return [
+                advertiser_record(r) for r in session.scalars(select(AdvertiserRow).order_by("id"))
+            ]
 
     def campaign(self, campaign_id: str) -> Campaign | None:
         with self._errors_as_unavailable(), self._session() as session:
             row = session.get(CampaignRow, campaign_id)
-            return _campaign(row) if row else None
+            return campaign_record(row) if row else None
 
     def campaigns(self, advertiser_id: str | None = None) -> list[Campaign]:
         query = select(CampaignRow).order_by(CampaignRow.id)
         if advertiser_id is not None:
             query = query.where(CampaignRow.advertiser_id == advertiser_id)
         with self._errors_as_unavailable(), self._session() as session:
-            return [_campaign(r) for r in session.scalars(query)]
+            return [campaign_record(r) for r in session.scalars(query)]
 
     def line_item(self, line_item_id: str) -> LineItem | None:
         with self._errors_as_unavailable(), self._session() as session:
             row = session.get(LineItemRow, line_item_id)
-            return _line_item(row, _creative_ids(session, line_item_id)) if row else None
+            return line_item_record(row, _creative_ids(session, line_item_id)) if row else None
 
     def line_items(self, campaign_id: str | None = None) -> list[LineItem]:
         query = select(LineItemRow).order_by(LineItemRow.id)
@@ -411,19 +227,19 @@ class CampaignCatalog:
         with self._errors_as_unavailable(), self._session() as session:
             rows = list(session.scalars(query))
             by_line_item = _all_creative_ids(session)
-            return [_line_item(r, by_line_item.get(r.id, ())) for r in rows]
+            return [line_item_record(r, by_line_item.get(r.id, ())) for r in rows]
 
     def creative(self, creative_id: str) -> Creative | None:
         with self._errors_as_unavailable(), self._session() as session:
             row = session.get(CreativeRow, creative_id)
-            return _creative(row) if row else None
+            return creative_record(row) if row else None
 
     def creatives(self, advertiser_id: str | None = None) -> list[Creative]:
         query = select(CreativeRow).order_by(CreativeRow.id)
         if advertiser_id is not None:
             query = query.where(CreativeRow.advertiser_id == advertiser_id)
         with self._errors_as_unavailable(), self._session() as session:
-            return [_creative(r) for r in session.scalars(query)]
+            return [creative_record(r) for r in session.scalars(query)]
 
     def campaign_set(self) -> CampaignSet:
         """Every buy-side record and the revision they are at, read in one snapshot (a
@@ -433,17 +249,18 @@ class CampaignCatalog:
             by_line_item = _all_creative_ids(session)
             return CampaignSet(
                 advertisers=tuple(
-                    _advertiser(r) for r in session.scalars(select(AdvertiserRow).order_by("id"))
+                    advertiser_record(r)
+                    for r in session.scalars(select(AdvertiserRow).order_by("id"))
                 ),
                 campaigns=tuple(
-                    _campaign(r) for r in session.scalars(select(CampaignRow).order_by("id"))
+                    campaign_record(r) for r in session.scalars(select(CampaignRow).order_by("id"))
                 ),
                 line_items=tuple(
-                    _line_item(r, by_line_item.get(r.id, ()))
+                    line_item_record(r, by_line_item.get(r.id, ()))
                     for r in session.scalars(select(LineItemRow).order_by("id"))
                 ),
                 creatives=tuple(
-                    _creative(r) for r in session.scalars(select(CreativeRow).order_by("id"))
+                    creative_record(r) for r in session.scalars(select(CreativeRow).order_by("id"))
                 ),
                 revision=revision,
             )

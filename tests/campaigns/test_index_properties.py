@@ -5,7 +5,8 @@ line items match nothing; set bits come back as positions."""
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openbid.campaigns.index import bit_positions, compile_index
+from openbid.campaigns.bitsets import bit_positions
+from openbid.campaigns.index import compile_index
 from openbid.campaigns.model import (
     FULL_WEEK_MASK,
     Advertiser,
