@@ -32,11 +32,11 @@ config_option = click.option(
 
 
 def _open_catalog(config_path: str | None, catalog_url: str | None):  # type: ignore[no-untyped-def]
-    from openbid.stores import Catalog
+    from openbid.campaigns.store import CampaignCatalog
 
     try:
         url = catalog_url or load_config(config_path).stores.catalog_url
-        catalog = Catalog(url)
+        catalog = CampaignCatalog(url)
         catalog.migrate()
     except OpenbidError as exc:
         raise click.ClickException(str(exc)) from None

@@ -6,8 +6,8 @@ a worker thread (`arefresh`, `run`), and a catalog that cannot answer leaves the
 serving. Line items paused from outside (a spent budget, pacing holding back) are applied to
 every index published (`pause`).
 
->>> from openbid.stores import Catalog
->>> catalog = Catalog("sqlite://"); catalog.migrate()
+>>> from openbid.campaigns.store import CampaignCatalog
+>>> catalog = CampaignCatalog("sqlite://"); catalog.migrate()
 >>> matcher = CampaignMatcher(catalog)
 >>> matcher.refresh(), len(matcher.index), matcher.refresh()
 (True, 0, False)

@@ -32,7 +32,6 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from openbid.domain import DemandPartner, Placement, Publisher, hash_api_key
 from openbid.stores.base import StoreError, StoreUnavailable
-from openbid.stores.campaigns import CampaignCatalog
 from openbid.stores.sqlbase import UNAVAILABLE as _UNAVAILABLE
 from openbid.stores.sqlbase import Base
 
@@ -121,9 +120,10 @@ def _enable_sqlite_foreign_keys(engine: Engine) -> None:
         cursor.close()
 
 
-class Catalog(CampaignCatalog):
-    """Publishers, placements and demand partners in a SQL database; the buy side's
-    advertisers, campaigns, line items and creatives through `CampaignCatalog`.
+class Catalog:
+    """Publishers, placements and demand partners in a SQL database (the buy side's
+    advertisers, campaigns, line items and creatives: `openbid.campaigns.store.CampaignCatalog`,
+    this class with their tables, in the same database).
 
     Every read and write raises `StoreUnavailable` when the database cannot answer (down,
     restarting, a dropped connection or table), never a driver exception.

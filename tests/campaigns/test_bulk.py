@@ -16,9 +16,9 @@ from openbid.campaigns.bulk import (
     load_demo_campaigns,
 )
 from openbid.campaigns.index import compile_index
+from openbid.campaigns.store import CampaignCatalog as Catalog
 from openbid.campaigns.targeting import imp_facts, request_facts
 from openbid.cli import main
-from openbid.stores import Catalog
 
 DATA = Path(__file__).with_name("data")
 NOW = 1_709_726_400_000_000  # 2024-03-06T12:00:00Z

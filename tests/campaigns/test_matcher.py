@@ -9,8 +9,8 @@ import msgspec
 
 from openbid.campaigns.bulk import load_demo_campaigns
 from openbid.campaigns.matcher import CampaignMatcher
+from openbid.campaigns.store import CampaignCatalog as Catalog
 from openbid.campaigns.targeting import ImpFacts, RequestFacts, geo_keys
-from openbid.stores import Catalog
 
 NOW = 1_709_726_400_000_000  # 2024-03-06T12:00:00Z
 DAY = 86_400_000_000

@@ -1,8 +1,9 @@
 """The buy side's tables in the catalog: advertisers, campaigns, line items (and the creatives
 each uses), creatives, and a revision number that every change bumps.
 
-`CampaignCatalog` is mixed into `Catalog` (`openbid/stores/catalog.py`), whose engine,
-sessions and error handling it uses. Writes are upserts by id, validated first
+`CampaignCatalog` is the `Catalog` (`openbid/stores/catalog.py`) with these tables: it uses
+the catalog's engine, sessions and error handling, and the same Alembic migrations create
+them. Writes are upserts by id, validated first
 (`InvalidRecord` names each bad field) and skipped when nothing changed, so importing the
 same file twice changes nothing, not even the revision that readers poll.
 """
@@ -26,16 +27,7 @@ from openbid.campaigns.model import (
     Creative,
     LineItem,
 )
-from openbid.campaigns.validate import (
-    InvalidRecord,
-    advertiser_errors,
-    campaign_errors,
-    creative_errors,
-    line_item_errors,
-    line_item_reference_errors,
-)
-from openbid.stores.base import StoreError
-from openbid.stores.campaign_rows import (
+from openbid.campaigns.rows import (
     REVISION_NAME,
     AdvertiserRow,
     CampaignRow,
@@ -52,6 +44,16 @@ from openbid.stores.campaign_rows import (
     line_item_record,
     line_item_row,
 )
+from openbid.campaigns.validate import (
+    InvalidRecord,
+    advertiser_errors,
+    campaign_errors,
+    creative_errors,
+    line_item_errors,
+    line_item_reference_errors,
+)
+from openbid.stores.base import StoreError
+from openbid.stores.catalog import Catalog
 
 
 class ApplyCounts(msgspec.Struct):
@@ -71,20 +73,12 @@ def _check(kind: str, record_id: str, errors: list) -> None:
         raise InvalidRecord(kind, record_id, errors)
 
 
-class CampaignCatalog:
-    """The buy side's part of `Catalog` (see the module docstring). Every method raises
+class CampaignCatalog(Catalog):
+    """`Catalog` with the buy side's records (see the module docstring). Every method raises
     `StoreUnavailable` when the database cannot answer, `InvalidRecord` for a record that
     fails validation (its own fields, or its references: a line item's campaign and
     creatives), and `StoreError` for what the database refuses (an advertiser that does not
     exist)."""
-
-    engine: Engine
-
-    def _session(self) -> Session:  # provided by Catalog
-        raise NotImplementedError
-
-    def _errors_as_unavailable(self) -> AbstractContextManager[None]:  # provided by Catalog
-        raise NotImplementedError
 
     # Writes
 

@@ -13,8 +13,9 @@ from openbid.campaigns.model import (
     NativeAd,
     Targeting,
 )
+from openbid.campaigns.store import CampaignCatalog as Catalog
 from openbid.campaigns.validate import InvalidRecord
-from openbid.stores import Catalog, StoreError, StoreUnavailable
+from openbid.stores import StoreError, StoreUnavailable
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
