@@ -16,10 +16,11 @@ cpu 0, measured in the same rounds under the same load. Two ratios, theirs / our
 auctions/s, and auctions per CPU second of the serving processes during that peak. The second
 is the one a shared machine cannot bend: on a contended core the scheduler favours threads
 that sleep often, so granian (a Rust I/O thread waking its Python thread thousands of times a
-second) gets 0.8 of the core where ours or uvicorn (one thread, always runnable) gets 0.2-0.3,
-and its peak looks 3-4x ours. The `cpu` column shows each one's share; on a quiet machine
-both ratios agree. A maintained server within 15% on both (theirs / ours >= 0.85) is named in
-`maintained_within_15pct`.
+second) got 0.7-0.8 of the core where ours or uvicorn (one thread, always runnable) got
+0.2-0.4, and its peak looked 2-5x ours. The `cpu` column shows each one's share; on a quiet
+machine both ratios agree, and `--nice -10` (root) brings a busy one closer to that: each
+server under test runs in a session of its own at that priority. A maintained server within
+15% on both (theirs / ours >= 0.85) is named in `maintained_within_15pct`.
 
 `--workers 2` also measures auctions per CPU second with `server.workers = 2` against one
 worker (`per_core_ratio_2_workers`; goal >= 0.9). Two workers need both cores, which the DSPs
@@ -29,7 +30,7 @@ only), for both runs alike, under the same wrk load; both use Redis counters, as
 workers must (`OPENBID_BENCH_REDIS_URL`, default db 15 of the local Redis).
 
     python bench/exchange.py [--quick] [--seconds S] [--rounds N] [--workers 2]
-        [--servers granian,uvicorn|none]
+        [--servers granian,uvicorn|none] [--nice -10]
 """
 
 from __future__ import annotations

@@ -13,8 +13,11 @@ translate each server's request into our `Request` and our `Response` back, and 
   from `receive()` messages, and the response takes the two `send()` messages ASGI demands.
 
 Both get what `Platform.serve` gives ours: the garbage collector's settings, and the
-catalog refresh task. Each is tuned as its documentation recommends for speed on one core
-(one worker, one runtime thread, uvloop, HTTP/1 only, no websockets, no access log).
+catalog refresh task. Each is set up for speed on one core: one worker, uvloop, HTTP/1 only,
+no websockets, no access log; granian with one runtime thread, single-threaded (`st`) and
+asyncio tasks, the best of the four combinations tried (`--runtime-mode`, `--task-impl`);
+uvicorn with httptools and without its proxy-headers middleware (ours reads
+X-Forwarded-For itself), server and date headers.
 
     python bench/maintained.py granian|uvicorn --port P   (OPENBID_* as for `openbid up`)
 """
@@ -24,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
 import os
 
 from openbid.config import load_config
@@ -32,7 +34,6 @@ from openbid.http.server import Request, Response
 from openbid.obs import setup_logging
 from openbid.platform import Platform
 
-log = logging.getLogger(__name__)
 _NO_BODY = frozenset({204, 304})
 
 
