@@ -10,12 +10,12 @@ and the table shows each figure's median: a shared machine's noise comes and goe
 minute.
 
 Is our hand-written HTTP server worth keeping (issue 13, section 3)? `--servers` (default
-granian,uvicorn) adds the SAME exchange behind maintained servers, `bench/maintained.py`:
-granian's RSGI interface and uvicorn with httptools, each one process, one worker, pinned to
-cpu 0, measured in the same rounds under the same load. Two ratios, theirs / ours: peak
-auctions/s, and auctions per CPU second of the serving processes during that peak. The second
-is the one a shared machine cannot bend: on a contended core the scheduler favours threads
-that sleep often, so granian (a Rust I/O thread waking its Python thread thousands of times a
+granian,uvicorn) adds the SAME exchange behind maintained servers
+(`bench/maintained_adapter.py`): granian's RSGI interface and uvicorn with httptools, each one
+process, one worker, pinned to cpu 0, measured in the same rounds under the same load. Two
+ratios, theirs / ours: peak auctions/s, and auctions per CPU second of the serving processes
+during that peak. A shared machine bends the first most: on a contended core the scheduler
+favours threads that sleep often, so granian (a Rust I/O thread waking its Python thread thousands of times a
 second) got 0.7-0.8 of the core where ours or uvicorn (one thread, always runnable) got
 0.2-0.4, and its peak looked 2-5x ours. The `cpu` column shows each one's share; on a quiet
 machine both ratios agree, and `--nice -10` (root) brings a busy one closer to that: each
@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 import uvloop
+from maintained import MAINTAINED, maintained_table, wait_healthy
 from upstreams import _taskset, _wait_listening, free_ports, start_dsps
 
 from openbid.domain import DemandPartner
@@ -106,7 +107,7 @@ def bodies_file(root: Path, count: int) -> tuple[Path, list[bytes]]:
 def exchange_env(root: Path, urls: list[str]) -> tuple[int, dict[str, str]]:
     """A fresh catalog (the bench publisher, the 8 DSPs) and event log under `root`, and the
     environment that points an exchange at them: the same for ours and the maintained
-    servers' (`bench/maintained.py`)."""
+    servers' (`bench/maintained_adapter.py`)."""
     root = Path(tempfile.mkdtemp(dir=root, prefix="round-"))  # a fresh catalog and log each
     port = free_ports(1)[0]
     catalog_url = f"sqlite:///{root}/catalog.db"
@@ -180,8 +181,8 @@ def start_ours(
 
 
 def start_maintained(server: str, root: Path, urls: list[str]) -> tuple[str, subprocess.Popen]:
-    """The same exchange behind a maintained server (`bench/maintained.py`: granian's RSGI
-    or uvicorn with httptools), one process, one worker, pinned to cpu 0 as ours is."""
+    """The same exchange behind a maintained server (`bench/maintained_adapter.py`: granian's
+    RSGI or uvicorn with httptools), one process, one worker, pinned to cpu 0 as ours is."""
     port, env = exchange_env(root, urls)
     errors = root / f"{server}-{port}.log"
     with errors.open("wb") as stderr:
@@ -189,7 +190,7 @@ def start_maintained(server: str, root: Path, urls: list[str]) -> tuple[str, sub
             [
                 *_taskset(0),
                 sys.executable,
-                str(Path(__file__).with_name("maintained.py")),
+                str(Path(__file__).with_name("maintained_adapter.py")),
                 server,
                 "--port",
                 str(port),
@@ -202,26 +203,12 @@ def start_maintained(server: str, root: Path, urls: list[str]) -> tuple[str, sub
     base = f"http://127.0.0.1:{port}"
     try:
         # granian listens before its worker has opened the platform: wait for /healthz
-        _wait_healthy(base, process, timeout_s=90)
+        wait_healthy(base, process, timeout_s=90)
     except RuntimeError as exc:
         stop(process)
         tail = errors.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{server}: {exc}; its stderr ends with:\n{tail}") from None
     return base, process
-
-
-def _wait_healthy(base: str, process: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=5) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{base} did not become healthy (exit code {process.poll()})")
-        time.sleep(0.1)
 
 
 def start_baseline(urls: list[str]) -> tuple[str, subprocess.Popen]:
@@ -488,13 +475,6 @@ def medians(runs: list[dict]) -> dict:
     return merged
 
 
-MAINTAINED = ("granian", "uvicorn")
-"""Maintained servers measured in front of the same exchange (`bench/maintained.py`)."""
-WITHIN = 0.85
-"""A maintained server within 15% of ours (theirs / ours >= 0.85) is to replace ours
-(issue 13, section 3)."""
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -604,7 +584,14 @@ def main() -> None:
     )
     extra: dict = {}
     if servers:
-        extra.update(maintained_table(ours, ours_runs, {s: runs[s] for s in servers}))
+        extra.update(
+            maintained_table(
+                ours,
+                ours_runs,
+                {s: runs[s] for s in servers},
+                {s: medians(runs[s]) for s in servers},
+            )
+        )
     if per_core is not None:
         extra.update(per_core_table(per_core, args.workers))
     print(
@@ -632,83 +619,6 @@ def main() -> None:
             }
         )
     )
-
-
-def maintained_table(ours: dict, ours_runs: list[dict], runs: dict[str, list[dict]]) -> dict:
-    """Prints the rows of the same exchange behind maintained servers; returns their keys.
-
-    Two ratios: peak auctions/s, and auctions per CPU second of the serving processes. On a
-    quiet machine the exchange's core is all its own and they agree; on a shared one the
-    core is contended, and a server of several threads (granian: a Rust runtime thread
-    beside Python's) wins a larger share of it, which the first ratio counts as speed.
-    The `cpu` column shows the share each had (1.00: the whole core)."""
-    print(
-        "the same exchange (platform, routes, fan-out client, event log) behind maintained "
-        "servers (bench/maintained.py), one process, one worker, pinned to cpu 0; medians"
-    )
-    print(
-        f"{'':<20} {'auctions/s':>10} {'vs ours':>7} {'cpu':>5} {'per cpu s':>9} {'vs ours':>7} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} {'calls':>5}"
-    )
-    rows = {"openbid (ours)": ours}
-    rows.update({LABELS[server]: medians(server_runs) for server, server_runs in runs.items()})
-    for label, figures in rows.items():
-        print(
-            f"{label:<20} {figures['auctions_per_s']:>10,.0f} "
-            f"{figures['auctions_per_s'] / max(ours['auctions_per_s'], 1e-9):>7.2f} "
-            f"{figures['cpu_share']:>5.2f} {figures['auctions_per_cpu_s']:>9,.0f} "
-            f"{figures['auctions_per_cpu_s'] / max(ours['auctions_per_cpu_s'], 1e-9):>7.2f} "
-            f"{figures['p50_ms']:>7.2f} {figures['p99_ms']:>7.2f} {figures['p999_ms']:>8.2f} "
-            f"{figures['calls_per_auction']:>5.2f}"
-        )
-    keys: dict = {}
-    within = []
-    for server, server_runs in runs.items():
-        theirs = medians(server_runs)
-        versus = theirs["auctions_per_s"] / max(ours["auctions_per_s"], 1e-9)
-        versus_cpu = theirs["auctions_per_cpu_s"] / max(ours["auctions_per_cpu_s"], 1e-9)
-        per_round = [
-            (
-                t["auctions_per_s"] / o["auctions_per_s"],
-                t["auctions_per_cpu_s"] / o["auctions_per_cpu_s"],
-            )
-            for t, o in zip(server_runs, ours_runs, strict=True)
-        ]
-        print(
-            f"{server} against ours in the same round (auctions/s, per cpu s): "
-            + ", ".join(f"{r:.2f} {c:.2f}" for r, c in per_round)
-            + f"; statuses at half peak {theirs['statuses']}; wrk: "
-            + f"{sum(r['non_2xx'] for r in server_runs)} non-2xx, socket errors "
-            + (", ".join(r["socket_errors"] for r in server_runs if r["socket_errors"]) or "none")
-        )
-        if min(versus, versus_cpu) >= WITHIN:
-            within.append(server)
-        keys.update(
-            {
-                f"{server}_auctions_per_s": round(theirs["auctions_per_s"]),
-                f"{server}_ratio_vs_ours": round(versus, 3),
-                f"{server}_auctions_per_cpu_s": round(theirs["auctions_per_cpu_s"]),
-                f"{server}_cpu_ratio_vs_ours": round(versus_cpu, 3),
-                f"{server}_cpu_share_at_peak": round(theirs["cpu_share"], 2),
-                f"{server}_p50_added_ms": round(theirs["p50_ms"], 2),
-                f"{server}_p99_added_ms": round(theirs["p99_ms"], 2),
-                f"{server}_p999_added_ms": round(theirs["p999_ms"], 2),
-                f"{server}_auctions_per_s_rounds": [
-                    round(r["auctions_per_s"]) for r in server_runs
-                ],
-                f"{server}_ratio_vs_ours_rounds": [round(r, 3) for r, _ in per_round],
-                f"{server}_cpu_ratio_vs_ours_rounds": [round(c, 3) for _, c in per_round],
-            }
-        )
-    print(
-        "within 15% of ours on both ratios (theirs / ours >= 0.85): "
-        + (", ".join(within) if within else "none: ours stays")
-    )
-    keys["maintained_within_15pct"] = within
-    return keys
-
-
-LABELS = {"granian": "granian (RSGI)", "uvicorn": "uvicorn + httptools"}
 
 
 def per_core_table(per_core: dict[int, list[dict]], workers: int) -> dict:

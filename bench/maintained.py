@@ -1,260 +1,112 @@
-"""Our exchange behind maintained servers: granian (RSGI) and uvicorn with httptools (ASGI).
+"""The maintained-server rows of `bench/exchange.py`: waiting for them to serve, their table.
 
-Issue 13 section 3: the hand-written HTTP server stays only if it earns its place, so
-`bench/exchange.py` measures the SAME exchange (the platform `openbid up` builds: `Exchange`,
-`ExchangeServer` routes, the fan-out client, the event log, the catalog, the config from the
-same `OPENBID_*` environment) with only the HTTP front door swapped. The adapters below
-translate each server's request into our `Request` and our `Response` back, and nothing more:
-
-- RSGI: the scope's header mapping is passed as `Request.headers` as it is (it has `.get`,
-  all the handlers use), the body comes whole from `await protocol()`, and the response
-  goes out with one `response_bytes` (its head list built once per content type).
-- ASGI: the header list must become a mapping (ASGI gives bytes pairs), the body is read
-  from `receive()` messages, and the response takes the two `send()` messages ASGI demands.
-
-Both get what `Platform.serve` gives ours: the garbage collector's settings, and the
-catalog refresh task. Each is set up for speed on one core: one worker, uvloop, HTTP/1 only,
-no websockets, no access log; granian with one runtime thread, single-threaded (`st`) and
-asyncio tasks, the best of the four combinations tried (`--runtime-mode`, `--task-impl`);
-uvicorn with httptools and without its proxy-headers middleware (ours reads
-X-Forwarded-For itself), server and date headers.
-
-    python bench/maintained.py granian|uvicorn --port P   (OPENBID_* as for `openbid up`)
+The servers themselves, with the adapters from their interfaces to our handlers, are in
+`bench/maintained_adapter.py` (run as a process of its own, pinned like ours).
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import gc
-import os
+import subprocess
+import time
+import urllib.request
 
-from openbid.config import load_config
-from openbid.http.server import Request, Response
-from openbid.obs import setup_logging
-from openbid.platform import Platform
-
-_NO_BODY = frozenset({204, 304})
+MAINTAINED = ("granian", "uvicorn")
+"""Maintained servers measured in front of the same exchange (`bench/maintained_adapter.py`)."""
+WITHIN = 0.85
+"""A maintained server within 15% of ours (theirs / ours >= 0.85) is to replace ours
+(issue 13, section 3)."""
 
 
-def open_platform() -> Platform:
-    """The platform `openbid up` builds, opened (stores, event log, exchange, routes), with
-    the collector set as `Platform.serve` sets it for ours (blocking: call before serving)."""
-    config = load_config()
-    setup_logging(config.logging.level, config.logging.format)
-    platform = Platform(config)
-    platform.open()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 50)
-    return platform
+LABELS = {"granian": "granian (RSGI)", "uvicorn": "uvicorn + httptools"}
 
 
-def start_refresh(platform: Platform, loop: asyncio.AbstractEventLoop) -> asyncio.Task:
-    """The catalog refresh task ours runs while serving (`Platform.serve`)."""
-    assert platform.exchange_server is not None
-    interval_s = platform.config.exchange.demand_refresh_s
-    return loop.create_task(platform.exchange_server.refresh_forever(interval_s))
+def wait_healthy(base: str, process: subprocess.Popen, timeout_s: float) -> None:
+    """Waits until `base` answers /healthz (granian listens before its worker has opened
+    the platform); a `RuntimeError` if the process exits or `timeout_s` passes first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=5) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{base} did not become healthy (exit code {process.poll()})")
+        time.sleep(0.1)
 
 
-async def close_platform(platform: Platform, refresh: asyncio.Task | None) -> None:
-    if refresh is not None:
-        refresh.cancel()
-        await asyncio.gather(refresh, return_exceptions=True)
-    await platform.close()
+def maintained_table(
+    ours: dict, ours_runs: list[dict], runs: dict[str, list[dict]], theirs_medians: dict[str, dict]
+) -> dict:
+    """Prints the rows of the same exchange behind maintained servers; returns their keys.
 
-
-class RsgiApp:
-    """Our router as an RSGI application (granian's native interface: the HTTP is Rust's)."""
-
-    def __init__(self) -> None:
-        self.platform: Platform | None = None
-        self.router = None
-        self._refresh: asyncio.Task | None = None
-        self._heads: dict[str, list[tuple[str, str]]] = {}
-
-    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.platform = open_platform()
-        self.router = self.platform.router
-        self._refresh = start_refresh(self.platform, loop)
-
-    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.platform is not None:
-            loop.run_until_complete(close_platform(self.platform, self._refresh))
-
-    async def __rsgi__(self, scope, protocol) -> None:  # type: ignore[no-untyped-def]
-        if scope.proto != "http":
-            return
-        method = scope.method
-        body = await protocol() if method == "POST" or method == "PUT" else b""
-        request = Request(
-            method,
-            scope.path,
-            scope.query_string,
-            scope.headers,  # a mapping with .get: no copy
-            body,
-            scope.client.rpartition(":")[0],
+    Two ratios: peak auctions/s, and auctions per CPU second of the serving processes. On a
+    quiet machine the exchange's core is all its own and they agree; on a shared one the
+    core is contended, and a server of several threads (granian: a Rust runtime thread
+    beside Python's) wins a larger share of it, which the first ratio counts as speed.
+    The `cpu` column shows the share each had (1.00: the whole core)."""
+    print(
+        "the same exchange (platform, routes, fan-out client, event log) behind maintained "
+        "servers (bench/maintained_adapter.py), one process, one worker, pinned to cpu 0; medians"
+    )
+    print(
+        f"{'':<20} {'auctions/s':>10} {'vs ours':>7} {'cpu':>5} {'per cpu s':>9} {'vs ours':>7} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} {'calls':>5}"
+    )
+    rows = {"openbid (ours)": ours}
+    rows.update({LABELS[server]: theirs_medians[server] for server in runs})
+    for label, figures in rows.items():
+        print(
+            f"{label:<20} {figures['auctions_per_s']:>10,.0f} "
+            f"{figures['auctions_per_s'] / max(ours['auctions_per_s'], 1e-9):>7.2f} "
+            f"{figures['cpu_share']:>5.2f} {figures['auctions_per_cpu_s']:>9,.0f} "
+            f"{figures['auctions_per_cpu_s'] / max(ours['auctions_per_cpu_s'], 1e-9):>7.2f} "
+            f"{figures['p50_ms']:>7.2f} {figures['p99_ms']:>7.2f} {figures['p999_ms']:>8.2f} "
+            f"{figures['calls_per_auction']:>5.2f}"
         )
-        response = await self.router(request)  # type: ignore[misc]
-        if type(response) is not Response:  # streams, raw bytes: test doubles' only
-            protocol.response_empty(500, [])
-            return
-        status = response.status
-        if status in _NO_BODY:
-            protocol.response_empty(status, list(response.headers))
-            return
-        head = self._heads.get(response.content_type)
-        if head is None:
-            head = self._heads[response.content_type] = [("content-type", response.content_type)]
-        if response.headers:
-            head = head + list(response.headers)
-        protocol.response_bytes(status, head, response.body)
-
-
-class AsgiApp:
-    """Our router as an ASGI 3 application (uvicorn with httptools, its fastest setup)."""
-
-    def __init__(self) -> None:
-        self.platform: Platform | None = None
-        self.router = None
-        self._refresh: asyncio.Task | None = None
-        self._types: dict[str, bytes] = {}
-
-    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
-
-    async def _lifespan(self, receive, send) -> None:  # type: ignore[no-untyped-def]
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self.platform = await asyncio.to_thread(open_platform)
-                self.router = self.platform.router
-                self._refresh = start_refresh(self.platform, asyncio.get_running_loop())
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if self.platform is not None:
-                    await close_platform(self.platform, self._refresh)
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def _http(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
-        message = await receive()
-        body = message.get("body", b"")
-        if message.get("more_body"):
-            parts = [body]
-            while message.get("more_body"):
-                message = await receive()
-                parts.append(message.get("body", b""))
-            body = b"".join(parts)
-        headers = {
-            name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
-        }
-        client = scope.get("client")
-        request = Request(
-            scope["method"],
-            scope["path"],
-            scope["query_string"].decode("latin-1"),
-            headers,
-            body,
-            client[0] if client else "",
+    keys: dict = {}
+    within = []
+    for server, server_runs in runs.items():
+        theirs = theirs_medians[server]
+        versus = theirs["auctions_per_s"] / max(ours["auctions_per_s"], 1e-9)
+        versus_cpu = theirs["auctions_per_cpu_s"] / max(ours["auctions_per_cpu_s"], 1e-9)
+        per_round = [
+            (
+                t["auctions_per_s"] / o["auctions_per_s"],
+                t["auctions_per_cpu_s"] / o["auctions_per_cpu_s"],
+            )
+            for t, o in zip(server_runs, ours_runs, strict=True)
+        ]
+        print(
+            f"{server} against ours in the same round (auctions/s, per cpu s): "
+            + ", ".join(f"{r:.2f} {c:.2f}" for r, c in per_round)
+            + f"; statuses at half peak {theirs['statuses']}; wrk: "
+            + f"{sum(r['non_2xx'] for r in server_runs)} non-2xx, socket errors "
+            + (", ".join(r["socket_errors"] for r in server_runs if r["socket_errors"]) or "none")
         )
-        response = await self.router(request)  # type: ignore[misc]
-        if type(response) is not Response:  # streams, raw bytes: test doubles' only
-            await send({"type": "http.response.start", "status": 500, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        status = response.status
-        extra = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in response.headers]
-        if status in _NO_BODY:
-            await send({"type": "http.response.start", "status": status, "headers": extra})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        content_type = self._types.get(response.content_type)
-        if content_type is None:
-            content_type = self._types[response.content_type] = response.content_type.encode()
-        body = response.body
-        head = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *extra]
-        await send({"type": "http.response.start", "status": status, "headers": head})
-        await send({"type": "http.response.body", "body": body})
-
-
-rsgi_app = RsgiApp()
-asgi_app = AsgiApp()
-
-
-def serve_granian(host: str, port: int, runtime_mode: str, task_impl: str) -> None:
-    from granian import Granian
-    from granian.constants import HTTPModes, Interfaces, Loops, RuntimeModes, TaskImpl
-    from granian.log import LogLevels
-
-    Granian(
-        "maintained:rsgi_app",
-        address=host,
-        port=port,
-        interface=Interfaces.RSGI,
-        workers=1,
-        runtime_threads=1,
-        runtime_mode=RuntimeModes(runtime_mode),
-        loop=Loops.uvloop,
-        task_impl=TaskImpl(task_impl),
-        http=HTTPModes.http1,
-        websockets=False,
-        backlog=2048,
-        log_level=LogLevels.warning,
-        log_access=False,
-    ).serve()
-
-
-def serve_uvicorn(host: str, port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(
-        asgi_app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        ws="none",
-        lifespan="on",
-        workers=1,
-        backlog=2048,
-        access_log=False,
-        log_level="warning",
-        # ours reads X-Forwarded-For itself (client_address): no middleware in front
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        timeout_keep_alive=75,
+        if min(versus, versus_cpu) >= WITHIN:
+            within.append(server)
+        keys.update(
+            {
+                f"{server}_auctions_per_s": round(theirs["auctions_per_s"]),
+                f"{server}_ratio_vs_ours": round(versus, 3),
+                f"{server}_auctions_per_cpu_s": round(theirs["auctions_per_cpu_s"]),
+                f"{server}_cpu_ratio_vs_ours": round(versus_cpu, 3),
+                f"{server}_cpu_share_at_peak": round(theirs["cpu_share"], 2),
+                f"{server}_p50_added_ms": round(theirs["p50_ms"], 2),
+                f"{server}_p99_added_ms": round(theirs["p99_ms"], 2),
+                f"{server}_p999_added_ms": round(theirs["p999_ms"], 2),
+                f"{server}_auctions_per_s_rounds": [
+                    round(r["auctions_per_s"]) for r in server_runs
+                ],
+                f"{server}_ratio_vs_ours_rounds": [round(r, 3) for r, _ in per_round],
+                f"{server}_cpu_ratio_vs_ours_rounds": [round(c, 3) for _, c in per_round],
+            }
+        )
+    print(
+        "within 15% of ours on both ratios (theirs / ours >= 0.85): "
+        + (", ".join(within) if within else "none: ours stays")
     )
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("server", choices=["granian", "uvicorn"])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument(
-        "--runtime-mode",
-        default=os.environ.get("BENCH_GRANIAN_RUNTIME_MODE", "st"),
-        choices=["st", "mt", "auto"],
-        help="granian's Rust runtime: single-threaded (st) or multi-threaded (mt)",
-    )
-    parser.add_argument(
-        "--task-impl",
-        default=os.environ.get("BENCH_GRANIAN_TASK_IMPL", "asyncio"),
-        choices=["asyncio", "rust"],
-        help="granian's task implementation for the Python side",
-    )
-    args = parser.parse_args()
-    if args.server == "granian":
-        serve_granian(args.host, args.port, args.runtime_mode, args.task_impl)
-    else:
-        serve_uvicorn(args.host, args.port)
-
-
-if __name__ == "__main__":
-    main()
+    keys["maintained_within_15pct"] = within
+    return keys
