@@ -345,7 +345,10 @@ def quality(args, train_t, test_t, spec, train, test, y_train, y_test) -> dict:
         )
     if args.keep_rate:
         declared = fit_auto(train, y_train, keep_rate=args.keep_rate)
-        metrics["auto_declared"] = evaluate(y_test, declared.predict_proba(test)[:, 1])
+        served = declared.predict_proba(test)[:, 1]
+        metrics["auto_declared"] = evaluate(y_test, served)
+        if args.truth:
+            out["auto_declared_vs_truth"] = float(served.sum() / labels(test_t, args.truth).sum())
 
     from sklearn.linear_model import LogisticRegression, SGDClassifier
 
@@ -484,7 +487,7 @@ def main() -> None:
     }
     for key, m in metrics.items():
         print(
-            f"{names[key]:<40}{m.logloss:>10.4f}{m.auc:>8.3f}"
+            f"{names[key]:<40}{m.logloss:>10.5f}{m.auc:>8.4f}"
             f"{m.normalized_entropy:>8.3f}{m.calibration_ratio:>9.3f}"
         )
     report = auto.report
@@ -555,6 +558,9 @@ def main() -> None:
                 },
                 "auto_calibration_ratio_vs_truth": (
                     round(q["auto_vs_truth"], 4) if "auto_vs_truth" in q else None
+                ),
+                "auto_declared_calibration_ratio_vs_truth": (
+                    round(q["auto_declared_vs_truth"], 4) if "auto_declared_vs_truth" in q else None
                 ),
                 "best_peer_logloss": round(best_peer_logloss, 5),
                 "best_peer_auc": round(best_peer_auc, 5),

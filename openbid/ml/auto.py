@@ -7,12 +7,12 @@ order** and:
 1. holds out the last `validation_share` of them (for small data, several rolling windows:
    train on everything before each, score it), never a random split: the model will
    serve rows later than any it trained on;
-2. searches FTRL-LR (alpha, then L2, then L1) and, for `kind="fm"` or `"auto"`, the
-   factorization machine (its factor learning rate, k and factor L2), one
-   hyper-parameter at a time around the best so far; each trial trains pass after pass
-   and stops when held-out loss has not improved for `patience` passes (early stopping
-   picks the number of passes). The bias starts at the logit of the base rate, so
-   features only learn how a row differs from it;
+2. searches FTRL-LR (alpha, then L2, then L1, then alpha again around the best) and, for
+   `kind="fm"` or `"auto"`, the factorization machine (its factor learning rate, k and
+   factor L2), one hyper-parameter at a time around the best so far; each trial trains
+   pass after pass and stops when held-out loss has not improved for `patience` passes
+   (early stopping picks the number of passes). The bias starts at the logit of the base
+   rate, so features only learn how a row differs from it;
 3. keeps the kind with the lowest held-out loss (the FM must beat LR by `fm_margin`);
 4. chooses the calibration (Platt, isotonic, the raw scores, or the base rate itself) by
    held-out loss on the held-out predictions (`choose_calibration`);
@@ -463,8 +463,12 @@ def fit_auto(
     lr = {"alpha": settings.alphas[len(settings.alphas) // 2], "beta": settings.beta}
     lr |= {"l1": settings.l1s[0], "l2": settings.l2s[0], "n_passes": 1}
     lr = _line_search(search, "ftrl_lr", lr, "alpha", settings.alphas, _extend_alpha)
+    first = dict(lr)
     lr = _line_search(search, "ftrl_lr", lr, "l2", settings.l2s, _extend_l2)
     lr = _line_search(search, "ftrl_lr", lr, "l1", settings.l1s)
+    if lr != first:  # the best learning rate depends on the regularization: once more
+        alphas = tuple(lr["alpha"] * f for f in (1 / 3, 1.0, 3.0))
+        lr = _line_search(search, "ftrl_lr", lr, "alpha", alphas, _extend_alpha)
     candidates = [search.run("ftrl_lr", lr)] if settings.kind != "fm" else []
     if settings.kind in ("fm", "auto"):
         fm = {**lr, "n_factors": settings.fm_factors[0]}
