@@ -141,15 +141,12 @@ def train() -> None:
 
 
 @main.group()
-def backtest() -> None:
-    """Compare models side by side on logged traffic."""
-
-
-@main.group()
 def models() -> None:
     """List, promote and inspect registered models."""
 
 
+from openbid.experiments.cli import ab_group, backtest_command  # noqa: E402
+from openbid.monitoring.cli import monitor_group  # noqa: E402
 from openbid.pipeline.cli import build_command as etl_build_command  # noqa: E402
 from openbid.pipeline.models_cli import MODEL_COMMANDS  # noqa: E402 - after the core commands
 from openbid.shaping.cli import train_shaping_command  # noqa: E402
@@ -159,6 +156,9 @@ for _command in MODEL_COMMANDS:
     models.add_command(_command)
 
 main.add_command(sim_command, "sim")
+main.add_command(backtest_command, "backtest")
+main.add_command(ab_group, "ab")
+main.add_command(monitor_group, "monitor")
 etl.add_command(etl_build_command, "build")
 train.add_command(train_shaping_command, "shaping")
 

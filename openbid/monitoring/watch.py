@@ -96,7 +96,7 @@ class Watch:
                         f"shaping model {book.model} expects {verdict.expected:.1f} bids where "
                         f"{verdict.actual:.0f} came (expected / actual {verdict.ratio:.2f}, "
                         f"z = {verdict.z:.1f}) over the last "
-                        f"{min(now - book.started_s, settings.window_s):.0f} s",
+                        f"{max(0.0, min(now - book.started_s, settings.window_s)):.0f} s",
                         verdict.ratio,
                     )
                 elif verdict.state == "ok":
