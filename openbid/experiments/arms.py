@@ -344,3 +344,21 @@ def parse_label(label: str) -> dict[str, str]:
         if sep:
             out[purpose] = arm
     return out
+
+
+def ensure_arm(
+    store: Any,
+    purpose: str = "shaping",
+    name: str = "challenger",
+    model: str = "@challenger",
+    share: float = 0.1,
+) -> ArmsFile:
+    """Starts arm `name` unless the store already has arms for `purpose` (then leaves them):
+    what `make demo` calls at start so that a challenger serves 10% of the traffic as soon
+    as a model is promoted to `@challenger` (until then its share stays with control)."""
+    current = read_arms(store, purpose)
+    if current is not None:
+        return current
+    arms = start_arm(None, purpose, name, model, share)
+    write_arms(store, arms)
+    return arms
