@@ -120,17 +120,29 @@ class LiveCalibration:
         actual = 0
         sent = 0
         dsp = book.dims["dsp"]
+        index, dsp_expected, dsp_actual, dsp_predictions = (
+            dsp.index,
+            dsp.expected,
+            dsp.actual,
+            dsp.predictions,
+        )
         for call in state.calls:
             if call.pending is None:  # not sent: no label
                 continue
             score = call.decision.score
             if score < 0.0:  # not scored by the model (a DSP it does not know)
                 continue
-            bid = 1 if call.outcome == "bid" else 0
-            dsp.add(call.state.partner.id, score, bid, 1)
+            partner = call.state.partner.id
+            i = index.get(partner)
+            if i is None:
+                i = dsp.slot(partner)
+            dsp_expected[i] += score
+            dsp_predictions[i] += 1
             expected += score
-            actual += bid
             sent += 1
+            if call.outcome == "bid":
+                dsp_actual[i] += 1
+                actual += 1
         if not sent:
             return
         book.expected += expected
