@@ -233,3 +233,27 @@ def test_the_serving_side_of_experiments_and_monitoring_loads_neither_mlflow_nor
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_ab_commands_start_resize_and_stop_arms_in_the_store(tmp_path, store):
+    from click.testing import CliRunner
+
+    from openbid.cli import main
+
+    env = {"OPENBID_MODELS__STORE_URL": store.url}
+    runner = CliRunner()
+    started = runner.invoke(main, ["ab", "start", "shaping", "--model", "@challenger",
+                                   "--share", "0.2"], env=env)  # fmt: skip
+    assert started.exit_code == 0, started.output
+    assert read_arms(store, "shaping").arms == [Arm("challenger", "@challenger", 0.2)]
+    assert (
+        runner.invoke(main, ["ab", "resize", "shaping", "challenger", "0.3"], env=env).exit_code
+        == 0
+    )
+    status = runner.invoke(main, ["ab", "status"], env=env).output
+    assert "shaping: challenger=@challenger 30.0%" in status and "from the store" in status
+    again = runner.invoke(main, ["ab", "start", "shaping", "--share", "0.9"], env=env)
+    assert again.exit_code != 0 and "already runs" in again.output
+    assert runner.invoke(main, ["ab", "stop", "shaping"], env=env).exit_code == 0
+    assert read_arms(store, "shaping").arms == []
+    assert "shaping: no arm" in runner.invoke(main, ["ab", "status"], env=env).output
