@@ -31,6 +31,7 @@ import yaml
 
 from openbid import clock
 from openbid.config import MonitoringConfig, load_config
+from openbid.exchange.state import DspCall
 from openbid.experiments.arms import ArmRouter, build_plan, read_arms, start_arm, write_arms
 from openbid.experiments.runner import run_experiments
 from openbid.experiments.spec import load_experiment
@@ -40,6 +41,7 @@ from openbid.monitoring.live import LiveCalibration
 from openbid.monitoring.watch import Watch
 from openbid.pipeline.modelstore import ModelStore
 from openbid.pipeline.synthetic import write_segments
+from openbid.shaping.base import ShapingDecision
 from openbid.sim import Market
 from openbid.sim.truth import bid_probabilities
 
@@ -81,25 +83,25 @@ def assignment(requests: int, users: int, store_dir: Path) -> dict[str, float]:
         [rng.random() < SHARE for _ in range(users)],
     )
     baseline_sticky = sum(a == b for a, b in zip(*redraw, strict=True)) / users
-    # cost: a hash and a compare
-    loops = 200_000
-    sample = keys[:1000] * (loops // 1000)
-    started = time.perf_counter_ns()
-    for key in sample:
-        router.assign(key)
-    assign_ns = (time.perf_counter_ns() - started) / loops
-    started = time.perf_counter_ns()
-    for key in sample:
-        mmh3.hash(key, 7, signed=False)
-    hash_ns = (time.perf_counter_ns() - started) / loops
+    # cost: a hash and a compare; the best of 5 rounds (the machine is shared)
+    sample = keys[:1000] * 40
     empty = ArmRouter()
-    started = time.perf_counter_ns()
-    for key in sample:
-        empty.assign(key)
-    no_test_ns = (time.perf_counter_ns() - started) / loops
+
+    def best_ns(call) -> float:  # type: ignore[no-untyped-def]
+        rounds = []
+        for _ in range(5):
+            started = time.perf_counter_ns()
+            for key in sample:
+                call(key)
+            rounds.append((time.perf_counter_ns() - started) / len(sample))
+        return min(rounds)
+
+    assign_ns = best_ns(router.assign)
+    hash_ns = best_ns(lambda key: mmh3.hash(key, 7, signed=False))
+    no_test_ns = best_ns(empty.assign)
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
-    for key in sample[:50_000]:
+    for key in sample:
         router.assign(key)
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
@@ -142,20 +144,27 @@ def _auctions(market: Market, count: int, seed: int):
 
 
 def observe_cost(market: Market, auctions: int) -> float:
-    """Microseconds per `LiveCalibration.observe` of one auction with every DSP called."""
+    """Microseconds per `LiveCalibration.observe` of one auction with every DSP called (the
+    exchange's own call and decision records)."""
     truth, bids, features, dsps = _auctions(market, auctions, seed=3)
     live = LiveCalibration()
     states = []
+    partners = [SimpleNamespace(partner=SimpleNamespace(id=d)) for d in dsps]
     for i in range(auctions):
-        calls = [_Call(d) for d in dsps]
-        for j, call in enumerate(calls):
-            call.decision = SimpleNamespace(score=float(truth[i, j]))
+        calls = []
+        for j, dsp in enumerate(dsps):
+            call = DspCall(partners[j], ShapingDecision(dsp, True, float(truth[i, j])))
+            call.pending = object()
             call.outcome = "bid" if bids[i, j] else "no_bid"
+            calls.append(call)
         states.append(SimpleNamespace(calls=calls, features=features[i], publisher=None))
-    started = time.perf_counter_ns()
-    for state in states:
-        live.observe(state, "shaping=challenger", "m1")
-    return (time.perf_counter_ns() - started) / auctions / 1000
+    rounds = []
+    for _ in range(5):  # the best of 5 rounds: the machine is shared
+        started = time.perf_counter_ns()
+        for state in states:
+            live.observe(state, "shaping=challenger", "m1")
+        rounds.append((time.perf_counter_ns() - started) / auctions / 1000)
+    return min(rounds)
 
 
 async def _alert_run(market: Market, speed: float, rate: float, before_s: float, limit_s: float):
@@ -263,7 +272,7 @@ def main() -> None:
         ("assignment ns/request (1 arm)", figures["hash_ns"], figures["assign_ns"], "bare mmh3"),
         ("assignment ns/request, no test running", figures["hash_ns"], figures["no_test_assign_ns"],
          "bare mmh3"),
-        ("bytes retained by 50k assignments", 0.0, figures["assign_retained_bytes"], ""),
+        ("bytes retained by 40k assignments", 0.0, figures["assign_retained_bytes"], ""),
         ("live calibration us/auction (every DSP)", float("nan"), figures["observe_us"], ""),
         (f"market s from a 3x model to its alert (speed {args.speed:g}, {args.rate:g}/s)",
          float("nan"), figures["alert_seconds"], ""),
