@@ -57,6 +57,20 @@ class ChoicePolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def matrix(self) -> np.ndarray:
         return np.asarray(self.probabilities, dtype=np.float64)
 
+    def aligned(self, segments: Sequence[str], creatives: Sequence[str]) -> np.ndarray:
+        """The probabilities over other lists of segments and creatives (a logged log's): a
+        segment by its context here, a creative unknown here at 0, rows renormalised (a row
+        of unknown creatives only: uniform)."""
+        table = np.zeros((len(segments), len(creatives)))
+        for i, segment in enumerate(segments):
+            row = self.probabilities[self.segments.index(self.context_of({segment}))]
+            for k, creative in enumerate(creatives):
+                if creative in self.creatives:
+                    table[i, k] = row[self.creatives.index(creative)]
+        sums = table.sum(axis=1, keepdims=True)
+        uniform = np.full_like(table, 1.0 / max(len(creatives), 1))
+        return np.divide(table, sums, out=uniform, where=sums > 0)
+
     def context_of(self, user_segments: frozenset[str] | set[str]) -> str:
         """The first of the policy's segments the user is in (else the default)."""
         for segment in self.segments:
