@@ -150,9 +150,10 @@ def models() -> None:
     """List, promote and inspect registered models."""
 
 
+from openbid.campaigns.cli import campaigns_command  # noqa: E402 - after the core commands
 from openbid.insights.cli import insights as insights_group  # noqa: E402
 from openbid.pipeline.cli import build_command as etl_build_command  # noqa: E402
-from openbid.pipeline.models_cli import MODEL_COMMANDS  # noqa: E402 - after the core commands
+from openbid.pipeline.models_cli import MODEL_COMMANDS  # noqa: E402
 from openbid.shaping.cli import train_shaping_command  # noqa: E402
 from openbid.sim.cli import sim_command  # noqa: E402
 
@@ -160,6 +161,7 @@ for _command in MODEL_COMMANDS:
     models.add_command(_command)
 
 main.add_command(sim_command, "sim")
+main.add_command(campaigns_command, "campaigns")
 main.add_command(insights_group, "insights")
 etl.add_command(etl_build_command, "build")
 train.add_command(train_shaping_command, "shaping")

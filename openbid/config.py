@@ -67,6 +67,9 @@ class ServerConfig(_Section):
     header_timeout_s: PositiveFloat = 10.0
     """A request's line and headers must arrive within this from their first byte (a new
     connection's first request, from the connect): else 408 and close (slowloris)."""
+    request_timeout_s: PositiveFloat = 30.0
+    """A whole request, body included, must arrive within this from its first byte (its body:
+    from the 100 Continue, when it asked for one): else 408 and close (a trickled body)."""
     max_connections: Annotated[int, Meta(ge=0)] = 0
     """Open connections at most; at the cap the longest-idle ones are shed (logged, counted
     in `openbid_http_connections_dropped_total`). 0: half the process's open-file limit."""

@@ -224,6 +224,7 @@ class Platform:
             max_in_flight=server_config.max_in_flight,
             idle_timeout_s=server_config.idle_timeout_s,
             header_timeout_s=server_config.header_timeout_s,
+            request_timeout_s=server_config.request_timeout_s,
             max_connections=server_config.max_connections,
             max_header_bytes=server_config.max_header_bytes,
             max_header_count=server_config.max_header_count,
