@@ -133,6 +133,9 @@ class MemorySetStore(SetStore):
 
 USER_KEY_PREFIX = "aud:u:"
 """Set store keys of the audience lookup: `aud:u:<user id>` holds the user's segment ids."""
+AUDIENCE_DATA_ID = "openbid"
+"""The data source our segments carry in targeting, which names a segment as OpenRTB's
+`data.id:segment.id` (`openbid:travel-buyers`) beside the request's own `user.data`."""
 
 
 class SegmentMembership:
@@ -151,9 +154,12 @@ class SegmentMembership:
     (['news', 'sport'], [])
     """
 
-    def __init__(self, store: SetStore, *, ttl_s: float | None = None) -> None:
+    def __init__(
+        self, store: SetStore, *, ttl_s: float | None = None, data_id: str = AUDIENCE_DATA_ID
+    ) -> None:
         self.store = store
         self.ttl_s = ttl_s
+        self.data_id = data_id
 
     @staticmethod
     def key(user_id: str) -> str:
@@ -169,6 +175,17 @@ class SegmentMembership:
             LOOKUP_FAILURES.inc()
             log.debug("segment lookup failed", extra={"error": str(exc)})
             return frozenset()
+
+    def targeting_keys(self, user_id: str) -> tuple[str, ...]:
+        """The user's segments as line-item targeting names them (`openbid:<segment id>`),
+        sorted: what the exchange adds to the request's own segments.
+
+        >>> membership = SegmentMembership(MemorySetStore())
+        >>> _ = membership.update(added={"sport": ["u1"]})
+        >>> membership.targeting_keys("u1")
+        ('openbid:sport',)
+        """
+        return tuple(sorted(f"{self.data_id}:{s}" for s in self.segments_of(user_id)))
 
     async def asegments_of(self, user_id: str) -> frozenset[str]:
         """`segments_of` for code on an event loop."""

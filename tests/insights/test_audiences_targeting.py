@@ -69,7 +69,7 @@ def matched(membership, user_id):
     )
     # the request's own segments and ours, as the exchange would join them
     facts = msgspec.structs.replace(
-        facts, segments=(*facts.segments, *sorted(membership.segments_of(user_id)))
+        facts, segments=(*facts.segments, *membership.targeting_keys(user_id))
     )
     from_index = {li for li, _ in compile_index(catalog, T0).match(facts, IMP).ids()}
     from_rules = {li for li, _ in eligible_pairs(catalog, facts, IMP)}
