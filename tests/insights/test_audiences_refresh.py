@@ -6,6 +6,8 @@ changed spec rebuilds, and membership changes reach the set store `segments_of` 
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from openbid.events import AuctionEvent, ClickEvent, ConversionEvent, EventLog, ImpressionEvent
@@ -317,3 +319,26 @@ def test_a_state_of_another_format_is_refused_by_name(tmp_path):
     (state / "CURRENT").write_text("run-00000001")
     with pytest.raises(InsightsError, match="audience state format 99"):
         AudienceState(state).load()
+
+
+def test_spark_gives_the_same_members_as_duckdb(tmp_path, spark):
+    """The refresh's SQL, transpiled by SQLGlot, on a real local Spark: from the state of a
+    first DuckDB run, an incremental run with new files and a time step that ends
+    memberships gives DuckDB's members and removals (one Spark run: each costs seconds)."""
+    log_dir = tmp_path / "log"
+    first = write_synthetic_log(log_dir, users=150, hours=12, visits_per_user=5, seed=3)
+    refresh(SPEC, log_dir, tmp_path / "duck", now_micros=first.end_micros)
+    shutil.copytree(tmp_path / "duck", tmp_path / "spark")
+    write_synthetic_log(
+        log_dir, users=150, hours=12, visits_per_user=5, seed=3,
+        start_micros=first.end_micros, event_tag="p1",
+    )  # fmt: skip
+    later = first.end_micros + 30 * HOUR_MICROS
+    duck = refresh(SPEC, log_dir, tmp_path / "duck", now_micros=later)
+    on_spark = refresh(SPEC, log_dir, tmp_path / "spark", engine=spark, now_micros=later)
+    assert on_spark.files_read == duck.files_read > 0
+    assert members_of(on_spark) == members_of(duck)
+    def removed(result):
+        return {segment: set(users) for segment, users in result.removed.items()}
+
+    assert removed(on_spark) == removed(duck) and duck.removed  # memberships did end

@@ -293,7 +293,7 @@ def _by_segment(table: pa.Table) -> dict[str, list[str]]:
         table["segment"].to_pylist(), table["user_id"].to_pylist(), strict=True
     ):
         out.setdefault(segment, []).append(user)
-    return out
+    return {segment: sorted(users) for segment, users in out.items()}  # any engine's order
 
 
 def refresh(
