@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from openbid import clock
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def now_micros() -> int:
@@ -91,6 +91,13 @@ class ImpressionEvent(Event):
     price_micros: int = 0
     advertiser: str = ""
     """The bid's first advertiser domain (`adomain`), lower-case (schema 2)."""
+    propensity: float = 0.0
+    """The probability the serving policy gave the creative it chose (0: not recorded, the
+    creative was not chosen by a logged policy); offline evaluation weighs by it (schema 3)."""
+    policy: str = ""
+    """The policy that chose the creative, name and version (`ts-3f2a...`) (schema 3)."""
+    segment: str = ""
+    """The audience segment the policy chose for ("" for its default context) (schema 3)."""
 
 
 class ClickEvent(Event):

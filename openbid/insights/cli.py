@@ -1,5 +1,5 @@
-"""`openbid insights ...`: attribution, identity resolution, clean-room queries
-(`docs/insights.md`). The group object is `insights`; `openbid/cli.py` registers it. The
+"""`openbid insights ...`: attribution, identity resolution, clean-room queries, audiences,
+lookalikes, personalisation and the jobs' workflows (`docs/insights.md`). The group object is `insights`; `openbid/cli.py` registers it. The
 analyses are imported inside their commands, so `openbid --help` stays fast."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from openbid.errors import OpenbidError
 
 @click.group()
 def insights() -> None:
-    """Analyses over the event log and partners' data: attribution, identity, clean rooms."""
+    """Analyses over the event log and partners' data: attribution, identity, clean rooms,
+    audiences, lookalikes, personalisation; the jobs that run them."""
 
 
 def _time_micros(value: str | None, option: str, default: int) -> int:
@@ -334,3 +335,23 @@ def cleanroom_log(collab_path) -> None:
         raise click.ClickException(str(exc)) from exc
     click.echo(format_table(table.drop_columns(["query"]), digits=3))
     click.echo(f"epsilon spent {spent:g} of {budget:g}")
+
+
+def _register() -> None:
+    """The audiences, lookalike, personalisation and workflow commands, from their modules."""
+    from openbid.insights.audiences.cli import audiences, lookalike_command
+    from openbid.insights.personalize.cli import personalize
+    from openbid.insights.workflows_cli import jobs_command, reports_command, run_command
+
+    for command in (
+        audiences,
+        lookalike_command,
+        personalize,
+        run_command,
+        jobs_command,
+        reports_command,
+    ):
+        insights.add_command(command)
+
+
+_register()

@@ -9,6 +9,8 @@ from openbid.stores.base import CounterStore, StoreError, StoreUnavailable
 from openbid.stores.catalog import Catalog
 from openbid.stores.memory import DEFAULT_MAX_KEYS, MemoryCounterStore
 from openbid.stores.redis import RedisCounterStore
+from openbid.stores.redis_sets import RedisSetStore
+from openbid.stores.sets import MemorySetStore, SegmentMembership, SetStore
 
 
 def counter_store_from_config(
@@ -33,15 +35,29 @@ def counter_store_from_config(
     return MemoryCounterStore(max_keys=memory_max_keys)
 
 
+def set_store_from_url(url: str, *, prefix: str = "openbid:", timeout_s: float = 0.05) -> SetStore:
+    """The set store a URL names: `memory` (this process), or a `redis://` URL."""
+    if url == "memory":
+        return MemorySetStore()
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisSetStore(url, prefix=prefix, timeout_s=timeout_s)
+    raise StoreError(f"unknown set store {url!r}: expected 'memory' or a redis:// URL")
+
+
 __all__ = [
     "Catalog",
     "CounterStore",
     "DemandPartner",
     "MemoryCounterStore",
+    "MemorySetStore",
     "Placement",
     "Publisher",
     "RedisCounterStore",
+    "RedisSetStore",
+    "SegmentMembership",
+    "SetStore",
     "StoreError",
     "StoreUnavailable",
     "counter_store_from_config",
+    "set_store_from_url",
 ]
