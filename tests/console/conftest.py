@@ -28,6 +28,13 @@ def console_config(tmp_path, **console):
         ),
         events=msgspec.structs.replace(config.events, dir=str(tmp_path / "events")),
         console=msgspec.structs.replace(config.console, **console),
+        models=msgspec.structs.replace(
+            config.models,
+            tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+            artifact_location=str(tmp_path / "mlflow-artifacts"),
+            store_url=str(tmp_path / "models"),
+            lock_file=str(tmp_path / "registry.lock"),
+        ),
     )
 
 
@@ -148,6 +155,13 @@ def world(tmp_path):
         headers=admin_headers,
     )
     assert partner.status_code == 201, partner.text
+    admin_token_id = client.get("/api/v1/auth/tokens", headers=admin_headers).json()[0]["id"]
+    tenants["admin"] = Tenant(
+        "admin",
+        admin_token,
+        admin_headers,
+        {"partner_id": "dsp-1", "user_id": admin.id, "token_id": admin_token_id},
+    )
     yield client, context, admin_headers, tenants
     client.close()
     context.close()

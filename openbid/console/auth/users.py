@@ -148,6 +148,8 @@ class UserStore:
                         yield session
                 else:
                     yield session
+        except IntegrityError:
+            raise  # a refused row (a name taken), not a database down: the caller says which
         except UNAVAILABLE as exc:
             reason = getattr(exc, "orig", None) or exc
             raise StoreUnavailable(

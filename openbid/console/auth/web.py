@@ -130,8 +130,17 @@ def safe_next(target: str) -> str:
 router = APIRouter(tags=["session"])
 
 
-@router.get("/auth/csrf", summary="A CSRF token for the login form (sets its cookie)")
-def login_csrf(request: Request, response: Response) -> dict[str, str]:
+@router.get(
+    "/auth/csrf",
+    summary="The CSRF token forms must carry: the session's, or the login form's (sets its cookie)",
+)
+def csrf(
+    request: Request, response: Response, ctx: Annotated[ConsoleContext, Depends(console)]
+) -> dict[str, str]:
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    session = ctx.users.session(cookie) if cookie else None
+    if session is not None:
+        request.state.csrf_token = session[1]
     return {"csrf_token": csrf_token_for(request, response)}
 
 
