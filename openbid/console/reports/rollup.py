@@ -372,7 +372,7 @@ class Rollups:
         dims = pa.concat_tables([self._dims[hour], self._dims_of_hour(hour - 1, partitions)])
         wanted = pa.concat_arrays(
             [
-                pc.unique(tables[kind]["auction_id"]).combine_chunks()
+                pc.unique(tables[kind]["auction_id"].combine_chunks())
                 if tables[kind].num_rows
                 else pa.array([], pa.string())
                 for kind in ("impression", "click", "conversion")
