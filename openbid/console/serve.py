@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -31,8 +32,16 @@ def console_url(config: Config) -> str:
     return f"http://{settings.host}:{settings.port}"
 
 
-async def serve(config: Config) -> None:
-    """Runs the console in this process until SIGTERM/SIGINT."""
+async def _orphaned(parent_pid: int) -> None:
+    """Returns once the process that started us is gone (killed with SIGKILL, it could not
+    stop us): a console must not outlive its `openbid up`."""
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(1.0)
+
+
+async def serve(config: Config, parent_pid: int = 0) -> None:
+    """Runs the console in this process until SIGTERM/SIGINT (or, with `parent_pid`, until
+    that process is gone)."""
     import uvicorn
 
     from openbid.console.app import create_app
@@ -61,6 +70,13 @@ async def serve(config: Config) -> None:
         port = server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.port
         sys.stdout.write(f"ready {port}\n")
         sys.stdout.flush()
+        if parent_pid:
+            watcher = asyncio.create_task(_orphaned(parent_pid))
+            await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if watcher.done():
+                log.warning("openbid up is gone: the console stops")
+                server.should_exit = True
+            watcher.cancel()
         await task
     finally:
         await asyncio.to_thread(context.close)
@@ -72,11 +88,13 @@ def main() -> None:
 
     config = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
     setup_logging(config.logging.level, config.logging.format)
+    arguments = dict(zip(sys.argv[1::2], sys.argv[2::2], strict=False))
     # The market clock of the process that started us (the demo's may run faster).
-    if len(sys.argv) > 2 and sys.argv[1] == "--clock":
-        clock.set_clock(clock.Clock.from_spec(sys.argv[2]))
+    if "--clock" in arguments:
+        clock.set_clock(clock.Clock.from_spec(arguments["--clock"]))
+    parent_pid = int(arguments.get("--parent", "0"))
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, parent_pid))
     except SystemExit as exc:
         sys.stdout.write(f"error {exc}\n")
         sys.stdout.flush()
@@ -92,6 +110,8 @@ async def _start(config: Config) -> asyncio.subprocess.Process:
         "openbid.console",
         "--clock",
         clock.current().spec(),
+        "--parent",
+        str(os.getpid()),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         start_new_session=True,  # Ctrl-C reaches `openbid up`, which stops us in order
