@@ -72,6 +72,11 @@ def up(config_path: str | None, demo: bool, market: str, rate: float) -> None:
         from openbid.demo import demo_services
 
         services = demo_services(market, rate)
+    if settings.console.enabled:
+        # The console serves on its own port from a process of its own (docs/console.md).
+        from openbid.console.serve import console_service
+
+        services = [*services, console_service]
     try:
         if settings.server.worker_count() > 1:
             from openbid.workers import run_workers

@@ -332,6 +332,40 @@ class MonitoringConfig(_Section):
     webhook_retries: Annotated[int, Meta(ge=0, le=10)] = 3
 
 
+class ConsoleConfig(_Section):
+    """The console: the advertiser and publisher REST API (and its web pages) on a port of its
+    own, in a process of its own beside the serving ones (`docs/console.md`)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 8090
+    public_url: str = "http://127.0.0.1:8090"
+    """Base URL of the console as browsers and ad pages reach it (uploaded images are served
+    from `<public_url>/assets/<id>`)."""
+    secure_cookies: bool = False
+    """Mark session cookies `Secure` on every response (behind a TLS-terminating proxy);
+    they are anyway on requests that arrive over https."""
+    session_ttl_s: PositiveFloat = 8 * 3600.0
+    """A web session lasts this long from the login (real seconds)."""
+    login_max_failures: PositiveInt = 5
+    """Wrong passwords in a row before an account is locked for `login_lockout_s`."""
+    login_lockout_s: PositiveFloat = 900.0
+    login_ip_max_failures: PositiveInt = 50
+    """Failed logins from one address within `login_lockout_s` before it is refused (429)."""
+    max_upload_bytes: PositiveInt = 1024 * 1024
+    """Largest creative upload accepted (images, HTML, VAST)."""
+    rollups_url: str = ""
+    """Where the hourly report rollups are written (a directory or fsspec URL); empty:
+    `<segments>/_rollups`, beside the event log's segments."""
+    rollup_interval_s: PositiveFloat = 60.0
+    """How often the console summarises the hours whose segments became final (real s)."""
+    rollup_grace_s: Annotated[float, Meta(ge=0.0)] = 300.0
+    """An hour is final this long (market time) after its end plus `events.roll_interval_s`:
+    its segments are all written by then. A segment arriving later re-summarises its hour."""
+    rollup_lookback_s: Annotated[float, Meta(ge=0.0)] = 86_400.0
+    """How far before a tracker's hour its auction (publisher, country, device) is looked for."""
+
+
 class Config(_Section):
     """The whole effective configuration of an openbid process."""
 
@@ -344,6 +378,7 @@ class Config(_Section):
     models: ModelsConfig = msgspec.field(default_factory=ModelsConfig)
     experiments: ExperimentsConfig = msgspec.field(default_factory=ExperimentsConfig)
     monitoring: MonitoringConfig = msgspec.field(default_factory=MonitoringConfig)
+    console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
 
 
 _PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")

@@ -159,6 +159,7 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
         playing = asyncio.create_task(users.run())
         try:
             await asyncio.to_thread(_register, platform, market, servers.urls)
+            console_line = await asyncio.to_thread(_console_admin, platform.config)
             state = DemoState()
             state.users = users
             target = f"http://127.0.0.1:{platform.port}/openrtb2/auction"
@@ -170,6 +171,8 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
                 f"the users' ground truth in {users.truth.directory if users.truth else '-'}. "
                 "Ctrl-C stops."
             )
+            if console_line:
+                console.print(console_line)
             with Live(
                 _summary(state, list(servers.urls)), console=console, refresh_per_second=1
             ) as live:
@@ -256,6 +259,20 @@ async def _send_paced(
     # The next batch starts one interval after this one's last request, not at once.
     await asyncio.sleep(max(start + len(bodies) / rate_per_s - loop.time(), 0.0))
     del state.latencies_ms[:-20_000]
+
+
+def _console_admin(config) -> str:  # type: ignore[no-untyped-def]
+    """The console's demo admin (a fresh password and token each run), as the banner's line."""
+    if not config.console.enabled:
+        return ""
+    from openbid.console.auth.bootstrap import ensure_admin
+    from openbid.console.serve import console_url
+
+    user, password, token, path = ensure_admin(config)
+    return (
+        f"[bold green]console[/]: {console_url(config)} (API: /api/v1, /openapi.json), "
+        f"user [bold]{user}[/], password [bold]{password}[/], token {token} (also in {path})"
+    )
 
 
 def _register(platform: Platform, market: Market, urls: dict[str, str]) -> None:
