@@ -1,0 +1,1 @@
+"""The buy side: campaigns, their budgets and pacing (house demand and openbid as a DSP)."""
