@@ -65,7 +65,10 @@ class Account:
     exhausted_s: float = 0.0
     refused: int = 0
     """Holds refused for want of a slice."""
+    refused_micros: int = 0
+    """What the refused holds asked for, in all: the demand the slice did not meet."""
     refused_seen: int = 0
+    refused_micros_seen: int = 0
     last_slice_micros: int = 0
     checked_s: float = 0.0
     spent_at_check: int = 0
@@ -125,6 +128,7 @@ class Banker:
             account.held_micros += amount_micros
             return True
         account.refused += 1
+        account.refused_micros += amount_micros
         if self._wanted is not None:
             self._wanted.set()
         return False
@@ -169,10 +173,12 @@ class Banker:
 
     def _slice(self, account: Account, left_micros: int) -> int:
         # Enough for `horizon_s` of spend plus what is in flight; and while holds are being
-        # refused (the rate estimate lags a rising load), twice the last slice (slow start).
+        # refused (the rate estimate lags a rising load: a worker starting, a burst), at least
+        # twice the last slice and twice the demand refused since it (slow start).
         wanted = account.rate_micros_per_s * self.horizon_s + account.held_micros
         if account.refused > account.refused_seen:
-            wanted = max(wanted, 2 * account.last_slice_micros)
+            unmet = account.refused_micros - account.refused_micros_seen
+            wanted = max(wanted, 2 * account.last_slice_micros, 2 * unmet)
         size = min(max(wanted, self.min_slice_micros), self.max_slice_micros)
         share = max(left_micros // self.share_divisor, self.min_slice_micros)
         return int(min(size, share, left_micros))
@@ -229,6 +235,7 @@ class Banker:
         account.reserved_micros += size
         account.exhausted = False
         account.refused_seen = account.refused
+        account.refused_micros_seen = account.refused_micros
         account.last_slice_micros = size
 
     async def atop_up(self) -> int:

@@ -251,20 +251,33 @@ class PacingDecision:
     """Spend (so far, all workers) past which bids are refused until the next update."""
 
 
+@dataclass(frozen=True)
+class PacingMemory:
+    """What a controller learned in a day that helps the next one start right: the market's
+    response by hour of day (log spend per request at control 0: dearer hours lower), the
+    traffic rate, and where the control ended."""
+
+    level_by_hour: tuple[float, ...]
+    requests_per_share: float | None
+    u: float
+
+
 class PacingController:
     """The feedback loop of one line item for one day. Call `update(now_s, spent_micros,
     requests)` every `settings.slot_s` of market time (or when convenient: a slot is
     whatever time passed); apply the decision to every bid until the next call.
 
-    The controller models a slot's spend as `requests x exp(level + elasticity x u)`: the
-    requests the line item could bid on, times what the market returns per request at the
-    control. After each slot it updates `level` (smoothed by `gain`) from what the slot spent
-    and how many requests it saw (`requests`; without it, the forecast share of traffic
-    stands in), then sets `u` so that the next slot, with its forecast traffic, is expected to
-    spend its target. A slot without requests teaches nothing: the controller does not wind
-    up its bids while traffic is down, so none rush out when traffic returns. And whatever
-    the control does, a slot stops bidding at `slot_cap` times its planned spend (the
-    decision's `ceiling_micros`).
+    The controller models a slot's spend as `requests x exp(level(hour) + offset + elasticity
+    x u)`: the requests the line item could bid on, times what the market returns per request
+    at the control. `level(hour)` is the market's daily rhythm as learned the day before
+    (`memory`, from yesterday's `remember()`; flat without it), `offset` today's departure from
+    it, smoothed by `gain` after each slot from what the slot spent and how many requests it
+    saw (`requests`; without it the forecast share of traffic stands in). The controller then
+    sets `u` so that the next slot, with its forecast traffic, is expected to spend its target.
+
+    A slot without requests teaches nothing: the controller does not wind up its bids while
+    traffic is down, so none rush out when traffic returns. And whatever the control does, a
+    slot stops bidding at `slot_cap` times its planned spend (the decision's `ceiling_micros`).
 
     `traffic` is the forecast traffic by slot of the day (defaults to the plan's shape).
     """
@@ -278,6 +291,7 @@ class PacingController:
         traffic: SpendPlan | None = None,
         initial_multiplier: float = 1.0,
         initial_participation: float = 1.0,
+        memory: PacingMemory | None = None,
     ) -> None:
         if budget_micros < 0:
             raise PacingError(f"budget_micros: must be >= 0, got {budget_micros}")
@@ -291,14 +305,27 @@ class PacingController:
         if s.mode == "throttle":
             self._u_min, self._u_max = math.log(s.min_participation), 0.0
         start = self._to_u(initial_multiplier, initial_participation)
-        self.u = min(max(start, self._u_min), self._u_max)
-        self.market_level: float | None = None
-        """Smoothed log(spend per request) at u = 0; None before the first slot."""
+        self._level_by_hour = [0.0] * 24
         self.requests_per_share: float | None = None
         """Smoothed requests per unit of forecast traffic share."""
+        self.offset: float | None = None
+        """Smoothed departure of today's market from `level(hour)`; None before any slot."""
+        if memory is not None:
+            if len(memory.level_by_hour) != 24:
+                raise PacingError("memory.level_by_hour: need 24 values")
+            self._level_by_hour = list(memory.level_by_hour)
+            self.requests_per_share = memory.requests_per_share
+            self.offset = 0.0
+            start = memory.u
+        self.u = min(max(start, self._u_min), self._u_max)
+        self._seen_levels = [[0.0, 0] for _ in range(24)]
+        self._learned = 0
         self._last_s: float | None = None
         self._last_spent = 0
         self._last_target = 0
+
+    def _hour(self, t_s: float) -> int:
+        return min(max(int((t_s - self.plan.day_start_s) // 3600), 0), 23)
 
     def _to_u(self, multiplier: float, participation: float) -> float:
         if self.settings.mode == "throttle":
@@ -338,10 +365,12 @@ class PacingController:
         self._learn(now_s, spent_micros, requests)
         expected_requests = self._expected_requests(now_s, end_s)
         if target > 0 and expected_requests > 0:
-            if self.market_level is None:
+            level = self._level_by_hour[self._hour(now_s)]
+            aim = math.log(target / expected_requests) - level
+            if self.offset is None:
                 # Before anything is known, assume the initial control hits the first target.
-                self.market_level = math.log(target / expected_requests) - s.elasticity * self.u
-            wanted = (math.log(target / expected_requests) - self.market_level) / s.elasticity
+                self.offset = aim - s.elasticity * self.u
+            wanted = (aim - self.offset) / s.elasticity
             step = min(max(wanted - self.u, -s.max_step), s.max_step)
             self.u = min(max(self.u + step, self._u_min), self._u_max)
         self._remember(now_s, spent_micros, target)
@@ -357,7 +386,7 @@ class PacingController:
         return share * (self.requests_per_share or 1.0)
 
     def _learn(self, now_s: float, spent_micros: int, requests: int | None) -> None:
-        """Updates the market level (and the traffic rate) from the last slot."""
+        """Updates the offset (and the traffic rate) from the last slot."""
         if self._last_s is None or now_s <= self._last_s:
             return
         share = self.traffic.share_between(self._last_s, now_s)
@@ -365,9 +394,9 @@ class PacingController:
         if requests is not None and share > 0:
             rate = requests / share
             if self.requests_per_share is None:
-                # The first measurement re-bases the level, which was in units of share.
-                if self.market_level is not None and rate > 0:
-                    self.market_level -= math.log(rate)
+                # The first measurement re-bases the offset, which was per unit of share.
+                if self.offset is not None and rate > 0:
+                    self.offset -= math.log(rate)
                 self.requests_per_share = rate
             else:
                 self.requests_per_share += gain * (rate - self.requests_per_share)
@@ -379,12 +408,32 @@ class PacingController:
         # as a twentieth of the target, a strong but finite push upwards.
         spent = max(spent, 0.05 * self._last_target)
         observed = math.log(spent / seen) - self.settings.elasticity * self.u
-        if self.market_level is None:
-            self.market_level = observed
+        hour = self._hour(self._last_s)
+        self._seen_levels[hour][0] += observed
+        self._seen_levels[hour][1] += 1
+        residual = observed - self._level_by_hour[hour]
+        # The first slots of a day (or after `market_changed`) weigh like a running mean
+        # (1, 1/2, 1/3, ...) until that falls under `gain`: a wrong start is corrected at once.
+        self._learned += 1
+        weight = max(gain, 1.0 / self._learned)
+        if self.offset is None:
+            self.offset = residual
         else:
-            self.market_level += gain * (observed - self.market_level)
+            self.offset += weight * (residual - self.offset)
+
+    def market_changed(self) -> None:
+        """Says the response to the control just changed (new shading curves, a new click
+        model): the next slots weigh like a fresh start."""
+        self._learned = 0
 
     def _remember(self, now_s: float, spent_micros: int, target: int) -> None:
         self._last_s = now_s
         self._last_spent = spent_micros
         self._last_target = target
+
+    def remember(self) -> PacingMemory:
+        """Today's market rhythm for tomorrow's controller (hours not seen: today's mean)."""
+        means = [total / count for total, count in self._seen_levels if count]
+        fallback = sum(means) / len(means) if means else 0.0
+        levels = tuple(total / count if count else fallback for total, count in self._seen_levels)
+        return PacingMemory(levels, self.requests_per_share, self.u)
