@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from openbid.campaigns.pacing import PacingController, PacingSettings, SpendPlan
+from openbid.campaigns.pacing import PacingController, PacingMemory, PacingSettings, SpendPlan
 from openbid.pricing.shader import Shader
 from openbid.pricing.shading import FIRST_PRICE, SECOND_PRICE
 from openbid.pricing.value import GOAL_CPC, value_cpm_micros
@@ -227,7 +227,9 @@ class PacedBidder:
         shader: Shader | None = None,
         refit_s: float = 3600.0,
         initial_multiplier: float = 0.3,
+        memory: PacingMemory | None = None,
         oracle: bool = False,
+        shade: bool = True,
         goal: int = GOAL_CPC,
     ) -> None:
         self.goal = goal
@@ -239,7 +241,10 @@ class PacedBidder:
         self.shader = shader
         self.refit_s = refit_s
         self.initial_multiplier = initial_multiplier
+        self.memory = memory
         self.oracle = oracle
+        self.shade = shade
+        """False: the shader only logs outcomes (an exploration run), bids are not shaded."""
         self.controller: PacingController | None = None
         self._ceiling = 0
         self._requests: int | None = None
@@ -256,6 +261,7 @@ class PacedBidder:
             self.settings,
             traffic=traffic,
             initial_multiplier=self.initial_multiplier,
+            memory=self.memory,
         )
         self._next_refit_s = day.day_start_s
         self._requests = None
@@ -266,7 +272,7 @@ class PacedBidder:
         self._requests = rows.stop - rows.start
         self._ceiling = decision.ceiling_micros
         self.multipliers.append(decision.bid_multiplier)
-        if self.shader is not None and now_s >= self._next_refit_s:
+        if self.shader is not None and self.shade and now_s >= self._next_refit_s:
             self.shader.refit()
             self._next_refit_s = now_s + self.refit_s
         ctr = (day.true_ctr if self.oracle else day.predicted_ctr)[rows]
@@ -277,10 +283,13 @@ class PacedBidder:
         at = FIRST_PRICE if self.landscape.first_price else SECOND_PRICE
         if self.oracle and at == FIRST_PRICE:
             bids = self._oracle_bids(day, rows, paced, floor)
-        elif self.shader is not None:
+        elif self.shader is not None and self.shade:
             bids = self.shader.bids(day.segments[rows], paced, floor, at)
         else:
             bids = np.where((paced > 0) & (paced >= floor), paced, 0)
+        # A multiplier above 1 (a first-price bidder behind its plan) raises the value that
+        # shading optimises for, never a bid above what the impression is worth.
+        bids = np.where(bids <= value, bids, np.where(value >= floor, value, 0))
         taking_part = day.participation_draw[rows] < decision.participation
         return np.where(taking_part, bids, 0)
 

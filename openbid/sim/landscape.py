@@ -41,7 +41,7 @@ from openbid.sim.draws import hashed_normals, name_hash, uniforms
 from openbid.sim.features import COLUMN
 from openbid.sim.generator import RequestBatch
 from openbid.sim.market import Market
-from openbid.sim.model import loglogistic_quantiles, loglogistic_survivals, sigmoids
+from openbid.sim.model import loglogistic_quantiles, loglogistic_survivals
 from openbid.sim.truth import (
     DspOutcomes,
     click_probabilities,
@@ -214,9 +214,14 @@ class Landscape:
                         loglogistic_survivals(np.array([tmax]), latency.median_ms, latency.shape)[0]
                     )
                 no_fault = 1.0 - dsp.fault_cdf[-1]
-                willing = sigmoids(dsp.bid_model.logits(codes))
-                delivers[:, dsp.index] = willing * in_time * no_fault
-                dsp_median[:, dsp.index] = dsp.median_price_cpm[fmt] * MICROS
+                median_micros = dsp.median_price_cpm[fmt] * MICROS
+                # The oracle's bid probability is willing x P(price >= floor); the willingness
+                # is what is needed here (the floor is applied per bid in `win_probability`).
+                clears = loglogistic_survivals(floor, median_micros, dsp.config.price.shape)
+                probability = outcomes.probability[:, dsp.index]
+                willing = np.divide(probability, clears, out=np.zeros(n), where=clears > 0)
+                delivers[:, dsp.index] = np.minimum(willing, 1.0) * in_time * no_fault
+                dsp_median[:, dsp.index] = median_micros
         return Competition(
             competing_micros=np.rint(competing).astype(np.int64),
             floor_micros=floor.astype(np.int64),
