@@ -200,6 +200,33 @@ def surplus(run: Run, cpc_micros: int) -> float:
     return cpc_micros * run.result.expected_clicks - run.result.spend_micros
 
 
+def bid_time_costs(shader: Shader, day: BuyingDay, cpc_micros: int) -> dict[str, float]:
+    """What pricing and shading cost per candidate at bid time (one core, CPU time): the
+    value of a batch of 64, the shaded bid of one (`shade`) and of a batch (`shade_many`)."""
+    from openbid.pricing import GOAL_CPC, value_cpm_micros
+
+    table = shader.table
+    n = min(len(day), 100_000)
+    rows = shader.rows_of(day.segments[:n])
+    value = value_cpm_micros(GOAL_CPC, cpc_micros, day.predicted_ctr[:n])
+    floor = day.competition.floor_micros[:n]
+    started = time.process_time()
+    for start in range(0, n, 64):
+        value_cpm_micros(GOAL_CPC, cpc_micros, day.predicted_ctr[start : start + 64])
+    value_ns = (time.process_time() - started) / n * 1e9
+    pairs = list(zip(rows.tolist(), value.tolist(), floor.tolist(), strict=True))
+    started = time.process_time()
+    for row, v, f in pairs:
+        table.shade(row, v, f)
+    one_ns = (time.process_time() - started) / n * 1e9
+    started = time.process_time()
+    for start in range(0, n, 64):
+        end = start + 64
+        table.shade_many(rows[start:end], value[start:end], floor[start:end])
+    many_ns = (time.process_time() - started) / n * 1e9
+    return {"value_ns": value_ns, "shade_ns": one_ns, "shade_many_ns": many_ns}
+
+
 # ---- the banker over Redis ----------------------------------------------------------------
 
 
@@ -355,6 +382,7 @@ def main() -> int:
     r = simulate(p, args, args.quick)
     simulated_s = time.perf_counter() - began - prepared_s
     load = banker_load(args.redis, args.workers, args.quick)
+    costs = bid_time_costs(r.ours.bidder.shader, p.test, cpc_micros)
     ours = r.ours
     figures = {
         "bench": "pacing",
@@ -388,6 +416,12 @@ def main() -> int:
         "banker_delivered_share": load["delivered_share"],
         "banker_starved_share": load["starved_share"],
         "banker_hold_ns_p99": load["hold_ns_p99"],
+        "value_ns_per_candidate_batch64": costs["value_ns"],
+        "shade_ns_per_bid": costs["shade_ns"],
+        "shade_ns_per_candidate_batch64": costs["shade_many_ns"],
+        "shading_segments_fitted": int(r.ours.bidder.shader.curves.cdf.shape[0]),
+        "shading_refit_cpu_s": r.ours.bidder.shader.refit_cpu_s,
+        "shading_log_outcomes": len(r.ours.bidder.shader.log),
         "seconds": round(time.perf_counter() - began, 1),
     }
     print_table(figures, cpc_micros, r, load)
@@ -424,6 +458,13 @@ def print_table(f, cpc, r: Results, load) -> None:
         f"{f['pacing_elasticity']}; budget ${f['daily_budget_usd']:.0f}/day; banker: "
         f"{load['holds']} holds, {load['wins']} wins, {load['duplicates_ignored']} duplicate "
         f"notices ignored, starved {load['starved_share']:.2%}, hold p99 {load['hold_ns_p99']} ns"
+    )
+    print(
+        f"bid time per candidate (CPU): value {f['value_ns_per_candidate_batch64']:.0f} ns in "
+        f"batches of 64, shade {f['shade_ns_per_bid']:.0f} ns one at a time, "
+        f"{f['shade_ns_per_candidate_batch64']:.0f} ns in batches of 64; "
+        f"{f['shading_segments_fitted']} segment curves refitted from "
+        f"{f['shading_log_outcomes']} outcomes in {f['shading_refit_cpu_s']:.2f} s of CPU"
     )
 
 

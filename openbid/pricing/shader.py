@@ -10,6 +10,8 @@ replaces in one assignment each, so a bid never sees half a refit. Until the fir
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from openbid.pricing.shading import FIRST_PRICE, ShadingTable
@@ -85,6 +87,8 @@ class Shader:
         self.iterations = iterations
         self.curves: WinCurves | None = None
         self.table: ShadingTable | None = None
+        self.refit_cpu_s = 0.0
+        """CPU time of the last refit (fit and table)."""
         self._radix = np.ones(depth, dtype=np.int64)
 
     def observe(self, segments, bid_micros, won, loss_price_micros) -> None:
@@ -99,6 +103,7 @@ class Shader:
 
     def refit(self) -> bool:
         """Fits new curves and a new table from the log; False when the log is empty."""
+        started = time.process_time()
         segments, bids, won, loss_price = self.log.arrays()
         if len(bids) == 0:
             return False
@@ -115,6 +120,7 @@ class Shader:
         table = ShadingTable.from_curves(curves)
         self._radix = segment_radix(segments)
         self.curves, self.table = curves, table
+        self.refit_cpu_s = time.process_time() - started
         return True
 
     def rows_of(self, segments) -> np.ndarray:

@@ -55,12 +55,26 @@ def goal_code(name: str) -> int:
 
 def _probabilities(name: str, values) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
-    # One reduction answers both questions: NaN propagates into it, and so does a value
-    # outside [0, 1] through the min and max.
+    # One pass answers both questions: NaN fails the comparison, and so does a value outside
+    # [0, 1] (a probability of exactly 0 or 1 passes).
     if array.size and not (array.min() >= 0.0 and array.max() <= 1.0):
         bad = array[~((array >= 0.0) & (array <= 1.0))]
         raise PricingError(f"{name}: probabilities must be in [0, 1], got {bad[:3].tolist()}")
     return array
+
+
+def _scalar_goal(goal) -> int | None:
+    """The goal code when one goal applies to the whole batch (the common case: one
+    campaign's candidates), else None."""
+    if isinstance(goal, int | np.integer):
+        code = int(goal)
+    elif np.ndim(goal) == 0:
+        code = int(np.asarray(goal))
+    else:
+        return None
+    if code not in (GOAL_CPM, GOAL_CPC, GOAL_CPA):
+        raise PricingError(f"goal: codes must be {GOAL_CPM}, {GOAL_CPC} or {GOAL_CPA}")
+    return code
 
 
 def value_cpm_micros(
@@ -80,23 +94,34 @@ def value_cpm_micros(
     the probabilities. Raises `PricingError` naming the argument on an unknown goal, a
     negative amount or a probability outside [0, 1] (NaN included).
     """
-    goal = np.asarray(goal)
-    if goal.size and (goal.min() < GOAL_CPM or goal.max() > GOAL_CPA):
-        raise PricingError(f"goal: codes must be {GOAL_CPM}, {GOAL_CPC} or {GOAL_CPA}")
     amount = np.asarray(goal_amount_micros, dtype=np.float64)
     if amount.size and not amount.min() >= 0:
         raise PricingError("goal_amount_micros: must be >= 0")
     click = _probabilities("p_click", p_click)
-    conversion = _probabilities("p_conversion", p_conversion)
-    per_event = np.where(goal == GOAL_CPA, click * conversion, click)
-    value = np.where(goal == GOAL_CPM, amount, amount * per_event * IMPRESSIONS_PER_CPM)
+    code = _scalar_goal(goal)
+    if code == GOAL_CPC:
+        value = amount * IMPRESSIONS_PER_CPM * click
+    elif code == GOAL_CPA:
+        conversion = _probabilities("p_conversion", p_conversion)
+        value = amount * IMPRESSIONS_PER_CPM * click * conversion
+    elif code == GOAL_CPM:
+        value = np.broadcast_to(amount, np.broadcast_shapes(amount.shape, click.shape))
+    else:
+        goal = np.asarray(goal)
+        if goal.size and (goal.min() < GOAL_CPM or goal.max() > GOAL_CPA):
+            raise PricingError(f"goal: codes must be {GOAL_CPM}, {GOAL_CPC} or {GOAL_CPA}")
+        conversion = _probabilities("p_conversion", p_conversion)
+        per_event = np.where(goal == GOAL_CPA, click * conversion, click)
+        value = np.where(goal == GOAL_CPM, amount, amount * per_event * IMPRESSIONS_PER_CPM)
     value = np.rint(value).astype(np.int64)
-    cap = np.asarray(max_bid_cpm_micros, dtype=np.int64)
-    floor = np.asarray(min_bid_cpm_micros, dtype=np.int64)
-    if cap.size and cap.min() < 0 or floor.size and floor.min() < 0:
-        raise PricingError("max_bid_cpm_micros, min_bid_cpm_micros: must be >= 0 (0: none)")
-    if np.any(cap > 0):
+    if np.ndim(max_bid_cpm_micros) or max_bid_cpm_micros:
+        cap = np.asarray(max_bid_cpm_micros, dtype=np.int64)
+        if cap.size and cap.min() < 0:
+            raise PricingError("max_bid_cpm_micros: must be >= 0 (0: none)")
         value = np.where(cap > 0, np.minimum(value, cap), value)
-    if np.any(floor > 0):
+    if np.ndim(min_bid_cpm_micros) or min_bid_cpm_micros:
+        floor = np.asarray(min_bid_cpm_micros, dtype=np.int64)
+        if floor.size and floor.min() < 0:
+            raise PricingError("min_bid_cpm_micros: must be >= 0 (0: none)")
         value = np.maximum(value, floor)
-    return np.broadcast_to(value, np.broadcast_shapes(value.shape, cap.shape, floor.shape)).copy()
+    return value
