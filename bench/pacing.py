@@ -40,8 +40,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from openbid.campaigns.bidding import LineItemBidding
 from openbid.campaigns.pacing import PacingSettings, SpendPlan
 from openbid.ml import FeatureSpec, Featurizer, FTRLLogisticRegression, evaluate
+from openbid.pricing import GOAL_CPC
 from openbid.pricing.shader import Shader
 from openbid.sim import Market
 from openbid.sim.buying import (
@@ -49,7 +51,7 @@ from openbid.sim.buying import (
     BuyingDay,
     DayResult,
     LinearBidder,
-    PacedBidder,
+    PolicyBidder,
     hourly_plan_error,
     run_day,
 )
@@ -136,11 +138,13 @@ class Run:
     name: str
     result: DayResult
     plan: SpendPlan | None = None
-    bidder: PacedBidder | None = None
+    bidder: LineItemBidding | None = None
 
     @property
     def plan_error(self) -> tuple[float, float]:
-        return hourly_plan_error(self.result, self.plan) if self.plan else (float("nan"),) * 2
+        if self.plan is None:
+            return float("nan"), float("nan")
+        return hourly_plan_error(self.result, self.plan.hourly_shares())
 
 
 def traffic_plan(previous: BuyingDay, day: BuyingDay) -> SpendPlan:
@@ -154,19 +158,19 @@ def paced(
 ) -> Run:  # fmt: skip
     """Our loop for a day; `memory` is what the previous day's controller learned (None: it
     starts from a multiplier of 0.3)."""
-    bidder = PacedBidder(
+    policy = LineItemBidding(
+        GOAL_CPC,
         cpc_micros,
-        plan,
-        landscape,
+        plan.shares,
         settings=settings,
         shader=shader,
+        shade=shade,
         refit_s=refit_s,
         memory=memory,
-        oracle=oracle,
-        shade=shade,
     )
+    bidder = PolicyBidder(policy, landscape, oracle=oracle)
     result = run_day(day, landscape, bidder, budget, slot_s=slot_s)
-    return Run("paced", result, SpendPlan(day.day_start_s, plan.shares), bidder)
+    return Run("paced", result, SpendPlan(day.day_start_s, plan.shares), policy)
 
 
 def memory(run: Run):
@@ -174,16 +178,18 @@ def memory(run: Run):
     return run.bidder.controller.remember()
 
 
-def tune_linear(day, landscape, budget, mean_ctr) -> tuple[float, DayResult]:
-    """The base bid with the most realised clicks within the budget on `day`: a coarse
-    geometric grid, then a finer one around its best."""
-    best = (-1, 0.0, None)
+def tune_linear(day, landscape, budget, mean_ctr, hindsight=False) -> tuple[float, DayResult]:
+    """The base bid with the most realised clicks within the budget on `day` (`hindsight`:
+    the most expected clicks, which only the oracle knows): a coarse geometric grid, then a
+    finer one around its best."""
+    best = (-1.0, 0.0, None)
     grid = np.geomspace(2e4, 2e7, 25)
     for _ in range(2):
         for base in grid:
             result = run_day(day, landscape, LinearBidder(base, mean_ctr), budget, slot_s=DAY_S)
-            if result.clicks > best[0]:
-                best = (result.clicks, base, result)
+            score = result.expected_clicks if hindsight else result.clicks
+            if score > best[0]:
+                best = (score, base, result)
         grid = best[1] * np.geomspace(0.8, 1.25, 11)
     return best[1], best[2]
 
@@ -191,9 +197,12 @@ def tune_linear(day, landscape, budget, mean_ctr) -> tuple[float, DayResult]:
 def unshaded_full_spend(day, landscape, cpc_micros) -> int:
     """What bidding the full value on every request spends in a day (first price)."""
     full = PacingSettings(min_multiplier=1.0, headroom_share=1e6, slot_cap=1e6)
-    plan = SpendPlan.even(day.day_start_s)
-    bidder = PacedBidder(cpc_micros, plan, landscape, settings=full, initial_multiplier=1.0)
-    return run_day(day, landscape, bidder, 10**15, slot_s=DAY_S).spend_micros
+    policy = LineItemBidding(
+        GOAL_CPC, cpc_micros, SpendPlan.even(0.0).shares, settings=full, initial_multiplier=1.0
+    )
+    return run_day(
+        day, landscape, PolicyBidder(policy, landscape), 10**15, slot_s=DAY_S
+    ).spend_micros
 
 
 def surplus(run: Run, cpc_micros: int) -> float:
@@ -203,7 +212,7 @@ def surplus(run: Run, cpc_micros: int) -> float:
 def bid_time_costs(shader: Shader, day: BuyingDay, cpc_micros: int) -> dict[str, float]:
     """What pricing and shading cost per candidate at bid time (one core, CPU time): the
     value of a batch of 64, the shaded bid of one (`shade`) and of a batch (`shade_many`)."""
-    from openbid.pricing import GOAL_CPC, value_cpm_micros
+    from openbid.pricing import value_cpm_micros
 
     table = shader.table
     n = min(len(day), 100_000)
@@ -231,7 +240,7 @@ def bid_time_costs(shader: Shader, day: BuyingDay, cpc_micros: int) -> dict[str,
 
 
 def banker_load(redis_url: str, workers: int, quick: bool) -> dict:
-    from openbid.sim.budgetload import run_load
+    from openbid.campaigns.bankerload import run_load
 
     result = run_load(
         redis_url,
@@ -307,6 +316,8 @@ class Results:
     ours_second: Run
     linear: Run
     linear_second: Run
+    linear_hindsight: DayResult
+    """Linear with the base that is best on the test day itself: the most it could do."""
 
 
 def simulate(p: Prepared, args: argparse.Namespace, quick: bool) -> Results:
@@ -369,6 +380,7 @@ def simulate(p: Prepared, args: argparse.Namespace, quick: bool) -> Results:
             "linear",
             run_day(p.test, second, LinearBidder(base_second, mean_ctr), budget, slot_s=slot_s),
         ),
+        linear_hindsight=tune_linear(p.test, first, budget, mean_ctr, hindsight=True)[1],
     )
 
 
@@ -398,6 +410,9 @@ def main() -> int:
             r.ours_second.result.expected_clicks / r.linear_second.result.expected_clicks
         ),
         "clicks_vs_oracle": ours.result.expected_clicks / r.oracle.result.expected_clicks,
+        "clicks_vs_linear_hindsight": (
+            ours.result.expected_clicks / r.linear_hindsight.expected_clicks
+        ),
         "shading_surplus_gain": surplus(ours, cpc_micros) / surplus(r.unshaded, cpc_micros),
         "clicks": ours.result.expected_clicks,
         "clicks_linear": r.linear.result.expected_clicks,
@@ -436,6 +451,8 @@ def print_table(f, cpc, r: Results, load) -> None:
     rows = [
         ("clicks, first price (test day)", "linear", linear.result.expected_clicks,
          ours.result.expected_clicks),
+        ("clicks, first price", "lin. hindsight", r.linear_hindsight.expected_clicks,
+         ours.result.expected_clicks),
         ("clicks, second price", "linear", linear_second.result.expected_clicks,
          ours_second.result.expected_clicks),
         ("clicks, first price", "oracle", oracle.result.expected_clicks,
@@ -448,10 +465,10 @@ def print_table(f, cpc, r: Results, load) -> None:
         ("banker overspend (bids)", "-", float("nan"), load["overspend_bids"]),
         ("banker delivered share", "-", float("nan"), load["delivered_share"]),
     ]  # fmt: skip
-    print(f"{'work':34} {'baseline':>10} {'baseline':>12} {'ours':>12} {'ratio':>8}")
+    print(f"{'work':32} {'baseline':>14} {'baseline':>10} {'ours':>10} {'ratio':>7}")
     for work, name, base, mine in rows:
         ratio = mine / base if base == base and base else float("nan")
-        print(f"{work:34} {name:>10} {base:12.4g} {mine:12.4g} {ratio:8.3f}")
+        print(f"{work:32} {name:>14} {base:10.4g} {mine:10.4g} {ratio:7.3f}")
     print(
         f"pCTR AUC {f['pctr_auc']:.3f} (oracle {f['pctr_auc_oracle']:.3f}), calibration "
         f"{f['pctr_calibration']:.2f}; pacing gain {f['pacing_gain']}, elasticity "

@@ -412,19 +412,14 @@ class PacingController:
         self._seen_levels[hour][0] += observed
         self._seen_levels[hour][1] += 1
         residual = observed - self._level_by_hour[hour]
-        # The first slots of a day (or after `market_changed`) weigh like a running mean
-        # (1, 1/2, 1/3, ...) until that falls under `gain`: a wrong start is corrected at once.
+        # The first slots of a day weigh like a running mean (1, 1/2, 1/3, ...) until that
+        # falls under `gain`: a wrong start is corrected at once.
         self._learned += 1
         weight = max(gain, 1.0 / self._learned)
         if self.offset is None:
             self.offset = residual
         else:
             self.offset += weight * (residual - self.offset)
-
-    def market_changed(self) -> None:
-        """Says the response to the control just changed (new shading curves, a new click
-        model): the next slots weigh like a fresh start."""
-        self._learned = 0
 
     def _remember(self, now_s: float, spent_micros: int, target: int) -> None:
         self._last_s = now_s

@@ -11,29 +11,26 @@ the bidder learns what happened. Bidders:
 
 | bidder | bids |
 | --- | --- |
-| `PacedBidder` | goal value x predicted probability x the pacing multiplier (`PacingController`), shaded in first price (`Shader`, refitted from its own outcomes every `refit_s`), throttled below the multiplier's floor |
+| `PolicyBidder(policy)` | a line item's bidding policy (`openbid.campaigns.bidding.LineItemBidding`: value x pacing multiplier, shaded in first price, throttled below the multiplier's floor), driven through the `BiddingPolicy` shape: the simulator imports no serving code |
+| `PolicyBidder(policy, oracle=True)` | the same policy with the true click probabilities and each request's true win curve: the best it could do |
 | `LinearBidder` | Zhang et al. 2014: `base x pCTR / mean pCTR`, no pacing; stops when the budget is gone |
-| `PacedBidder(oracle=True)` | the same loop with the true probabilities and the true per-request win curve: the best this bidder could do |
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from openbid.campaigns.pacing import PacingController, PacingMemory, PacingSettings, SpendPlan
-from openbid.pricing.shader import Shader
-from openbid.pricing.shading import FIRST_PRICE, SECOND_PRICE
-from openbid.pricing.value import GOAL_CPC, value_cpm_micros
 from openbid.sim.draws import uniforms
-from openbid.sim.features import COLUMN
 from openbid.sim.generator import RequestBatch
 from openbid.sim.landscape import Competition, Landscape, Settlement
 from openbid.sim.truth import USER_SALT
 
 DAY_S = 86_400.0
+FIRST_PRICE, SECOND_PRICE = 1, 2
+"""OpenRTB's `at`."""
 SEGMENT_FEATURES = ("format", "floor_bucket", "hour", "devicetype")
 """Shading segments, coarse to fine: a segment without data uses its prefix's curve."""
 _STREAM_PARTICIPATE = 11
@@ -211,120 +208,82 @@ class LinearBidder:
         return None
 
 
-class PacedBidder:
-    """Value bidding with pacing and (in first price) shading: the bidder this module and
-    `bench/pacing.py` measure. With `oracle=True` it bids with the true click probabilities
-    and shades against the true win curve of each request."""
+class BiddingPolicy(Protocol):
+    """A line item's bidding as `openbid.campaigns.bidding.LineItemBidding` does it; the
+    simulator drives it through this shape only (it imports no serving code)."""
 
-    def __init__(
-        self,
-        goal_amount_micros: int,
-        plan: SpendPlan,
-        landscape: Landscape,
-        *,
-        settings: PacingSettings | None = None,
-        traffic: SpendPlan | None = None,
-        shader: Shader | None = None,
-        refit_s: float = 3600.0,
-        initial_multiplier: float = 0.3,
-        memory: PacingMemory | None = None,
-        oracle: bool = False,
-        shade: bool = True,
-        goal: int = GOAL_CPC,
-    ) -> None:
-        self.goal = goal
-        self.goal_amount_micros = goal_amount_micros
-        self.plan = plan
-        self.traffic = traffic
+    decision: Any
+
+    def start_day(self, day_start_s: float, budget_micros: int) -> None: ...
+
+    def decide(self, now_s: float, spent_micros: int, requests: int | None = None) -> Any: ...
+
+    def values(self, p_click, p_conversion=0.0) -> np.ndarray: ...
+
+    def bids(
+        self, values, floor_micros, segments=None, at=1, participation_draws=None,
+        shade_function=None,
+    ) -> np.ndarray: ...  # fmt: skip
+
+    def learn(self, segments, bids, won, loss_price_micros, at: int = 1) -> None: ...
+
+
+class PolicyBidder:
+    """A `BiddingPolicy` on a buying day. With `oracle=True` it bids with the true click
+    probabilities and shades each first-price bid on its request's true win curve (the
+    best this policy could do); pacing is the policy's own either way."""
+
+    def __init__(self, policy: BiddingPolicy, landscape: Landscape, *, oracle: bool = False):
+        self.policy = policy
         self.landscape = landscape
-        self.settings = settings or PacingSettings()
-        self.shader = shader
-        self.refit_s = refit_s
-        self.initial_multiplier = initial_multiplier
-        self.memory = memory
         self.oracle = oracle
-        self.shade = shade
-        """False: the shader only logs outcomes (an exploration run), bids are not shaded."""
-        self.controller: PacingController | None = None
-        self._ceiling = 0
         self._requests: int | None = None
-        self._next_refit_s = 0.0
         self.last_values: np.ndarray | None = None
-        self.multipliers: list[float] = []
+
+    @property
+    def _at(self) -> int:
+        return FIRST_PRICE if self.landscape.first_price else SECOND_PRICE
 
     def start(self, day: BuyingDay, budget_micros: int) -> None:
-        plan = SpendPlan(day.day_start_s, self.plan.shares)
-        traffic = SpendPlan(day.day_start_s, self.traffic.shares) if self.traffic else None
-        self.controller = PacingController(
-            plan,
-            budget_micros,
-            self.settings,
-            traffic=traffic,
-            initial_multiplier=self.initial_multiplier,
-            memory=self.memory,
-        )
-        self._next_refit_s = day.day_start_s
+        self.policy.start_day(day.day_start_s, budget_micros)
         self._requests = None
 
     def bids(self, day: BuyingDay, rows: slice, now_s: float, spent_micros: int) -> np.ndarray:
-        assert self.controller is not None, "start() first"
-        decision = self.controller.update(now_s, spent_micros, self._requests)
+        self.policy.decide(now_s, spent_micros, self._requests)
         self._requests = rows.stop - rows.start
-        self._ceiling = decision.ceiling_micros
-        self.multipliers.append(decision.bid_multiplier)
-        if self.shader is not None and self.shade and now_s >= self._next_refit_s:
-            self.shader.refit()
-            self._next_refit_s = now_s + self.refit_s
         ctr = (day.true_ctr if self.oracle else day.predicted_ctr)[rows]
-        value = value_cpm_micros(self.goal, self.goal_amount_micros, ctr)
-        self.last_values = value
-        paced = np.rint(value * decision.bid_multiplier).astype(np.int64)
-        floor = day.competition.floor_micros[rows]
-        at = FIRST_PRICE if self.landscape.first_price else SECOND_PRICE
-        if self.oracle and at == FIRST_PRICE:
-            bids = self._oracle_bids(day, rows, paced, floor)
-        elif self.shader is not None and self.shade:
-            bids = self.shader.bids(day.segments[rows], paced, floor, at)
-        else:
-            bids = np.where((paced > 0) & (paced >= floor), paced, 0)
-        # A multiplier above 1 (a first-price bidder behind its plan) raises the value that
-        # shading optimises for, never a bid above what the impression is worth.
-        bids = np.where(bids <= value, bids, np.where(value >= floor, value, 0))
-        taking_part = day.participation_draw[rows] < decision.participation
-        return np.where(taking_part, bids, 0)
+        values = self.policy.values(ctr)
+        self.last_values = values
+        oracle_shading = None
+        if self.oracle:
+            competition = day.competition
 
-    def _oracle_bids(self, day: BuyingDay, rows: slice, value, floor) -> np.ndarray:
-        """The surplus-maximising bid on each request's true win curve (a grid search)."""
-        value = value.astype(np.float64)
-        ratios = np.linspace(0.02, 1.0, 50)
-        candidates = np.maximum(value[:, None] * ratios[None, :], floor[:, None].astype(float))
-        win = self.landscape.win_probability(day.competition, candidates, rows)
-        surplus = (value[:, None] - candidates) * win
-        best = candidates[np.arange(len(value)), surplus.argmax(axis=1)]
-        ok = (value > 0) & (value >= floor)
-        return np.where(ok, np.rint(best), 0).astype(np.int64)
+            def oracle_shading(paced, floor):
+                return self.landscape.best_first_price_bids(competition, paced, rows)
+
+        return self.policy.bids(
+            values,
+            day.competition.floor_micros[rows],
+            day.segments[rows],
+            self._at,
+            day.participation_draw[rows],
+            oracle_shading,
+        )
 
     def limit_micros(self) -> int:
-        return self._ceiling
+        return self.policy.decision.ceiling_micros
 
     def learn(self, day: BuyingDay, rows: slice, bids: np.ndarray, outcome: Settlement) -> None:
-        if self.shader is not None and self.landscape.first_price:
-            self.shader.observe(day.segments[rows], bids, outcome.won, outcome.loss_price_micros)
+        self.policy.learn(
+            day.segments[rows], bids, outcome.won, outcome.loss_price_micros, self._at
+        )
 
 
-def hourly_plan_error(result: DayResult, plan: SpendPlan) -> tuple[float, float]:
-    """(sum of |hourly spend - plan| / daily budget, mean of |hourly spend - plan| / plan)."""
-    planned = plan.hourly_shares() * result.budget_micros
+def hourly_plan_error(result: DayResult, planned_shares) -> tuple[float, float]:
+    """(sum of |hourly spend - plan| / daily budget, mean of |hourly spend - plan| / plan),
+    for the plan's 24 hourly shares of the budget."""
+    planned = np.asarray(planned_shares, dtype=np.float64) * result.budget_micros
     deviation = np.abs(result.spend_by_hour_micros - planned)
     weighted = float(deviation.sum() / planned.sum())
     per_hour = float(np.mean(deviation[planned > 0] / planned[planned > 0]))
     return weighted, per_hour
-
-
-def impression_cost_micros(price_cpm_micros) -> np.ndarray:
-    """What one impression at a CPM price costs."""
-    return np.asarray(price_cpm_micros) // 1000
-
-
-def request_hours(batch: RequestBatch) -> np.ndarray:
-    return batch.codes[:, COLUMN["hour"]]

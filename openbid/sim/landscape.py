@@ -275,6 +275,23 @@ class Landscape:
         probability = np.where((b >= floor) & (b > 0), probability, 0.0)
         return probability if matrix else probability[:, 0]
 
+    def best_first_price_bids(
+        self, competition: Competition, value_micros, rows=None, steps: int = 50
+    ) -> np.ndarray:
+        """The oracle's shading: for each request, the bid maximising (value - bid) x its
+        true P(win | bid), searched over `steps` fractions of the value (and the floor); 0
+        where the value does not reach the floor."""
+        take = slice(None) if rows is None else rows
+        value = np.asarray(value_micros, dtype=np.float64)
+        floor = competition.floor_micros[take].astype(np.float64)
+        ratios = np.linspace(0.02, 1.0, steps)
+        candidates = np.maximum(value[:, None] * ratios[None, :], floor[:, None])
+        surplus = (value[:, None] - candidates) * self.win_probability(
+            competition, candidates, rows
+        )
+        best = candidates[np.arange(len(value)), surplus.argmax(axis=1)]
+        return np.where((value > 0) & (value >= floor), np.rint(best), 0).astype(np.int64)
+
     def click_probability(self, batch: RequestBatch, advertiser: str) -> np.ndarray:
         """The oracle: the true click probability of `advertiser`'s ad on every request."""
         code = self.market.vocab["advertiser"].code(advertiser)

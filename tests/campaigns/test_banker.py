@@ -134,7 +134,7 @@ def test_bad_settings_are_refused_naming_them():
 
 
 def test_four_worker_processes_on_redis_never_overspend_by_more_than_one_bid(redis_url):
-    from openbid.sim.budgetload import run_load
+    from openbid.campaigns.bankerload import run_load
 
     result = run_load(redis_url, workers=4, budget_micros=4_000_000, seconds=6.0, concurrency=16)
     assert result.overspend_bids <= 1.0

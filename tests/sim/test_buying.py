@@ -6,11 +6,18 @@ import dataclasses
 import numpy as np
 import pytest
 
+from openbid.campaigns.bidding import LineItemBidding
 from openbid.campaigns.pacing import SpendPlan
-from openbid.sim.buying import BuyingDay, LinearBidder, PacedBidder, run_day
+from openbid.pricing import GOAL_CPC
+from openbid.sim.buying import BuyingDay, LinearBidder, PolicyBidder, run_day
 from openbid.sim.landscape import Landscape, LandscapeConfig
 
 ADVERTISER = "sportsgear.example"
+
+
+def paced_bidder(landscape, plan, oracle=False):
+    """Our line item's bidding (CPC $2, paced, unshaded) driven on the simulated day."""
+    return PolicyBidder(LineItemBidding(GOAL_CPC, 2_000_000, plan.shares), landscape, oracle=oracle)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +38,7 @@ def test_no_bidder_spends_past_its_budget(day, budget):
     landscape, buying = day
     plan = SpendPlan.even(buying.day_start_s)
     for bidder in (
-        PacedBidder(2_000_000, plan, landscape),
+        paced_bidder(landscape, plan),
         LinearBidder(3e6, float(buying.predicted_ctr.mean())),
     ):
         result = run_day(buying, landscape, bidder, budget)
@@ -52,10 +59,8 @@ def test_the_linear_bidder_spends_early_and_stops_when_the_budget_is_gone(day):
 def test_the_oracle_wins_more_clicks_for_the_same_budget(day):
     landscape, buying = day
     plan = SpendPlan.even(buying.day_start_s)
-    ours = run_day(buying, landscape, PacedBidder(2_000_000, plan, landscape), 3_000_000)
-    oracle = run_day(
-        buying, landscape, PacedBidder(2_000_000, plan, landscape, oracle=True), 3_000_000
-    )
+    ours = run_day(buying, landscape, paced_bidder(landscape, plan), 3_000_000)
+    oracle = run_day(buying, landscape, paced_bidder(landscape, plan, oracle=True), 3_000_000)
     assert oracle.delivered_share > 0.95 and ours.delivered_share > 0.95
     assert oracle.expected_clicks > 1.05 * ours.expected_clicks
 

@@ -1,6 +1,8 @@
-"""Concurrent bidding load on one shared budget from several worker processes, each with its
-own `Banker` over the real Redis, to check (tests) and measure (`bench/pacing.py`) that
-spend never passes a budget by more than one bid and that little of it is left stranded.
+"""A check of the banker's promise under load: several worker processes, each with its own
+`Banker` over a real Redis, bid concurrently against one shared budget; at the end, spend
+must not pass the budget by more than one bid and little of it may be left stranded.
+The tests run it on the test Redis and `bench/pacing.py` measures it; it runs against any
+Redis (under a fresh key prefix, deleted afterwards).
 
 Each worker runs `concurrency` bidding tasks on an asyncio loop: a bid holds its price
 against the worker's slice (no Redis on that path), waits for its auction (a few ms), then
