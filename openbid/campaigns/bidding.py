@@ -60,6 +60,7 @@ class LineItemBidding:
         refit_s: float = 3600.0,
         memory: PacingMemory | None = None,
         initial_multiplier: float = 0.3,
+        initial_participation: float = 1.0,
         max_bid_cpm_micros: int = 0,
         min_bid_cpm_micros: int = 0,
     ) -> None:
@@ -73,6 +74,7 @@ class LineItemBidding:
         self.refit_s = refit_s
         self.memory = memory
         self.initial_multiplier = initial_multiplier
+        self.initial_participation = initial_participation
         self.max_bid_cpm_micros = max_bid_cpm_micros
         self.min_bid_cpm_micros = min_bid_cpm_micros
         self.controller: PacingController | None = None
@@ -90,6 +92,7 @@ class LineItemBidding:
             self.settings,
             traffic=traffic,
             initial_multiplier=self.initial_multiplier,
+            initial_participation=self.initial_participation,
             memory=self.memory,
         )
         self._next_refit_s = day_start_s

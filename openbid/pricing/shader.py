@@ -46,8 +46,8 @@ class WinLog:
 
     def add(self, segments, bid_micros, won, loss_price_micros) -> None:
         """Appends outcomes of bids that were made (bid > 0); the oldest fall out."""
-        segments = np.asarray(segments, dtype=np.int64).reshape(-1, self.depth)
-        n = len(segments)
+        n = len(np.asarray(bid_micros))
+        segments = np.asarray(segments, dtype=np.int64).reshape(n, self.depth)
         if n > self.capacity:
             keep = slice(n - self.capacity, n)
             segments, n = segments[keep], self.capacity
@@ -128,7 +128,8 @@ class Shader:
         curves = self.curves
         if curves is None:
             raise PricingError("Shader.rows_of: no curves yet (refit first)")
-        segments = np.asarray(segments, dtype=np.int64).reshape(-1, self.log.depth)
+        segments = np.asarray(segments, dtype=np.int64)
+        segments = segments.reshape(len(segments), self.log.depth)
         radix = np.maximum(segment_radix(segments), self._radix)
         codes = prefix_codes(segments, self.log.depth, radix)
         unique, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
