@@ -40,6 +40,7 @@ class _LineItem:
     daily_budget_micros: int
     shares: tuple[float, ...] | None
     utc_offset_s: int
+    settings: PacingSettings
     controller: PacingController | None = None
     memory: PacingMemory | None = None
     decision: PacingDecision = NO_BIDS
@@ -58,16 +59,21 @@ class Pacer:
         daily_budget_micros: int,
         forecast: Sequence[float] | None = None,
         utc_offset_s: int = 0,
+        settings: PacingSettings | None = None,
     ) -> None:
-        """Adds or changes a line item: its daily budget and its plan's shape (`forecast`:
-        traffic by hour of its day; None: even). A change applies from the next day."""
+        """Adds or changes a line item: its daily budget, its plan's shape (`forecast`:
+        traffic by hour of its day; None: even), and its own settings if they differ from
+        the pacer's (a guaranteed line item at a fixed price: `mode="throttle"`). A change
+        applies from the next day."""
         item = self._items.get(line_item_id)
         shares = tuple(float(x) for x in forecast) if forecast is not None else None
+        chosen = settings or self.settings
         if item is None:
-            self._items[line_item_id] = _LineItem(daily_budget_micros, shares, utc_offset_s)
+            item = _LineItem(daily_budget_micros, shares, utc_offset_s, chosen)
+            self._items[line_item_id] = item
         else:
             item.daily_budget_micros, item.shares = daily_budget_micros, shares
-            item.utc_offset_s = utc_offset_s
+            item.utc_offset_s, item.settings = utc_offset_s, chosen
 
     def remove_line_item(self, line_item_id: str) -> None:
         self._items.pop(line_item_id, None)
@@ -99,7 +105,7 @@ class Pacer:
                     else SpendPlan.even(day_start)
                 )
                 controller = item.controller = PacingController(
-                    plan, item.daily_budget_micros, self.settings, memory=item.memory
+                    plan, item.daily_budget_micros, item.settings, memory=item.memory
                 )
             count = None if requests is None else requests.get(line_item_id, 0)
             item.decision = controller.update(now_s, spent_micros.get(line_item_id, 0), count)

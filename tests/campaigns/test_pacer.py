@@ -60,3 +60,14 @@ def test_removed_line_items_are_no_longer_paced():
     pacer.remove_line_item("li-1")
     assert pacer.tick({}, now_s=time.time()) == {}
     assert pacer.decision("li-1") is NO_BIDS
+
+
+def test_a_guaranteed_line_item_can_throttle_while_the_others_lower_bids():
+    pacer = Pacer(PacingSettings(mode="bid"))
+    pacer.set_line_item("open", daily_budget_micros=1_000_000)
+    pacer.set_line_item(
+        "guaranteed", daily_budget_micros=1_000_000, settings=PacingSettings(mode="throttle")
+    )
+    pacer.tick({}, now_s=MIDNIGHT + 3600.0)
+    assert pacer.decision("guaranteed").bid_multiplier == 1.0
+    assert pacer._items["open"].controller.settings.mode == "bid"
