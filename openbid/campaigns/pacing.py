@@ -15,15 +15,17 @@ shaped by the forecast traffic per hour). Every slot (a few market minutes) the 
   `min_multiplier`; below that, participation falls (LinkedIn's probabilistic throttling,
   Agarwal et al. 2014). In `throttle` mode (fixed-price or guaranteed line items) bids are
   left alone and only participation moves. The controller keeps a smoothed estimate of what
-  the market returns at a given control (spend per unit of forecast traffic), and sets `u`
-  so that the next slot is expected to spend its target;
-- a hard **ceiling**: spend never passes the plan by more than `headroom_share` (plus a
-  small allowance), so the budget is never gone in the first hours whatever the market does,
-  and never passes the budget.
+  the market returns per request at a given control, by hour of day (remembered from the
+  day before: `PacingMemory`), and sets `u` so that the next slot is expected to spend its
+  target;
+- hard **stops** a bid must fit under: the ceiling (the plan so far plus `headroom_share`
+  of it and a small allowance: the budget is never gone in the first hours whatever the
+  market does) and the slot cap (`slot_cap` times the slot's plan: no rush, ever), never
+  past the budget.
 
-All of it is pure: decisions are functions of (plan, budget, spend so far, market time);
-the controller's state is a few floats. Time is the market clock's (`openbid.clock`), given
-as seconds since the epoch.
+The decisions are pure functions of (plan, budget, spend so far, market time); the
+controller's state is a few floats. Time is the market clock's (`openbid.clock`, read by
+`openbid.campaigns.pacer`), given as seconds since the epoch.
 
 >>> plan = SpendPlan.even(day_start_s=0.0)
 >>> planned_spend_micros(plan, 24_000_000, 6 * 3600.0)

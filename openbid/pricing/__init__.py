@@ -2,6 +2,7 @@
 caps and floors), the win rate as a function of the bid learned from censored wins and
 losses, and first-price bid shading to the surplus-maximising price."""
 
+from openbid.pricing.shader import Shader, WinLog
 from openbid.pricing.shading import (
     FIRST_PRICE,
     SECOND_PRICE,
@@ -36,8 +37,10 @@ __all__ = [
     "SECOND_PRICE",
     "PriceGrid",
     "PricingError",
+    "Shader",
     "ShadingTable",
     "WinCurves",
+    "WinLog",
     "best_bids",
     "censored_intervals",
     "expected_surplus",

@@ -101,19 +101,14 @@ class DayResult:
     expected_clicks: float = 0.0
     """Sum of the true click probabilities of the impressions won (the mean of `clicks`)."""
     clicks: int = 0
-    value_micros: float = 0.0
-    """Sum of what the impressions won were worth to the bidder (value / 1000 each)."""
     bids: int = 0
+    """Bids made (those that fit under the budget and the bidder's limit)."""
     spend_by_hour_micros: np.ndarray = field(default_factory=lambda: np.zeros(24))
     spend_by_slot_micros: list[int] = field(default_factory=list)
 
     @property
     def delivered_share(self) -> float:
         return self.spend_micros / self.budget_micros if self.budget_micros else 0.0
-
-    @property
-    def surplus_micros(self) -> float:
-        return self.value_micros - self.spend_micros
 
 
 class Bidder(Protocol):
@@ -173,9 +168,6 @@ def run_day(
         hour = min(int((now_s - day.day_start_s) // 3600), 23)
         result.spend_by_hour_micros[hour] += slot_cost
         result.spend_by_slot_micros.append(slot_cost)
-        values = getattr(bidder, "last_values", None)
-        if values is not None:
-            result.value_micros += float(values[won].sum()) / 1000.0
     result.spend_micros = spent
     return result
 
@@ -189,7 +181,6 @@ class LinearBidder:
         self.mean_ctr = mean_ctr
         self.oracle = oracle
         self._budget = 0
-        self.last_values: np.ndarray | None = None
 
     def start(self, day: BuyingDay, budget_micros: int) -> None:
         self._budget = budget_micros
@@ -197,7 +188,6 @@ class LinearBidder:
     def bids(self, day: BuyingDay, rows: slice, now_s: float, spent_micros: int) -> np.ndarray:
         ctr = (day.true_ctr if self.oracle else day.predicted_ctr)[rows]
         bids = np.rint(self.base_bid_micros * ctr / self.mean_ctr).astype(np.int64)
-        self.last_values = bids
         floor = day.competition.floor_micros[rows]
         return np.where(bids >= floor, bids, 0)
 
@@ -238,7 +228,6 @@ class PolicyBidder:
         self.landscape = landscape
         self.oracle = oracle
         self._requests: int | None = None
-        self.last_values: np.ndarray | None = None
 
     @property
     def _at(self) -> int:
@@ -253,7 +242,6 @@ class PolicyBidder:
         self._requests = rows.stop - rows.start
         ctr = (day.true_ctr if self.oracle else day.predicted_ctr)[rows]
         values = self.policy.values(ctr)
-        self.last_values = values
         oracle_shading = None
         if self.oracle:
             competition = day.competition
