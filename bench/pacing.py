@@ -55,13 +55,12 @@ from openbid.sim.buying import (
     hourly_plan_error,
     run_day,
 )
-from openbid.sim.draws import uniforms
+from openbid.sim.draws import STREAM_CLICK, uniforms
 from openbid.sim.features import COLUMN, REQUEST_FEATURES
 from openbid.sim.landscape import Landscape, LandscapeConfig
 from openbid.sim.truth import USER_SALT
 
 DAY_S = 86_400.0
-CLICK_STREAM = 6  # the market's click draws (openbid.sim.truth)
 
 
 def parse_args() -> argparse.Namespace:
@@ -125,7 +124,7 @@ def train_click_model(market, landscape, advertiser, training_days):
     model = FTRLLogisticRegression(n_features=SPEC.n_features, alpha=0.05, l2=1.0)
     for _, batch in training_days:
         truth = landscape.click_probability(batch, advertiser)
-        labels = (uniforms(batch.keys, USER_SALT, CLICK_STREAM) < truth).astype(np.float64)
+        labels = (uniforms(batch.keys, USER_SALT, STREAM_CLICK) < truth).astype(np.float64)
         model.partial_fit(featurizer.transform_columns(columns(market, batch)), labels)
     return featurizer, model
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from openbid.sim.draws import uniforms
+from openbid.sim.draws import STREAM_CLICK, name_hash, uniforms
 from openbid.sim.generator import RequestBatch
 from openbid.sim.landscape import Competition, Landscape, Settlement
 from openbid.sim.truth import USER_SALT
@@ -33,8 +33,9 @@ FIRST_PRICE, SECOND_PRICE = 1, 2
 """OpenRTB's `at`."""
 SEGMENT_FEATURES = ("format", "floor_bucket", "hour", "devicetype")
 """Shading segments, coarse to fine: a segment without data uses its prefix's curve."""
-_STREAM_PARTICIPATE = 11
-_STREAM_CLICK = 6  # the market's own click stream (truth.STREAM_CLICK)
+_BUYER_SALT = name_hash("buyer")
+"""Salt of the buyer's own draws (participation), apart from the users' and the DSPs'."""
+_STREAM_PARTICIPATE = 1
 
 
 def shading_segments(batch: RequestBatch) -> np.ndarray:
@@ -78,8 +79,8 @@ class BuyingDay:
             segments=shading_segments(batch),
             predicted_ctr=np.asarray(predicted_ctr, dtype=np.float64),
             true_ctr=landscape.click_probability(batch, advertiser),
-            click_draw=uniforms(batch.keys, USER_SALT, _STREAM_CLICK),
-            participation_draw=uniforms(batch.keys, USER_SALT, _STREAM_PARTICIPATE),
+            click_draw=uniforms(batch.keys, USER_SALT, STREAM_CLICK),
+            participation_draw=uniforms(batch.keys, _BUYER_SALT, _STREAM_PARTICIPATE),
         )
 
     def __len__(self) -> int:
