@@ -30,6 +30,7 @@ from openbid.ml.errors import ModelArtifactError, TrainingDataError
 from openbid.ml.features import FeatureSpec, Featurizer, spec_hash, validate_spec
 from openbid.ml.fm import FactorizationMachine
 from openbid.ml.ftrl import FTRLLogisticRegression
+from openbid.ml.sampling import served_table
 from openbid.ml.scoring import ScoringModel
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,11 @@ class ModelMeta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     created_at: str
     arrays: dict[str, ArrayInfo]
     calibration: CalibrationTable | None = None
+    """The map from raw score to served probability, negative sampling correction included."""
     name: str = ""
+    negative_keep_rate: float = 1.0
+    """The probability each negative training row was kept with (1: not sampled); already
+    folded into `calibration`."""
 
 
 class ModelArtifact:
@@ -132,10 +137,16 @@ def save_model(
     training_window: TrainingWindow | None = None,
     metrics: dict[str, float] | None = None,
     calibration: CalibrationTable | None = None,
+    negative_keep_rate: float = 1.0,
     include_state: bool = True,
     overwrite: bool = False,
 ) -> Path:
-    """Write `learner` as a model directory at `path`, atomically (all or nothing)."""
+    """Write `learner` as a model directory at `path`, atomically (all or nothing).
+
+    `calibration` maps raw scores to probabilities on data sampled like the training rows;
+    with `negative_keep_rate` < 1 (negatives kept with that probability) the stored table
+    also maps them back to the full traffic (`served_table`), so served probabilities are
+    unbiased."""
     path = Path(path)
     validate_spec(spec)
     if learner.n_features != spec.n_features:
@@ -143,6 +154,10 @@ def save_model(
             f"learner has {learner.n_features} features but the spec hashes into "
             f"{spec.n_features} (hash_bits={spec.hash_bits})"
         )
+    try:
+        calibration = served_table(calibration, negative_keep_rate)
+    except TrainingDataError as exc:
+        raise ModelArtifactError(f"negative_keep_rate: {exc}") from exc
     if calibration is not None:
         validate_table(calibration)
     if path.exists() and not overwrite:
@@ -176,6 +191,7 @@ def save_model(
             arrays=infos,
             calibration=calibration,
             name=name,
+            negative_keep_rate=float(negative_keep_rate),
         )
         (staging / META_FILE).write_bytes(msgspec.json.format(msgspec.json.encode(meta)))
         for file in staging.iterdir():
@@ -224,6 +240,10 @@ def load_model(
         raise ModelArtifactError(
             f"{meta_path}: format_version {meta.format_version} is not supported "
             f"(this openbid reads {FORMAT_VERSION})"
+        )
+    if not 0.0 < meta.negative_keep_rate <= 1.0:
+        raise ModelArtifactError(
+            f"{meta_path}: field negative_keep_rate: {meta.negative_keep_rate} not in (0, 1]"
         )
     try:
         validate_spec(meta.spec)

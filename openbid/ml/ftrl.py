@@ -207,6 +207,24 @@ class OnlineModel(ABC):
             self.partial_fit(X, y, sample_weight)
         return self
 
+    def start_at(self, index: int, logit: float) -> Self:
+        """Start from scratch with coordinate `index` (a feature on in every row: the bias)
+        at weight `logit`, e.g. the logit of the base rate; then train with `partial_fit`.
+
+        FTRL-Proximal keeps a weight where it is while gradients are zero, so the bias stays
+        at the prior until the data moves it; from 0 instead, the first rows (predicted at
+        0.5) push every feature they hold down, and features seen early or often end up
+        carrying part of the base rate that unseen ones lack."""
+        self._check_params()
+        self._reset()
+        if not 0 <= index < self.n_features or not math.isfinite(logit):
+            raise TrainingDataError(
+                f"start_at needs an index in [0, {self.n_features}) and a finite logit"
+            )
+        pull = self.beta / self.alpha + self.l2
+        self.state_[index, 0] = -logit * pull - math.copysign(self.l1, logit)
+        return self
+
     def partial_fit(self, X, y, sample_weight=None) -> Self:
         """One pass over the rows, continuing from the current state (streaming)."""
         if not hasattr(self, "state_"):

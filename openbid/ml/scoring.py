@@ -2,8 +2,9 @@
 
 Shaping scores a request once per DSP, pricing once per candidate ad: the scorer stacks
 several models' weights side by side (`(n_features, n_models)`, so one hashed index reads
-every model's weight from one cache line), with factors for FMs and a calibration table per
-model. A `MultiModelScorer` is immutable after construction (its attributes cannot be
+every model's weight from one cache line), with factors for FMs and a calibration per model
+(its table resampled on a grid of raw logits, `calibration_grid`: a calibrated model scores
+as fast as an uncalibrated one). A `MultiModelScorer` is immutable after construction (its attributes cannot be
 rebound and its private arrays are copies no one else holds; they stay writeable because
 numba types read-only arrays through a slow path); a hot swap replaces the one Python
 reference to it.
@@ -70,23 +71,29 @@ class ScoringModel:
         return cls(name, learner.coef_, getattr(learner, "factors_", None), calibration, spec_hash)
 
 
-@numba.njit(cache=True, inline="always")
-def _interp(p: float, xs, ys, length: int) -> float:
-    if p <= xs[0]:
-        return ys[0]
-    if p >= xs[length - 1]:
-        return ys[length - 1]
-    lo, hi = 0, length - 1
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if xs[mid] <= p:
-            lo = mid
-        else:
-            hi = mid
-    span = xs[hi] - xs[lo]
-    if span <= 0.0:
-        return ys[hi]
-    return ys[lo] + (ys[hi] - ys[lo]) * (p - xs[lo]) / span
+GRID_CELLS = 1024
+GRID_LOGIT = 16.0
+_GRID_SCALE = GRID_CELLS / (2.0 * GRID_LOGIT)
+
+
+def calibration_grid(table: CalibrationTable) -> np.ndarray:
+    """`table` resampled at `GRID_CELLS + 1` raw logits evenly spaced over [-16, 16]: what
+    the kernels interpolate, in logit space, instead of computing the sigmoid and searching
+    the table's knots (a binary search over 256 knots took 40% of the batch scoring time;
+    this costs less than the sigmoid it replaces). Cells are 1/32 logit wide, so a smooth
+    calibration is reproduced within about 1e-4 of its value (a Platt map with slope 1: the
+    sigmoid's curvature over a cell, 0.031^2 / 8), and a step of an isotonic table is spread
+    over a cell; raw logits beyond +/-16 get the value at the end."""
+    logits = np.linspace(-GRID_LOGIT, GRID_LOGIT, GRID_CELLS + 1)
+    return table.apply(1.0 / (1.0 + np.exp(-logits)))
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _from_grid(logit: float, grid, m: int) -> float:
+    position = (min(max(logit, -GRID_LOGIT), GRID_LOGIT) + GRID_LOGIT) * _GRID_SCALE
+    cell = min(int(position), GRID_CELLS - 1)
+    low = grid[m, cell]
+    return low + (position - cell) * (grid[m, cell + 1] - low)
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -146,14 +153,14 @@ def _add_interactions(indices, values, start, end, factors, out) -> None:
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _probabilities(calibration, cal_len, out) -> None:
+def _probabilities(grid, calibrated, out) -> None:
     """Logits in `out` -> (calibrated) probabilities, in place."""
     for m in range(out.shape[0]):
-        logit = min(max(out[m], -MAX_LOGIT), MAX_LOGIT)
-        prob = 1.0 / (1.0 + math.exp(-logit))
-        if cal_len[m] > 0:
-            prob = _interp(prob, calibration[m, 0], calibration[m, 1], cal_len[m])
-        out[m] = prob
+        if calibrated[m]:
+            out[m] = _from_grid(out[m], grid, m)
+        else:
+            logit = min(max(out[m], -MAX_LOGIT), MAX_LOGIT)
+            out[m] = 1.0 / (1.0 + math.exp(-logit))
 
 
 # Linear models and FMs have kernels of their own: the mere presence of the (unused)
@@ -161,19 +168,19 @@ def _probabilities(calibration, cal_len, out) -> None:
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _score_batch_linear(indices, indptr, values, linear, factors, calibration, cal_len, out):
+def _score_batch_linear(indices, indptr, values, linear, factors, grid, calibrated, out):
     for r in range(indptr.shape[0] - 1):
         _linear_logits(indices, values, indptr[r], indptr[r + 1], linear, out[r])
-        _probabilities(calibration, cal_len, out[r])
+        _probabilities(grid, calibrated, out[r])
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _score_batch_fm(indices, indptr, values, linear, factors, calibration, cal_len, out):
+def _score_batch_fm(indices, indptr, values, linear, factors, grid, calibrated, out):
     for r in range(indptr.shape[0] - 1):
         start, end = indptr[r], indptr[r + 1]
         _linear_logits(indices, values, start, end, linear, out[r])
         _add_interactions(indices, values, start, end, factors, out[r])
-        _probabilities(calibration, cal_len, out[r])
+        _probabilities(grid, calibrated, out[r])
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -189,21 +196,21 @@ def _in_range(indices, n_features) -> bool:
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _score_one_linear(indices, values, linear, factors, calibration, cal_len, out) -> bool:
+def _score_one_linear(indices, values, linear, factors, grid, calibrated, out) -> bool:
     if not _in_range(indices, linear.shape[0]):
         return False
     _linear_logits(indices, values, 0, indices.shape[0], linear, out)
-    _probabilities(calibration, cal_len, out)
+    _probabilities(grid, calibrated, out)
     return True
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _score_one_fm(indices, values, linear, factors, calibration, cal_len, out) -> bool:
+def _score_one_fm(indices, values, linear, factors, grid, calibrated, out) -> bool:
     if not _in_range(indices, linear.shape[0]):
         return False
     _linear_logits(indices, values, 0, indices.shape[0], linear, out)
     _add_interactions(indices, values, 0, indices.shape[0], factors, out)
-    _probabilities(calibration, cal_len, out)
+    _probabilities(grid, calibrated, out)
     return True
 
 
@@ -218,8 +225,8 @@ class MultiModelScorer:
     """
 
     __slots__ = (
-        "model_names", "n_features", "spec_hash", "_linear", "_factors", "_calibration",
-        "_cal_len", "_n_models", "_batch_kernel", "_one_kernel",
+        "model_names", "n_features", "spec_hash", "_linear", "_factors", "_grid", "_calibrated",
+        "_n_models", "_batch_kernel", "_one_kernel",
     )  # fmt: skip
 
     def __init__(self, models: Sequence[ScoringModel]) -> None:
@@ -249,22 +256,19 @@ class MultiModelScorer:
                     factors[:, i * padded : i * padded + m.factors.shape[1]] = m.factors
         else:
             factors = np.zeros((1, 0), dtype=np.float32)
-        knots = max((len(m.calibration.x) for m in models if m.calibration), default=1)
-        calibration = np.zeros((n_models, 2, knots))  # per model: knots x, then y
-        cal_len = np.zeros(n_models, dtype=np.int64)
+        calibrated = np.array([m.calibration is not None for m in models])
+        grid = np.zeros((n_models, GRID_CELLS + 1 if calibrated.any() else 1))
         for i, m in enumerate(models):
             if m.calibration is not None:
-                x, y = m.calibration.arrays()
-                calibration[i, 0, : len(x)], calibration[i, 1, : len(y)] = x, y
-                cal_len[i] = len(x)
+                grid[i] = calibration_grid(m.calibration)
         set_ = object.__setattr__
         set_(self, "model_names", tuple(m.name for m in models))
         set_(self, "n_features", n_features)
         set_(self, "spec_hash", hashes.pop() if hashes else "")
         set_(self, "_linear", linear)
         set_(self, "_factors", factors)
-        set_(self, "_calibration", calibration)
-        set_(self, "_cal_len", cal_len)
+        set_(self, "_grid", grid)
+        set_(self, "_calibrated", calibrated)
         set_(self, "_n_models", n_models)
         set_(self, "_batch_kernel", _score_batch_fm if k else _score_batch_linear)
         set_(self, "_one_kernel", _score_one_fm if k else _score_one_linear)
@@ -280,7 +284,7 @@ class MultiModelScorer:
         ok = self._one_kernel(
             indices,
             _NO_VALUES if values is None else np.asarray(values, dtype=np.float32),
-            self._linear, self._factors, self._calibration, self._cal_len, out,
+            self._linear, self._factors, self._grid, self._calibrated, out,
         )  # fmt: skip
         if not ok:
             raise TrainingDataError(f"feature indices must lie in [0, {self.n_features})")
@@ -292,6 +296,6 @@ class MultiModelScorer:
         out = np.empty((len(rows), self._n_models))
         self._batch_kernel(
             rows.indices, rows.indptr, rows.kernel_values(), self._linear, self._factors,
-            self._calibration, self._cal_len, out,
+            self._grid, self._calibrated, out,
         )  # fmt: skip
         return out

@@ -54,7 +54,8 @@ def test_round_trip_keeps_predictions_metadata_and_state(trained, tmp_path):
     np.testing.assert_array_equal(loaded.weights, model.coef_)
     scorer = MultiModelScorer([loaded.scoring_model()])
     raw = model.predict_proba(rows)[:, 1]
-    np.testing.assert_allclose(scorer.score_batch(rows)[:, 0], table.apply(raw), rtol=1e-6)
+    # the scorer interpolates the table on a grid of raw logits: within 2e-4 of its value
+    np.testing.assert_allclose(scorer.score_batch(rows)[:, 0], table.apply(raw), rtol=2e-4)
     # continued training from the saved state equals continuing in memory
     resumed = loaded.learner().partial_fit(rows, y)
     np.testing.assert_array_equal(resumed.coef_, model.partial_fit(rows, y).coef_)
