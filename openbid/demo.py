@@ -4,6 +4,12 @@ Beside the exchange it starts the simulated market's DSPs (real HTTP servers on 
 ports), registers them and a demo publisher in the catalog, and sends the market's
 publisher traffic to the exchange at a steady rate. Every second the terminal shows QPS,
 fill rate, latency, revenue and, per DSP, calls, bid rate, errors and wins.
+
+It also shows the learning loop (`openbid.demo_loop`): the market clock runs `--speed`
+times faster (60 by default: a market hour a real minute), the scheduler trains shaping and
+click models from the demo's own log every `DEMO_INTERVAL_REAL_S`, and the exchange swaps
+each promoted model in without a restart. Its state lives in `var/demo/`, emptied at
+start, so every demo starts with no model (every DSP called).
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ import asyncio
 import contextlib
 import logging
 import random
+import shutil
 import time
+from pathlib import Path
 
 import msgspec
 from rich.console import Console, Group
@@ -20,6 +28,8 @@ from rich.live import Live
 from rich.table import Table
 
 from openbid import clock
+from openbid.config import Config
+from openbid.demo_loop import LoopPanel
 from openbid.domain import DemandPartner
 from openbid.http.client import FanoutClient, UpstreamError
 from openbid.obs import REGISTRY
@@ -32,6 +42,57 @@ log = logging.getLogger(__name__)
 DEMO_API_KEY = "demo-publisher-key"
 CHUNK_S = 2.0
 RENDER_RATE = 0.9
+DEMO_SPEED = 60.0
+"""Market seconds per real second: a market hour a real minute, so the loop shows in minutes."""
+DEMO_INTERVAL_REAL_S = 30.0
+"""Real seconds between two training runs of each model."""
+DEMO_DIR = Path("var/demo")
+_DEMO_MARK = ".openbid-demo"
+
+
+def demo_config(settings: Config, speed: float | None = None) -> Config:
+    """The configuration `openbid up --demo` runs: the simulated DSPs (and their notice URLs)
+    on loopback, a market clock (`speed`, default `DEMO_SPEED`), the scheduler training the
+    shaping and click models, the exchange following both, and the demo's own state
+    directory (`DEMO_DIR`, emptied here)."""
+    replace = msgspec.structs.replace
+    speed = speed or (settings.clock.speed if settings.clock.speed != 1.0 else DEMO_SPEED)
+    if DEMO_DIR.exists() and (DEMO_DIR / _DEMO_MARK).exists():
+        shutil.rmtree(DEMO_DIR)  # only a directory the demo made: a new demo, no model
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    (DEMO_DIR / _DEMO_MARK).touch()
+    purposes = ["shaping", "ctr"]
+    return replace(
+        settings,
+        exchange=replace(settings.exchange, notice_private_hosts=True),
+        clock=replace(settings.clock, speed=speed),
+        events=replace(settings.events, dir=str(DEMO_DIR / "events"), segments_url=""),
+        etl=replace(
+            settings.etl,
+            out_url=str(DEMO_DIR / "training"),
+            # the users click within 5 market minutes; a minute of wait is a real second
+            click_window_s=600.0,
+            late_wait_s=60.0,
+        ),
+        models=replace(
+            settings.models,
+            tracking_uri=f"sqlite:///{DEMO_DIR / 'mlflow.db'}",
+            artifact_location=str(DEMO_DIR / "mlflow-artifacts"),
+            store_url=str(DEMO_DIR / "models"),
+            cache_dir=str(DEMO_DIR / "models-cache"),
+            lock_file=str(DEMO_DIR / "registry.lock"),
+            serve=list(dict.fromkeys([*settings.models.serve, *purposes])),
+            poll_interval_s=1.0,
+        ),
+        train=replace(settings.train, history_s=6 * 3600.0),
+        scheduler=replace(
+            settings.scheduler,
+            purposes=list(dict.fromkeys([*settings.scheduler.purposes, *purposes])),
+            interval_s=DEMO_INTERVAL_REAL_S * speed,
+            retry_backoff_s=5.0 * speed,
+            runs_db=str(DEMO_DIR / "runs.db"),
+        ),
+    )
 
 
 def _value(name: str, **labels: str) -> float:
@@ -48,7 +109,7 @@ class DemoState:
         self.statuses: dict[str, int] = {}
 
 
-def _summary(state: DemoState, dsps: list[str]) -> Group:
+def _summary(state: DemoState, dsps: list[str], panel: LoopPanel | None = None) -> Group:
     elapsed = max(time.monotonic() - state.started, 1e-9)
     won = _value("openbid_requests_total", endpoint="auction", outcome="won")
     no_bid = _value("openbid_requests_total", endpoint="auction", outcome="no_bid")
@@ -116,7 +177,9 @@ def _summary(state: DemoState, dsps: list[str]) -> Group:
             f"{_value('openbid_dsp_wins_total', dsp=dsp):,.0f}",
             ("closed", "half-open", "open")[int(state_value)],
         )
-    return Group(head, per_dsp)
+    if panel is None:
+        return Group(head, per_dsp)
+    return Group(head, per_dsp, panel.render())
 
 
 def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> list[Service]:
@@ -125,19 +188,25 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
     async def run(platform: Platform) -> None:
         market = Market.load(market_name)
         servers = await DspServers(market).start()
+        refreshing: asyncio.Task[None] | None = None
         try:
             await asyncio.to_thread(_register, platform, market, servers.urls)
             state = DemoState()
+            panel = LoopPanel(platform.config)
+            refreshing = asyncio.create_task(panel.refresh_forever())
             target = f"http://127.0.0.1:{platform.port}/openrtb2/auction"
             console = Console(stderr=True)
             console.print(
                 f"[bold green]openbid demo[/]: exchange on http://127.0.0.1:{platform.port} "
                 f"(/metrics, /healthz), {len(servers.urls)} simulated DSPs, "
                 f"{rate_per_s:.0f} requests/s; events in {platform.config.events.dir}. "
-                "Ctrl-C stops."
+                f"The market clock runs x{clock.current().speed:g} (a market hour in "
+                f"{3600 / clock.current().speed:.0f} real s): shaping and click models are "
+                f"trained from this log every {DEMO_INTERVAL_REAL_S:.0f} s and swapped in "
+                "(`openbid runs --config ...` lists the runs). Ctrl-C stops."
             )
             with Live(
-                _summary(state, list(servers.urls)), console=console, refresh_per_second=1
+                _summary(state, list(servers.urls), panel), console=console, refresh_per_second=1
             ) as live:
                 seed = 0
                 client = FanoutClient()
@@ -151,12 +220,17 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
                         await asyncio.sleep(1.0)
                     else:
                         batch = market.generate(
-                            count, seed=seed, start_s=clock.now(), span_s=count / rate_per_s
+                            count,
+                            seed=seed,
+                            start_s=clock.now(),
+                            span_s=count / rate_per_s * clock.current().speed,  # market time
                         )
                         seed += 1
                         await _send_paced(client, target, batch.bodies, rate_per_s, state, rng)
-                    live.update(_summary(state, list(servers.urls)))
+                    live.update(_summary(state, list(servers.urls), panel))
         finally:
+            if refreshing is not None:
+                refreshing.cancel()
             await servers.stop()
 
     return [run]
