@@ -73,7 +73,8 @@ def up(config_path: str | None, demo: bool, market: str, rate: float, speed: flo
     setup_logging(settings.logging.level, settings.logging.format)
     services = []
     if demo:
-        from openbid.demo import demo_config, demo_services
+        from openbid.demo import demo_services
+        from openbid.demo_loop import demo_config
 
         settings = demo_config(settings, speed)
         services = demo_services(market, rate)
@@ -130,6 +131,27 @@ def etl_events(config_path: str | None) -> None:
         click.echo(f"damaged records skipped: {reader.bad_records}", err=True)
 
 
+@main.command("conversion-key")
+@config_option
+@click.argument("advertiser")
+def conversion_key_command(config_path: str | None, advertiser: str) -> None:
+    """Print the key ADVERTISER (its domain) signs its conversions with (GET/POST /conv)."""
+    from openbid.creative import TrackerSigner
+    from openbid.exchange.conversions import conversion_key
+    from openbid.platform import tracker_key
+
+    settings = _load(config_path).exchange
+    if not (settings.tracker_secret or settings.tracker_secret_file):
+        raise click.ClickException(
+            "exchange.tracker_secret (or tracker_secret_file) is not set: advertisers' keys "
+            "derive from it, and a random one changes with every start"
+        )
+    try:
+        click.echo(conversion_key(TrackerSigner(tracker_key(settings)), advertiser))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.group()
 def train() -> None:
     """Train models from the event log."""
@@ -145,6 +167,7 @@ def models() -> None:
     """List, promote and inspect registered models."""
 
 
+from openbid.insights.cli import insights as insights_group  # noqa: E402
 from openbid.pipeline.cli import build_command as etl_build_command  # noqa: E402
 from openbid.pipeline.models_cli import MODEL_COMMANDS  # noqa: E402 - after the core commands
 from openbid.pipeline.runs_cli import runs_command  # noqa: E402
@@ -155,6 +178,7 @@ for _command in MODEL_COMMANDS:
     models.add_command(_command)
 
 main.add_command(sim_command, "sim")
+main.add_command(insights_group, "insights")
 etl.add_command(etl_build_command, "build")
 # The training jobs (ETL -> train -> gate -> register -> promote) and the scheduler's runs.
 for _purpose, _command in TRAIN_COMMANDS.items():

@@ -155,6 +155,13 @@ class ExchangeConfig(_Section):
     """Networks (CIDR) of the load balancers in front of us: only their `X-Forwarded-For`
     is believed for the user's IP (the right-most address they did not add). Empty: the
     connection's own address, whatever the header says."""
+    conversion_window_s: PositiveFloat = 30 * 86_400.0
+    """Post-click attribution window (market time): a conversion up to this long after the
+    click whose id it carries back (`obclid`) is attributed to that click."""
+    view_conversion_window_s: PositiveFloat = 86_400.0
+    """Post-view window: a conversion with no click in its window, up to this long after an
+    impression of the same advertiser (our view cookie in the user's browser), is attributed
+    to that impression. Later ones are logged unattributed, never dropped."""
 
     def __post_init__(self) -> None:
         secret_bytes = len(self.tracker_secret.encode())

@@ -2,23 +2,22 @@
 
 Beside the exchange it starts the simulated market's DSPs (real HTTP servers on loopback
 ports), registers them and a demo publisher in the catalog, and sends the market's
-publisher traffic to the exchange at a steady rate. Every second the terminal shows QPS,
-fill rate, latency, revenue and, per DSP, calls, bid rate, errors and wins.
+publisher traffic to the exchange at a steady rate. The market's users see the ads won,
+click and convert (`openbid.sim.users`; their ground truth in `truth/` beside the events).
+Every second the terminal shows QPS, fill rate, latency, revenue, clicks and conversions
+and, per DSP, calls, bid rate, errors and wins.
 
-It also shows the learning loop (`openbid.demo_loop`): the market clock runs `--speed`
-times faster (60 by default: a market hour a real minute), the scheduler trains shaping and
-click models from the demo's own log every `DEMO_INTERVAL_REAL_S`, and the exchange swaps
-each promoted model in without a restart. Its state lives in `var/demo/`, emptied at
-start, so every demo starts with no model (every DSP called).
+And the learning loop (`openbid.demo_loop`, whose `demo_config` is what `--demo` runs): a
+market clock `--speed` times faster (60: a market hour a real minute), the scheduler
+training shaping and click models from the demo's own log every 30 real seconds, the
+exchange swapping each promoted model in without a restart. The demo's state lives in
+`var/demo/`, emptied at start: every demo starts with no model (every DSP called).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
-import shutil
 import time
 from pathlib import Path
 
@@ -28,71 +27,25 @@ from rich.live import Live
 from rich.table import Table
 
 from openbid import clock
-from openbid.config import Config
-from openbid.demo_loop import LoopPanel
+from openbid.creative import TrackerSigner
+from openbid.demo_loop import DEMO_INTERVAL_REAL_S, LoopPanel
 from openbid.domain import DemandPartner
+from openbid.exchange.conversions import conversion_key
 from openbid.http.client import FanoutClient, UpstreamError
 from openbid.obs import REGISTRY
-from openbid.platform import Platform, Service
+from openbid.platform import Platform, Service, tracker_key
+from openbid.sim.generator import RequestBatch
 from openbid.sim.market import Market
 from openbid.sim.server import DspServers
+from openbid.sim.truthlog import TruthLog
+from openbid.sim.users import SimUsers
 
 log = logging.getLogger(__name__)
 
 DEMO_API_KEY = "demo-publisher-key"
 CHUNK_S = 2.0
 RENDER_RATE = 0.9
-DEMO_SPEED = 60.0
-"""Market seconds per real second: a market hour a real minute, so the loop shows in minutes."""
-DEMO_INTERVAL_REAL_S = 30.0
-"""Real seconds between two training runs of each model."""
-DEMO_DIR = Path("var/demo")
-_DEMO_MARK = ".openbid-demo"
-
-
-def demo_config(settings: Config, speed: float | None = None) -> Config:
-    """The configuration `openbid up --demo` runs: the simulated DSPs (and their notice URLs)
-    on loopback, a market clock (`speed`, default `DEMO_SPEED`), the scheduler training the
-    shaping and click models, the exchange following both, and the demo's own state
-    directory (`DEMO_DIR`, emptied here)."""
-    replace = msgspec.structs.replace
-    speed = speed or (settings.clock.speed if settings.clock.speed != 1.0 else DEMO_SPEED)
-    if DEMO_DIR.exists() and (DEMO_DIR / _DEMO_MARK).exists():
-        shutil.rmtree(DEMO_DIR)  # only a directory the demo made: a new demo, no model
-    DEMO_DIR.mkdir(parents=True, exist_ok=True)
-    (DEMO_DIR / _DEMO_MARK).touch()
-    purposes = ["shaping", "ctr"]
-    return replace(
-        settings,
-        exchange=replace(settings.exchange, notice_private_hosts=True),
-        clock=replace(settings.clock, speed=speed),
-        events=replace(settings.events, dir=str(DEMO_DIR / "events"), segments_url=""),
-        etl=replace(
-            settings.etl,
-            out_url=str(DEMO_DIR / "training"),
-            # the users click within 5 market minutes; a minute of wait is a real second
-            click_window_s=600.0,
-            late_wait_s=60.0,
-        ),
-        models=replace(
-            settings.models,
-            tracking_uri=f"sqlite:///{DEMO_DIR / 'mlflow.db'}",
-            artifact_location=str(DEMO_DIR / "mlflow-artifacts"),
-            store_url=str(DEMO_DIR / "models"),
-            cache_dir=str(DEMO_DIR / "models-cache"),
-            lock_file=str(DEMO_DIR / "registry.lock"),
-            serve=list(dict.fromkeys([*settings.models.serve, *purposes])),
-            poll_interval_s=1.0,
-        ),
-        train=replace(settings.train, history_s=6 * 3600.0),
-        scheduler=replace(
-            settings.scheduler,
-            purposes=list(dict.fromkeys([*settings.scheduler.purposes, *purposes])),
-            interval_s=DEMO_INTERVAL_REAL_S * speed,
-            retry_backoff_s=5.0 * speed,
-            runs_db=str(DEMO_DIR / "runs.db"),
-        ),
-    )
+"""Share of won ads whose page loads them (the impression tracker fires)."""
 
 
 def _value(name: str, **labels: str) -> float:
@@ -107,6 +60,7 @@ class DemoState:
         self.sent = 0
         self.latencies_ms: list[float] = []
         self.statuses: dict[str, int] = {}
+        self.users: SimUsers | None = None
 
 
 def _summary(state: DemoState, dsps: list[str], panel: LoopPanel | None = None) -> Group:
@@ -177,9 +131,30 @@ def _summary(state: DemoState, dsps: list[str], panel: LoopPanel | None = None) 
             f"{_value('openbid_dsp_wins_total', dsp=dsp):,.0f}",
             ("closed", "half-open", "open")[int(state_value)],
         )
-    if panel is None:
-        return Group(head, per_dsp)
-    return Group(head, per_dsp, panel.render())
+    groups = [head, per_dsp]
+    if state.users is not None:
+        groups.append(_users_table(state.users))
+    if panel is not None:
+        groups.append(panel.render())
+    return Group(*groups)
+
+
+def _users_table(users: SimUsers) -> Table:
+    stats = users.stats
+    truth = users.truth
+    table = Table(title="simulated users", expand=False)
+    for column in ("ads seen", "clicks", "expected", "CTR", "conv click/view/none", "waiting"):
+        table.add_column(column, justify="right")
+    conversions = stats.conversions
+    table.add_row(
+        f"{stats.rendered:,}",
+        f"{stats.clicks:,}",
+        f"{truth.expected_clicks:,.1f}" if truth is not None else "-",
+        f"{stats.clicks / stats.rendered:.2%}" if stats.rendered else "-",
+        f"{conversions['click']:,}/{conversions['view']:,}/{conversions['unattributed']:,}",
+        f"{users.pending:,}",
+    )
+    return table
 
 
 def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> list[Service]:
@@ -188,29 +163,32 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
     async def run(platform: Platform) -> None:
         market = Market.load(market_name)
         servers = await DspServers(market).start()
-        refreshing: asyncio.Task[None] | None = None
+        client = FanoutClient()
+        users = _users(platform, market, client)
+        playing = asyncio.create_task(users.run())
+        panel = LoopPanel(platform.config)
+        refreshing = asyncio.create_task(panel.refresh_forever())
         try:
             await asyncio.to_thread(_register, platform, market, servers.urls)
             state = DemoState()
-            panel = LoopPanel(platform.config)
-            refreshing = asyncio.create_task(panel.refresh_forever())
+            state.users = users
             target = f"http://127.0.0.1:{platform.port}/openrtb2/auction"
             console = Console(stderr=True)
+            speed = clock.current().speed
             console.print(
                 f"[bold green]openbid demo[/]: exchange on http://127.0.0.1:{platform.port} "
                 f"(/metrics, /healthz), {len(servers.urls)} simulated DSPs, "
-                f"{rate_per_s:.0f} requests/s; events in {platform.config.events.dir}. "
-                f"The market clock runs x{clock.current().speed:g} (a market hour in "
-                f"{3600 / clock.current().speed:.0f} real s): shaping and click models are "
-                f"trained from this log every {DEMO_INTERVAL_REAL_S:.0f} s and swapped in "
-                "(`openbid runs --config ...` lists the runs). Ctrl-C stops."
+                f"{rate_per_s:.0f} requests/s; events in {platform.config.events.dir}, "
+                f"the users' ground truth in {users.truth.directory if users.truth else '-'}. "
+                f"The market clock runs x{speed:g} (a market hour in {3600 / speed:.0f} real "
+                f"s): shaping and click models are trained from this log every "
+                f"{DEMO_INTERVAL_REAL_S:.0f} s and swapped in (`openbid runs` with "
+                f"OPENBID_SCHEDULER__RUNS_DB={platform.config.scheduler.runs_db}). Ctrl-C stops."
             )
             with Live(
                 _summary(state, list(servers.urls), panel), console=console, refresh_per_second=1
             ) as live:
                 seed = 0
-                client = FanoutClient()
-                rng = random.Random(0)
                 # At least one request a chunk, the chunk as long as the rate needs: at
                 # 0.2/s one request every 5 s (a chunk of int(0.2 * 2) = 0 requests made a
                 # loop that never yielded: no /healthz, no Ctrl-C).
@@ -226,31 +204,47 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
                             span_s=count / rate_per_s * clock.current().speed,  # market time
                         )
                         seed += 1
-                        await _send_paced(client, target, batch.bodies, rate_per_s, state, rng)
+                        await _send_paced(client, target, batch, rate_per_s, state, users)
                     live.update(_summary(state, list(servers.urls), panel))
         finally:
-            if refreshing is not None:
-                refreshing.cancel()
+            refreshing.cancel()
+            playing.cancel()
+            await users.close()
             await servers.stop()
 
     return [run]
 
 
+def _users(platform: Platform, market: Market, client: FanoutClient) -> SimUsers:
+    """The market's users, browsing on the demo's exchange; conversion keys as its operator
+    would hand them out (`openbid conversion-key`)."""
+    signer = TrackerSigner(tracker_key(platform.config.exchange))
+    truth_dir = Path(platform.config.events.dir).parent / "truth"
+    return SimUsers(
+        market,
+        f"http://127.0.0.1:{platform.port}",
+        lambda advertiser: conversion_key(signer, advertiser),
+        client=client,
+        truth=TruthLog(truth_dir),
+        render_rate=RENDER_RATE,
+    )
+
+
 async def _send_paced(
     client: FanoutClient,
     target: str,
-    bodies: list[bytes],
+    batch: RequestBatch,
     rate_per_s: float,
     state: DemoState,
-    rng: random.Random,
+    users: SimUsers,
 ) -> None:
-    """Sends `bodies` at `rate_per_s`; a won ad is rendered (its impression tracker, the
-    bid's `burl`, fires) with probability RENDER_RATE, as a page that loads the ad would."""
+    """Sends the requests of `batch` at `rate_per_s`; every won ad goes to its user (who
+    may load it, click it, convert: `SimUsers.saw`)."""
     loop = asyncio.get_running_loop()
     headers = f"x-api-key: {DEMO_API_KEY}\r\n".encode()
     pending: set[asyncio.Task[None]] = set()
 
-    async def one(body: bytes) -> None:
+    async def one(row: int, body: bytes) -> None:
         started = time.perf_counter()
         try:
             reply = await client.post(target, body, timeout_s=2.0, headers=headers)
@@ -261,18 +255,18 @@ async def _send_paced(
         state.statuses[str(reply.status)] = state.statuses.get(str(reply.status), 0) + 1
         if reply.status != 200:
             return
-        for seatbid in msgspec.json.decode(reply.body).get("seatbid", []):
+        response = msgspec.json.decode(reply.body)
+        for seatbid in response.get("seatbid", []):
             for bid in seatbid.get("bid", []):
-                if bid.get("burl") and rng.random() < RENDER_RATE:
-                    with contextlib.suppress(UpstreamError):
-                        await client.get(bid["burl"], timeout_s=2.0)
+                await users.saw(batch, row, bid, response.get("bidid", ""))
 
     start = loop.time()
+    bodies = batch.bodies
     for i, body in enumerate(bodies):
         delay = start + i / rate_per_s - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        task = loop.create_task(one(body))
+        task = loop.create_task(one(i, body))
         pending.add(task)
         task.add_done_callback(pending.discard)
         state.sent += 1

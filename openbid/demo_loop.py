@@ -15,8 +15,11 @@ import asyncio
 import collections
 import contextlib
 import logging
+import shutil
 import time
+from pathlib import Path
 
+import msgspec
 from rich.table import Table
 
 from openbid import clock
@@ -27,9 +30,61 @@ from openbid.pipeline.runs import Run, open_readonly
 
 log = logging.getLogger(__name__)
 
+DEMO_SPEED = 60.0
+"""Market seconds per real second: a market hour a real minute, so the loop shows in minutes."""
+DEMO_INTERVAL_REAL_S = 30.0
+"""Real seconds between two training runs of each model."""
+DEMO_DIR = Path("var/demo")
+_DEMO_MARK = ".openbid-demo"
 REFRESH_S = 2.0
 SAVED_WINDOW_S = 30.0
 """Callouts saved and CTR are shown over the last this many real seconds."""
+
+
+def demo_config(settings: Config, speed: float | None = None) -> Config:
+    """The configuration `openbid up --demo` runs: the simulated DSPs (and their notice URLs)
+    on loopback; a market clock (`speed`, else `clock.speed` when set, else `DEMO_SPEED`);
+    the scheduler training the shaping and click models every `DEMO_INTERVAL_REAL_S`; the
+    exchange following both; and the demo's own state directory (`DEMO_DIR`), emptied here
+    when an earlier demo made it, so every demo starts with no model."""
+    replace = msgspec.structs.replace
+    speed = speed or (settings.clock.speed if settings.clock.speed != 1.0 else DEMO_SPEED)
+    if (DEMO_DIR / _DEMO_MARK).exists():
+        shutil.rmtree(DEMO_DIR)
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    (DEMO_DIR / _DEMO_MARK).touch()
+    purposes = ["shaping", "ctr"]
+    return replace(
+        settings,
+        exchange=replace(settings.exchange, notice_private_hosts=True),
+        clock=replace(settings.clock, speed=speed),
+        events=replace(settings.events, dir=str(DEMO_DIR / "events"), segments_url=""),
+        etl=replace(
+            settings.etl,
+            out_url=str(DEMO_DIR / "training"),
+            # the users click within 5 market minutes; a market minute's wait is a real second
+            click_window_s=600.0,
+            late_wait_s=60.0,
+        ),
+        models=replace(
+            settings.models,
+            tracking_uri=f"sqlite:///{DEMO_DIR / 'mlflow.db'}",
+            artifact_location=str(DEMO_DIR / "mlflow-artifacts"),
+            store_url=str(DEMO_DIR / "models"),
+            cache_dir=str(DEMO_DIR / "models-cache"),
+            lock_file=str(DEMO_DIR / "registry.lock"),
+            serve=list(dict.fromkeys([*settings.models.serve, *purposes])),
+            poll_interval_s=1.0,
+        ),
+        train=replace(settings.train, history_s=6 * 3600.0),
+        scheduler=replace(
+            settings.scheduler,
+            purposes=list(dict.fromkeys([*settings.scheduler.purposes, *purposes])),
+            interval_s=DEMO_INTERVAL_REAL_S * speed,
+            retry_backoff_s=5.0 * speed,
+            runs_db=str(DEMO_DIR / "runs.db"),
+        ),
+    )
 
 
 def _samples(name: str) -> list[tuple[dict[str, str], float]]:

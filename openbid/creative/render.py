@@ -1,7 +1,8 @@
 """Renders a winning bid for the page or player: banner HTML, VAST 4, native 1.2 JSON.
 
 Each format carries our own signed impression tracker; video also gets our error tracker.
-Markup from a DSP is placed as it is (macros substituted): we frame it, we do not rewrite it.
+Markup from a DSP is placed as it is (macros substituted, landing URLs behind our click
+tracker: `openbid.creative.clicks`): we frame it, we do not rewrite it otherwise.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from openbid.creative.clicks import wrap_native_document
 from openbid.errors import OpenbidError
 
 
@@ -104,9 +106,5 @@ def render_native(
         raise RenderError("native markup's 'eventtrackers' must be an array")
     trackers.append({"event": 1, "method": 1, "url": impression_url})
     if click_url is not None:
-        links = [response.get("link")]
-        links += [a.get("link") for a in response.get("assets") or () if isinstance(a, dict)]
-        for link in links:
-            if isinstance(link, dict) and isinstance(link.get("url"), str):
-                link["url"] = click_url(link["url"])
+        wrap_native_document(response, click_url)
     return msgspec.json.encode(document)

@@ -1,4 +1,5 @@
-"""HMAC-signed, expiring tracking URLs: impressions, clicks, video events.
+"""HMAC-signed, expiring tracking URLs (impressions, clicks, video events), signed tokens
+(click ids, view cookies) and keys derived from the same secret (advertisers' conversion keys).
 
 A tracker's parameters (auction, bid, price, the landing URL of a click...) are signed with
 the exchange's secret, so nobody can forge an impression, change a price, or turn our click
@@ -8,10 +9,11 @@ redirect into an open redirect: the redirect only ever goes to the URL that was 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import quote
 
 import msgspec
@@ -25,6 +27,7 @@ class InvalidTracker(OpenbidError):
 
 
 _MESSAGE = msgspec.json.Encoder()
+_TOKEN_VALUES = msgspec.json.Decoder(list[str])
 _PLAIN = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
@@ -97,3 +100,51 @@ class TrackerSigner:
         if expires < self._clock():
             raise InvalidTracker(f"{kind} tracker expired")
         return params
+
+    def token(self, kind: str, values: Sequence[str]) -> str:
+        """A compact signed token of `kind` holding `values` (URL- and cookie-safe: base64url
+        of their JSON, a dot, 16 bytes of HMAC). It does not expire: whoever reads it decides
+        how old is too old (an attribution window).
+
+        >>> signer = TrackerSigner(b"0" * 32)
+        >>> token = signer.token("clk", ["c1", "bid-1", "1700000000000"])
+        >>> signer.open_token("clk", token)
+        ['c1', 'bid-1', '1700000000000']
+        >>> signer.open_token("view", token)
+        Traceback (most recent call last):
+        ...
+        openbid.creative.trackers.InvalidTracker: view token signature does not match
+        """
+        payload = _b64(_MESSAGE.encode(list(values)))
+        return f"{payload}.{self._token_mac(kind, payload)}"
+
+    def open_token(self, kind: str, token: str) -> list[str]:
+        """The values of a token of `kind`, or `InvalidTracker` if it is not one we signed."""
+        payload, _, mac = token.partition(".")
+        if not mac.isascii() or not hmac.compare_digest(mac, self._token_mac(kind, payload)):
+            raise InvalidTracker(f"{kind} token signature does not match")
+        try:
+            return _TOKEN_VALUES.decode(
+                base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+            )
+        except (binascii.Error, ValueError, msgspec.DecodeError):  # signed by us: never happens
+            raise InvalidTracker(f"{kind} token is malformed") from None
+
+    def _token_mac(self, kind: str, payload: str) -> str:
+        # ["token:<kind>", payload] can equal no tracker's [kind, [[key, value], ...]] message.
+        mac = self._keyed.copy()
+        mac.update(_MESSAGE.encode(["token:" + kind, payload]))
+        return _b64(mac.digest()[:16])
+
+    def derived_key(self, label: str) -> str:
+        """A key derived from the secret for `label` (64 hex characters): HMAC-SHA256 of the
+        label, so it reveals nothing of the secret nor of other labels' keys.
+
+        >>> signer = TrackerSigner(b"0" * 32)
+        >>> key = signer.derived_key("conversion:shop.example")
+        >>> len(key), key == signer.derived_key("conversion:other.example")
+        (64, False)
+        """
+        mac = self._keyed.copy()
+        mac.update(b"derive\x00" + label.encode())
+        return mac.hexdigest()

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from openbid import clock
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def now_micros() -> int:
@@ -89,6 +89,8 @@ class ImpressionEvent(Event):
     campaign_id: str = ""
     user_id: str = ""
     price_micros: int = 0
+    advertiser: str = ""
+    """The bid's first advertiser domain (`adomain`), lower-case (schema 2)."""
 
 
 class ClickEvent(Event):
@@ -100,6 +102,11 @@ class ClickEvent(Event):
     creative_id: str = ""
     campaign_id: str = ""
     user_id: str = ""
+    click_id: str = ""
+    """Unique per click; the landing URL carries it back (`obclid`) and so does a conversion
+    attributed to it (schema 2)."""
+    advertiser: str = ""
+    """The bid's first advertiser domain, lower-case (schema 2)."""
 
 
 class ConversionEvent(Event):
@@ -111,6 +118,24 @@ class ConversionEvent(Event):
     campaign_id: str = ""
     user_id: str = ""
     value_micros: int = 0
+    advertiser: str = ""
+    """The advertiser domain that reported it (whose key signed it), lower-case (schema 2)."""
+    attribution: Literal["click", "view", "none"] = "none"
+    """What the exchange attributed it to: a click (post-click window), an impression
+    (post-view window) or nothing (no touch, a touch out of its window, another
+    advertiser's touch): `reason` says which (schema 2)."""
+    reason: str = ""
+    """Why a conversion is unattributed: `no_touch`, `click_window`, `view_window`,
+    `other_advertiser`, `invalid_click_id` (schema 2)."""
+    click_id: str = ""
+    """The click it follows (`ClickEvent.click_id`), kept when out of its window too."""
+    dsp: str = ""
+    touch_ts_micros: int = 0
+    """When the click or impression it follows happened (0 without one)."""
+    conversion_ts_micros: int = 0
+    """When the conversion happened, as the advertiser says (else when it reached us:
+    `ts_micros`, the time it was logged); windows are measured to it."""
+    source: Literal["pixel", "postback"] = "pixel"
 
 
 class NoticeEvent(Event):

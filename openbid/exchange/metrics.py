@@ -82,6 +82,12 @@ DSP_RESPONSE_FAULTS = loop_counter(
     "from the request, a currency upper-cased), by partner and rule",
     ("dsp", "kind"),
 )
+CONVERSIONS = loop_counter(
+    "openbid_conversions",
+    "Conversions reported to /conv, by source (pixel, postback) and outcome (click, view: "
+    "attributed; unattributed; duplicate; invalid)",
+    ("source", "outcome"),
+)
 
 
 class LabelCache(dict):

@@ -4,9 +4,8 @@
   Authenticated by the publisher's API key (`x-api-key` or `Authorization: Bearer`).
   400 names the field path, 413 for an oversize body, 401 for an unknown key.
 - `GET /ad?placement=ID&page=URL[&size=WxH]`: an ad tag; rendered HTML, or 204.
-- `GET /t/imp`, `/t/click`, `/t/err`: our signed trackers. Impressions are counted once per
-  bid id (the DSP's billing notice fires once); a click redirects only to the URL signed
-  for it.
+- `GET /t/imp`, `/t/click`, `/t/win`, `/t/err`: our signed trackers (`trackers.py`).
+- `GET /conv`, `POST /conv`: advertisers' conversions (`conversions.py`).
 """
 
 from __future__ import annotations
@@ -17,16 +16,17 @@ import ipaddress
 import logging
 import secrets
 import time
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import msgspec
 
 from openbid.config import ExchangeConfig
-from openbid.creative import InvalidTracker, RenderError, render_banner, render_native, render_video
+from openbid.creative import RenderError, render_banner, render_native, render_video
 from openbid.domain import Placement, Publisher, hash_api_key
-from openbid.events import ClickEvent, ImpressionEvent, now_micros
 from openbid.exchange import metrics
+from openbid.exchange.conversions import Conversions, conversion_key
 from openbid.exchange.orchestrator import AuctionOutcome, Exchange, Winner
+from openbid.exchange.trackers import NO_JOURNEY, Dedup, Journey, Trackers, journey_of
 from openbid.http.server import Request, Response, Router, client_address
 from openbid.openrtb import (
     BidRequest,
@@ -37,16 +37,13 @@ from openbid.openrtb import (
 )
 from openbid.openrtb.repair import Repair, decode_bid_request_lenient
 from openbid.openrtb.response import Bid, BidResponse, SeatBid
-from openbid.stores import CounterStore, MemoryCounterStore, StoreUnavailable
+from openbid.privacy.consent import ConsentContext
+from openbid.stores import CounterStore, StoreUnavailable
 from openbid.stores.catalog import Catalog
 
 log = logging.getLogger(__name__)
-# Left as they are in a click redirect: the reserved characters and `%` (already encoded).
-_LOCATION_SAFE = ":/?#[]@!$&'()*+,;=%~"
 
 _json = msgspec.json.Encoder()
-IMPRESSION_DEDUP_TTL_S = 7 * 86_400
-
 
 _MAX_KNOWN_KEYS = 100_000
 
@@ -74,8 +71,9 @@ class ExchangeServer:
         self.counters = counters
         self.config = config
         self.limits = limits or Limits()
-        self._local_dedup = MemoryCounterStore()
-        self._dedup_warned_at = -1e9
+        dedup = Dedup(counters)
+        self.trackers = Trackers(exchange, dedup, config)
+        self.conversions = Conversions(exchange, dedup, config)
         self._trusted_proxies = [
             ipaddress.ip_network(network, strict=False) for network in config.trusted_proxies
         ]
@@ -89,10 +87,12 @@ class ExchangeServer:
     def routes(self, router: Router) -> None:
         router.add("POST", "/openrtb2/auction", self.handle_auction)
         router.add("GET", "/ad", self.handle_ad)
-        router.add("GET", "/t/imp", self.handle_impression)
-        router.add("GET", "/t/click", self.handle_click)
-        router.add("GET", "/t/win", self.handle_win)
-        router.add("GET", "/t/err", self.handle_video_error)
+        self.trackers.routes(router)
+        self.conversions.routes(router)
+
+    def conversion_key(self, advertiser: str) -> str:
+        """The key `advertiser` signs its conversions with (`/conv`)."""
+        return conversion_key(self.exchange.signer, advertiser)
 
     def refresh(self) -> None:
         """Reloads publishers, placements and demand partners from the catalog (blocking)."""
@@ -165,24 +165,30 @@ class ExchangeServer:
                 return Response(200, encode(BidResponse(id=bid_request.id, ext=_warnings(repairs))))
             return Response(204)
         metrics.REQUESTS.labels("auction", "won").inc()
-        response = self._bid_response(bid_request, outcome)
+        journey = journey_of(
+            bid_request, ConsentContext.from_request(bid_request, request.headers.get("sec-gpc"))
+        )
+        response = self._bid_response(bid_request, outcome, journey)
         if repairs:
             response.ext = _warnings(repairs)
         return Response(200, encode(response))
 
-    def _bid_response(self, request: BidRequest, outcome: AuctionOutcome) -> BidResponse:
+    def _bid_response(
+        self, request: BidRequest, outcome: AuctionOutcome, journey: Journey = NO_JOURNEY
+    ) -> BidResponse:
         bids = []
         for winner in outcome.winners:
             source = winner.result.winner
             assert source is not None
+            adm, burl = self.trackers.prepare(winner, journey)
             bids.append(
                 Bid(
                     id=winner.bid_id,
                     impid=winner.result.imp_id,
                     price=winner.result.revenue_micros / 1_000_000,
-                    adm=winner.adm or None,
+                    adm=adm or None,
                     nurl=winner.nurl or None,
-                    burl=winner.burl,
+                    burl=burl,
                     adomain=list(source.adomain) or None,
                     cat=list(source.categories) or None,
                     crid=winner.crid or None,
@@ -231,8 +237,11 @@ class ExchangeServer:
         if not outcome.winners:
             metrics.REQUESTS.labels("ad", "no_bid").inc()
             return Response(204)
+        journey = journey_of(
+            bid_request, ConsentContext.from_request(bid_request, request.headers.get("sec-gpc"))
+        )
         try:
-            body, content_type = self._render(outcome.winners[0])
+            body, content_type = self._render(outcome.winners[0], journey)
         except RenderError as exc:
             metrics.RENDER_FAILURES.labels(outcome.winners[0].media).inc()
             log.warning("winning creative could not be rendered", extra={"error": str(exc)})
@@ -285,145 +294,17 @@ class ExchangeServer:
             _count_repairs(repairs, "ad")
         return bid_request
 
-    def _render(self, winner: Winner) -> tuple[bytes, str]:
+    def _render(self, winner: Winner, journey: Journey) -> tuple[bytes, str]:
+        adm, burl = self.trackers.prepare(winner, journey)
         if winner.media == "video":
-            error_url = winner.burl.replace("/t/imp?", "/t/err?", 1)
-            return render_video(winner.adm, winner.burl, error_url).encode(), "application/xml"
+            error_url = burl.replace("/t/imp?", "/t/err?", 1)
+            return render_video(adm, burl, error_url).encode(), "application/xml"
         if winner.media == "native":
-            return render_native(winner.adm, winner.burl, self._click_wrapper(winner)), (
-                "application/json"
-            )
+            return render_native(adm, burl), "application/json"
         return (
-            render_banner(winner.adm, winner.burl, width=winner.w, height=winner.h).encode(),
+            render_banner(adm, burl, width=winner.w, height=winner.h).encode(),
             "text/html; charset=utf-8",
         )
-
-    def _click_wrapper(self, winner: Winner):  # type: ignore[no-untyped-def]
-        """Wraps a landing URL in our signed click tracker: the redirect goes only there."""
-        base = f"{self.config.public_url}/t/click?"
-        signer = self.exchange.signer
-
-        def wrap(landing_url: str) -> str:
-            return base + signer.sign(
-                "click",
-                {
-                    "auc": winner.auction_id,
-                    "bid": winner.bid_id,
-                    "dsp": winner.dsp,
-                    "crid": winner.crid,
-                    "url": landing_url,
-                },
-            )
-
-        return wrap
-
-    # --- trackers
-    async def handle_impression(self, request: Request) -> Response:
-        try:
-            params = self.exchange.signer.verify("imp", request.query())
-        except InvalidTracker as exc:
-            metrics.IMPRESSIONS.labels("invalid").inc()
-            return _error(403, str(exc))
-        bid_id = params["bid"]
-        if not await self._first_time(f"imp:{bid_id}"):
-            metrics.IMPRESSIONS.labels("duplicate").inc()
-            return _pixel()
-        metrics.IMPRESSIONS.labels("counted").inc()
-        metrics.BILLED_REVENUE_MICROS.inc(int(params.get("rev", "0")) / 1000)  # CPM / 1000
-        price = int(params.get("price", "0"))
-        if self.exchange.event_log is not None:
-            self.exchange.event_log.emit(
-                ImpressionEvent(
-                    now_micros(),
-                    params["auc"],
-                    bid_id,
-                    dsp=params["dsp"],
-                    imp_id=params["imp"],
-                    creative_id=params.get("crid", ""),
-                    price_micros=price,
-                )
-            )
-        if params.get("burl"):
-            self.exchange.notices.fire(
-                "billing",
-                params["burl"],
-                auction_id=params["auc"],
-                bid_id=bid_id,
-                dsp=params["dsp"],
-                price_micros=price,
-            )
-        return _pixel()
-
-    async def handle_win(self, request: Request) -> Response:
-        """Our caller's win notice: passes the DSP's own win notice on, once per bid (and
-        answers the markup of a bid that came without)."""
-        try:
-            params = self.exchange.signer.verify("win", request.query())
-        except InvalidTracker as exc:
-            metrics.WINS_NOTIFIED.labels("invalid").inc()
-            return _error(403, str(exc))
-        bid_id = params["bid"]
-        if not await self._first_time(f"win:{bid_id}"):
-            metrics.WINS_NOTIFIED.labels("duplicate").inc()
-            return Response(204)
-        metrics.WINS_NOTIFIED.labels("counted").inc()
-        served = await self.exchange.win_notice(params)  # markup, for a bid that had none
-        return Response(204) if served is None else Response(200, served[0].encode(), served[1])
-
-    async def _first_time(self, key: str) -> bool:
-        """Whether `key` is new (idempotency of notices by bid id, across workers when the
-        counter store is shared). Never blocks the event loop on the store."""
-        try:
-            return await self.counters.aset_once(key, IMPRESSION_DEDUP_TTL_S)
-        except StoreUnavailable as exc:
-            # Degrade to this worker's own memory: duplicates reaching the same worker are
-            # still caught; across workers they are not, which the error log makes visible
-            # (once a minute, not once per impression).
-            metrics.DEDUP_FALLBACKS.inc()
-            now = time.monotonic()
-            if now - self._dedup_warned_at >= 60.0:
-                self._dedup_warned_at = now
-                log.error(
-                    "dedup store unavailable: deduplicating in this worker only",
-                    extra={"error": str(exc)},
-                )
-            return self._local_dedup.set_once(key, IMPRESSION_DEDUP_TTL_S)
-
-    async def handle_click(self, request: Request) -> Response:
-        try:
-            params = self.exchange.signer.verify("click", request.query())
-        except InvalidTracker as exc:
-            metrics.CLICKS.labels("invalid").inc()
-            return _error(403, str(exc))
-        target = params.get("url", "")
-        if urlsplit(target).scheme not in ("http", "https"):
-            metrics.CLICKS.labels("invalid").inc()
-            return _error(400, "click target is not an http(s) URL", "url")
-        metrics.CLICKS.labels("counted").inc()
-        if self.exchange.event_log is not None:
-            self.exchange.event_log.emit(
-                ClickEvent(
-                    now_micros(),
-                    params.get("auc", ""),
-                    params.get("bid", ""),
-                    dsp=params.get("dsp", ""),
-                    creative_id=params.get("crid", ""),
-                )
-            )
-        # A landing URL may be an IRI (non-ASCII) and a DSP's markup may hold anything:
-        # send what a browser would, percent-encoded, and never a raw line break.
-        location = quote(target, safe=_LOCATION_SAFE)
-        return Response(302, b"", "text/plain", headers=[("location", location)])
-
-    async def handle_video_error(self, request: Request) -> Response:
-        query = request.query()
-        query.pop("ERRORCODE", None)
-        try:
-            self.exchange.signer.verify("imp", query)
-        except InvalidTracker as exc:
-            return _error(403, str(exc))
-        metrics.RENDER_FAILURES.labels("video_player").inc()
-        return _pixel()
 
 
 class _Warning(msgspec.Struct):
@@ -444,13 +325,7 @@ def _count_repairs(repairs: tuple[Repair, ...], endpoint: str) -> None:
         metrics.REQUEST_REPAIRS.labels(repair.kind, endpoint).inc()
 
 
-_GIF = bytes.fromhex(
-    "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b"
-)
-
-
-def _pixel() -> Response:
-    return Response(200, _GIF, "image/gif", headers=[("cache-control", "no-store")])
+_process_key: bytes | None = None
 
 
 def tracker_secret(config: ExchangeConfig) -> bytes:
@@ -460,5 +335,12 @@ def tracker_secret(config: ExchangeConfig) -> bytes:
     if config.tracker_secret_file:
         with open(config.tracker_secret_file, "rb") as handle:
             return handle.read().strip()
-    log.warning("no exchange.tracker_secret set: trackers are signed with a random per-process key")
-    return hashlib.sha256(secrets.token_bytes(32)).digest()
+    global _process_key
+    if _process_key is None:
+        # One random key per process, however often asked: the signer and the advertisers'
+        # conversion keys (derived from it) must agree.
+        log.warning(
+            "no exchange.tracker_secret set: trackers are signed with a random per-process key"
+        )
+        _process_key = hashlib.sha256(secrets.token_bytes(32)).digest()
+    return _process_key

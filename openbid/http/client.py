@@ -185,17 +185,18 @@ class FanoutClient:
         )
 
     async def get(
-        self, url: str, *, timeout_s: float, public_only: bool = False
+        self, url: str, *, timeout_s: float, public_only: bool = False, headers: bytes = b""
     ) -> UpstreamResponse:
         """A GET (notices, pixels); raises `UpstreamError` like `post`. `public_only`: for
-        URLs a DSP chose, refuse hosts that resolve to loopback or private addresses."""
+        URLs a DSP chose, refuse hosts that resolve to loopback or private addresses.
+        `headers` are extra header lines, each ending in CRLF (a browser's cookies)."""
         pool, head = self._target(url, "GET", public_only)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[UpstreamResponse] = loop.create_future()
         self._start(
             loop,
             pool,
-            head + b"\r\n",
+            head + headers + b"\r\n",
             waiter,
             timeout_s,
             want_headers=True,

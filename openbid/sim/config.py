@@ -203,14 +203,47 @@ class LatentInteraction(_Section, kw_only=True):
     scale: Annotated[float, Meta(ge=0)] = 0.5
 
 
+class Delay(_Section, kw_only=True):
+    """A delay in market seconds: log-logistic around a median (a long power-law tail, as
+    conversion delays have), capped at `max_s`."""
+
+    median_s: PositiveFloat
+    shape: PositiveFloat = 1.0
+    """Larger is narrower; under 1 the tail is so long that the mean is set by the cap."""
+    max_s: PositiveFloat = 30 * 86_400.0
+
+
 class ClickModel(Weighted, kw_only=True):
     latent: list[LatentInteraction] = []
+    delay: Delay = msgspec.field(
+        default_factory=lambda: Delay(median_s=6.0, shape=2.0, max_s=300.0)
+    )
+    """From seeing the ad to clicking it."""
+
+
+class ConversionModel(Weighted, kw_only=True):
+    """Probability of a conversion given a click (the weights), and how conversions happen."""
+
+    delay: Delay = msgspec.field(
+        default_factory=lambda: Delay(median_s=7200.0, shape=0.9, max_s=30 * 86_400.0)
+    )
+    """From the click (or, post-view, from seeing the ad) to the conversion."""
+    view_through: Probability = 0.01
+    """A user who saw the ad and did not click converts with `view_through` times the
+    probability a click would have."""
+    value_median_usd: PositiveFloat = 40.0
+    value_shape: PositiveFloat = 3.0
+    """Order values: log-logistic around the median."""
+    postback_share: Probability = 0.5
+    """Share of post-click conversions the advertiser reports server to server (the rest by
+    its page's pixel; post-view ones always by the pixel: only the browser has our cookie)."""
+    duplicate_share: Probability = 0.02
+    """Share of conversions reported twice (a reloaded thank-you page, a retried postback)."""
 
 
 class Users(_Section, kw_only=True):
     click: ClickModel
-    conversion: Weighted
-    """Probability of a conversion given a click."""
+    conversion: ConversionModel
 
 
 class MarketConfig(_Section, kw_only=True):

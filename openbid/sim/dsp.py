@@ -120,8 +120,15 @@ class DspBehaviour:
         return bid
 
 
+def landing_url(domain: str, creative_id: str) -> str:
+    """Where an ad of the advertiser `domain` leads: a page of its own site."""
+    return f"https://www.{domain}/offer?crid={creative_id}&utm_source=openbid"
+
+
 def _markup(format_name: str, domain: str, creative_id: str, width: int, height: int) -> str:
-    landing = f"https://{domain}/?crid={html.escape(creative_id)}"
+    # Banners ask the exchange for its click tracker with Google Ad Manager's macro, as DSPs
+    # do; native links and VAST click-throughs state the landing page, which it wraps.
+    landing = landing_url(domain, creative_id)
     image = f"https://cdn.{domain}/{creative_id}.png"
     if format_name == "video":
         return (
@@ -145,6 +152,6 @@ def _markup(format_name: str, domain: str, creative_id: str, width: int, height:
             }
         ).decode()
     return (
-        f'<a href="{landing}" target="_blank"><img src="{image}" width="{width}" '
-        f'height="{height}" alt="{html.escape(domain)}"></a>'
+        f'<a href="%%CLICK_URL_UNESC%%{html.escape(landing)}" target="_blank">'
+        f'<img src="{image}" width="{width}" height="{height}" alt="{html.escape(domain)}"></a>'
     )

@@ -19,10 +19,16 @@ from openbid.sim.draws import (
     STREAM_ADVERTISER,
     STREAM_BID,
     STREAM_CLICK,
+    STREAM_CLICK_DELAY,
     STREAM_CONVERSION,
+    STREAM_CONVERSION_DELAY,
+    STREAM_DUPLICATE,
     STREAM_FAULT,
     STREAM_LATENCY,
     STREAM_PRICE,
+    STREAM_REPORT,
+    STREAM_VALUE,
+    STREAM_VIEW_CONVERSION,
     name_hash,
     uniform,
     uniforms,
@@ -40,6 +46,7 @@ from openbid.sim.model import (
 )
 
 if TYPE_CHECKING:
+    from openbid.sim.config import Delay
     from openbid.sim.generator import RequestBatch
     from openbid.sim.market import Market
 
@@ -240,7 +247,13 @@ class Impressions(msgspec.Struct, frozen=True):
     click_probability: np.ndarray
     clicked: np.ndarray
     conversion_probability: np.ndarray
+    """Given a click."""
     converted: np.ndarray
+    """Converted after clicking."""
+    view_conversion_probability: np.ndarray
+    """Given no click (`users.conversion.view_through` times `conversion_probability`)."""
+    view_converted: np.ndarray
+    """Converted after seeing the ad, without clicking it."""
 
 
 def impressions(
@@ -261,6 +274,8 @@ def impressions(
     clicked = uniforms(keys, USER_SALT, STREAM_CLICK) < p_click
     p_conversion = conversion_probabilities(market, codes, advertiser)
     converted = clicked & (uniforms(keys, USER_SALT, STREAM_CONVERSION) < p_conversion)
+    p_view = market.config.users.conversion.view_through * p_conversion
+    view_converted = ~clicked & (uniforms(keys, USER_SALT, STREAM_VIEW_CONVERSION) < p_view)
     return Impressions(
         rows,
         dsp,
@@ -270,4 +285,83 @@ def impressions(
         clicked,
         p_conversion,
         converted,
+        p_view,
+        view_converted,
+    )
+
+
+class UserOutcome(msgspec.Struct, frozen=True):
+    """What the user of one impression does with the ad once seen: the true probabilities,
+    the draws (uniforms in [0, 1)) and what follows from them. The draws are those of
+    `impressions()`, so both agree on who clicks and converts."""
+
+    click_probability: float
+    click_draw: float
+    clicked: bool
+    click_delay_s: float
+    """Market seconds from seeing the ad to clicking it (meaningful when `clicked`)."""
+    conversion_probability: float
+    """Given a click."""
+    conversion_draw: float
+    converted: bool
+    """Converts after the click."""
+    view_conversion_probability: float
+    """Given no click."""
+    view_conversion_draw: float
+    view_converted: bool
+    """Converts without having clicked (post-view)."""
+    conversion_delay_s: float
+    """Market seconds from the click (post-view: from seeing the ad) to the conversion."""
+    postback: bool
+    """The advertiser reports it server to server (post-click only), else by its pixel."""
+    value_micros: int
+    """The order's value, USD micros."""
+    duplicate: bool
+    """The report is sent twice."""
+
+
+def _delay(u: float, delay: Delay) -> float:
+    return min(loglogistic_quantile(u, delay.median_s, delay.shape), delay.max_s)
+
+
+def user_outcome(market: Market, codes: Sequence[int], advertiser: int, key: int) -> UserOutcome:
+    """The user's behaviour on one impression: request codes (`REQUEST_FEATURES` order), the
+    ad's advertiser code, the impression's draw key.
+
+    >>> from openbid.sim import Market
+    >>> market = Market.load("default")
+    >>> batch = market.generate(1, seed=3)
+    >>> code = market.vocab["advertiser"].code("shoes-online.example")
+    >>> outcome = user_outcome(market, batch.codes[0].tolist(), code, int(batch.keys[0]))
+    >>> outcome.click_probability == click_probability(market, batch.features(0), "shoes-online.example")
+    True
+    """
+    users = market.config.users
+    conversion = users.conversion
+    full = [*codes, advertiser, int(market.advertiser_category[advertiser])]
+    p_click = sigmoid(market.click_model.logit(full))
+    p_conversion = sigmoid(market.conversion_model.logit(full))
+    p_view = conversion.view_through * p_conversion
+    click_u = uniform(key, USER_SALT, STREAM_CLICK)
+    conversion_u = uniform(key, USER_SALT, STREAM_CONVERSION)
+    view_u = uniform(key, USER_SALT, STREAM_VIEW_CONVERSION)
+    clicked = click_u < p_click
+    value_usd = loglogistic_quantile(
+        uniform(key, USER_SALT, STREAM_VALUE), conversion.value_median_usd, conversion.value_shape
+    )
+    return UserOutcome(
+        p_click,
+        click_u,
+        clicked,
+        _delay(uniform(key, USER_SALT, STREAM_CLICK_DELAY), users.click.delay),
+        p_conversion,
+        conversion_u,
+        clicked and conversion_u < p_conversion,
+        p_view,
+        view_u,
+        not clicked and view_u < p_view,
+        _delay(uniform(key, USER_SALT, STREAM_CONVERSION_DELAY), conversion.delay),
+        clicked and uniform(key, USER_SALT, STREAM_REPORT) < conversion.postback_share,
+        round(min(value_usd, 1e6) * 1e6),
+        uniform(key, USER_SALT, STREAM_DUPLICATE) < conversion.duplicate_share,
     )
