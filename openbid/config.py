@@ -316,6 +316,9 @@ class TrainConfig(_Section):
     first model: when it passes); `gate`: always promoted; `never`: left for a person."""
     hash_bits: Annotated[int, Meta(ge=18, le=26)] = 20
     """Hash space of the click and conversion models (2^bits weights)."""
+    learner: Literal["auto", "ftrl_lr", "fm"] = "auto"
+    """The click and conversion models' learner (`fit_auto`): `auto` searches FTRL-LR and a
+    factorization machine and keeps the FM only when it beats LR held out."""
     negative_keep_rate: Annotated[float, Meta(gt=0.0, le=1.0)] = 1.0
     """Click and conversion jobs keep each negative training row with this probability
     (declared to `fit_auto`, so served probabilities stay unbiased); the gate's window is

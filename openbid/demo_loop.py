@@ -76,7 +76,8 @@ def demo_config(settings: Config, speed: float | None = None) -> Config:
             serve=list(dict.fromkeys([*settings.models.serve, *purposes])),
             poll_interval_s=1.0,
         ),
-        train=replace(settings.train, history_s=6 * 3600.0),
+        # FTRL-LR alone: a job takes seconds, and minutes of clicks do not feed an FM
+        train=replace(settings.train, history_s=6 * 3600.0, learner="ftrl_lr"),
         scheduler=replace(
             settings.scheduler,
             purposes=list(dict.fromkeys([*settings.scheduler.purposes, *purposes])),
@@ -116,6 +117,20 @@ def market_age(seconds: float) -> str:
     if seconds >= 60:
         return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
     return f"{seconds:.0f}s"
+
+
+def short_reason(reason: str) -> str:
+    """The first reason of a run, without its explanation, for a table cell.
+
+    >>> short_reason("calibration: expected / actual is 0.383 (mean prediction 0.0059); x")
+    'calibration: expected / actual is 0.383'
+    >>> short_reason("not enough data yet: 3,224 rows with 13 positives: a held-out window")
+    'not enough data yet: 3,224 rows with 13 positives'
+    """
+    first = reason.split(";")[0]
+    first = first.split(" (")[0]
+    parts = first.split(": ")
+    return ": ".join(parts[:2])[:60]
 
 
 class LoopPanel:
@@ -239,7 +254,7 @@ class LoopPanel:
             return "not yet" if purpose in self.config.scheduler.purposes else "not scheduled"
         text = f"{run.status} {market_age(now_s - run.ended_micros / 1e6)} ago"
         if run.status in ("refused", "skipped", "failed") and run.reason:
-            text += f": {run.reason.split(';')[0][:48]}"
+            text += f": {short_reason(run.reason)}"
         return text
 
     def _held_out(self, purpose: str) -> str:

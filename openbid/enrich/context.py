@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from openbid import clock
 from openbid.enrich.device import UserAgentParser, default_ua_parser, device_info
 from openbid.enrich.geo import GeoReader, IPGeo, country_alpha3
 from openbid.privacy.consent import ConsentContext
@@ -199,8 +200,8 @@ def _merge_geo(request_geo: Any, ip_geo: IPGeo | None) -> tuple[dict[str, str], 
 
 
 def _local_time(now: datetime | None, request_geo: Any, ip_geo: IPGeo | None) -> datetime:
-    if now is None:
-        now = datetime.now(UTC)
+    if now is None:  # the one clock: market time in the demo, so the hour moves with it
+        now = datetime.fromtimestamp(clock.now(), UTC)
     elif now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     if request_geo is not None and request_geo.utcoffset is not None:

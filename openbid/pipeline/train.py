@@ -31,12 +31,13 @@ from typing import Any, Literal
 
 import fsspec
 import msgspec
+import numpy as np
 
 from openbid import clock
 from openbid.config import Config
 from openbid.errors import OpenbidError
-from openbid.ml import GateSettings, GateVerdict, TrainingDataError, gate_model
-from openbid.pipeline.train_data import NotEnoughData
+from openbid.ml import AutoSettings, GateSettings, GateVerdict, TrainingDataError, gate_model
+from openbid.pipeline.train_data import NotEnoughData, effective_weights
 from openbid.pipeline.train_models import SET_OF, Candidate, train_candidate
 from openbid.shaping.errors import ShapingDataError
 
@@ -88,7 +89,8 @@ def verdict_metrics(verdict: GateVerdict, candidate: Candidate) -> dict[str, flo
     """The gate's numbers (and the production model's on the same rows) as metrics."""
     metrics = {
         "heldout_rows": float(verdict.rows),
-        "heldout_positives": verdict.positives,
+        "heldout_positives": verdict.positives,  # effective (see `effective_weights`)
+        "heldout_positive_rows": float(np.count_nonzero(candidate.labels > 0)),
         "heldout_base_rate": verdict.base_rate,
         "heldout_mean_prediction": verdict.mean_prediction,
         "heldout_calibration_ratio": verdict.calibration_ratio,
@@ -177,7 +179,13 @@ def run_job(
             production_dir = registry.store.fetch(pointer, Path(tmp) / "production")
         started = time.perf_counter()
         try:
-            candidate = train_candidate(purpose, tables, config.train, production_dir)
+            candidate = train_candidate(
+                purpose,
+                tables,
+                config.train,
+                production_dir,
+                auto=AutoSettings(kind=config.train.learner),
+            )
         except (NotEnoughData, TrainingDataError, ShapingDataError) as exc:
             result.reason = f"not enough data yet: {exc}"
             seconds["train"] = time.perf_counter() - started
@@ -186,6 +194,7 @@ def run_job(
         seconds["train"] = time.perf_counter() - started
         result.trained_end_micros = candidate.window.end_micros
         started = time.perf_counter()
+        candidate.weights = effective_weights(candidate.labels, candidate.weights)
         verdict = gate_model(
             candidate.labels,
             candidate.predictions,

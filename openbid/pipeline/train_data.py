@@ -75,6 +75,28 @@ def heldout_start(
     return start
 
 
+def effective_weights(labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """`weights` scaled so that the weighted positives equal the effective number of
+    positives (Kish: (sum w y)^2 / sum (w y)^2): a window whose bids are mostly explored
+    calls (weight 1 / exploration share) tells less than its weighted count says, and the
+    gate's minimum of positives and noise band (z / sqrt(positives)) must see that. Log
+    losses, base rates and expected / actual do not change with one scale for all rows.
+
+    >>> effective_weights(np.array([1.0, 1.0, 0.0]), np.ones(3)).tolist()  # unit: unchanged
+    [1.0, 1.0, 1.0]
+    >>> w = effective_weights(np.array([1.0, 1.0, 0.0, 0.0]), np.array([1.0, 99.0, 1.0, 99.0]))
+    >>> round(float(w[:2].sum()), 3)  # 100 weighted positives, about 1 effective one
+    1.02
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    positive = w * (y > 0)
+    total, squares = float(positive.sum()), float((positive**2).sum())
+    if total <= 0 or squares <= 0:
+        return w
+    return w * (total / squares)
+
+
 AD_FIELDS: tuple[str, ...] = ("dsp", "campaign_id", "creative_id")
 """What the click and conversion models know of the ad (a campaign is an advertiser's)."""
 PROBABILITY_REQUEST_FIELDS: tuple[str, ...] = tuple(
