@@ -37,6 +37,7 @@ from openbid import clock
 from openbid.config import Config
 from openbid.errors import OpenbidError
 from openbid.ml import AutoSettings, GateSettings, GateVerdict, TrainingDataError, gate_model
+from openbid.pipeline.modelstore import ModelStore
 from openbid.pipeline.train_data import NotEnoughData, effective_weights
 from openbid.pipeline.train_models import SET_OF, Candidate, train_candidate
 from openbid.shaping.errors import ShapingDataError
@@ -167,16 +168,14 @@ def run_job(
         window_until_micros=int(manifest["window"]["closed_until_micros"]),
         seconds=seconds,
     )
-    if registry is None:
-        from openbid.pipeline.registry import Registry
-
-        registry = Registry(config.models)
-    pointer = registry.store.read_pointer(purpose, "production")
+    # the store, not MLflow (seconds to import): a job skipped for want of data never loads it
+    store = registry.store if registry is not None else ModelStore(config.models.store_url)
+    pointer = store.read_pointer(purpose, "production")
     result.production_version = pointer.version if pointer is not None else ""
     with tempfile.TemporaryDirectory(prefix=f"openbid-train-{purpose}-") as tmp:
         production_dir = None
         if pointer is not None:
-            production_dir = registry.store.fetch(pointer, Path(tmp) / "production")
+            production_dir = store.fetch(pointer, Path(tmp) / "production")
         started = time.perf_counter()
         try:
             candidate = train_candidate(
@@ -220,6 +219,10 @@ def run_job(
             result.status = "passed"
             result.reason = "the gate passed; not registered (--no-register)"
             return result
+        if registry is None:
+            from openbid.pipeline.registry import Registry
+
+            registry = Registry(config.models)
         info = registry.register(
             purpose,
             artifact,
