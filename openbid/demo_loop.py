@@ -23,7 +23,7 @@ import msgspec
 from rich.table import Table
 
 from openbid import clock
-from openbid.config import Config
+from openbid.config import Config, EventsConfig
 from openbid.obs import REGISTRY
 from openbid.pipeline.modelstore import ModelStore, Pointer
 from openbid.pipeline.runs import Run, open_readonly
@@ -34,7 +34,6 @@ DEMO_SPEED = 60.0
 """Market seconds per real second: a market hour a real minute, so the loop shows in minutes."""
 DEMO_INTERVAL_REAL_S = 30.0
 """Real seconds between two training runs of each model."""
-DEMO_DIR = Path("var/demo")
 _DEMO_MARK = ".openbid-demo"
 REFRESH_S = 2.0
 SAVED_WINDOW_S = 30.0
@@ -45,34 +44,41 @@ def demo_config(settings: Config, speed: float | None = None) -> Config:
     """The configuration `openbid up --demo` runs: the simulated DSPs (and their notice URLs)
     on loopback; a market clock (`speed`, else `clock.speed` when set, else `DEMO_SPEED`);
     the scheduler training the shaping and click models every `DEMO_INTERVAL_REAL_S`; the
-    exchange following both; and the demo's own state directory (`DEMO_DIR`), emptied here
-    when an earlier demo made it, so every demo starts with no model."""
+    exchange following both. The demo's state (its training sets, registry, model store,
+    run table, and its event log unless `events.dir` was set) lives in `demo/` beside the
+    event log's directory (`var/demo/` by default), emptied here when an earlier demo made
+    it: every demo starts with no model, and a market clock that starts at today."""
     replace = msgspec.structs.replace
     speed = speed or (settings.clock.speed if settings.clock.speed != 1.0 else DEMO_SPEED)
-    if (DEMO_DIR / _DEMO_MARK).exists():
-        shutil.rmtree(DEMO_DIR)
-    DEMO_DIR.mkdir(parents=True, exist_ok=True)
-    (DEMO_DIR / _DEMO_MARK).touch()
+    demo_dir = Path(settings.events.dir).parent / "demo"
+    if (demo_dir / _DEMO_MARK).exists():
+        shutil.rmtree(demo_dir)
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    (demo_dir / _DEMO_MARK).touch()
+    events = settings.events
+    if events.dir == EventsConfig().dir and not events.segments_url:
+        # a market clock restarts at today: last demo's events lie hours in the future
+        events = replace(events, dir=str(demo_dir / "events"))
     purposes = ["shaping", "ctr"]
     return replace(
         settings,
         exchange=replace(settings.exchange, notice_private_hosts=True),
         clock=replace(settings.clock, speed=speed),
-        events=replace(settings.events, dir=str(DEMO_DIR / "events"), segments_url=""),
+        events=events,
         etl=replace(
             settings.etl,
-            out_url=str(DEMO_DIR / "training"),
+            out_url=str(demo_dir / "training"),
             # the users click within 5 market minutes; a market minute's wait is a real second
             click_window_s=600.0,
             late_wait_s=60.0,
         ),
         models=replace(
             settings.models,
-            tracking_uri=f"sqlite:///{DEMO_DIR / 'mlflow.db'}",
-            artifact_location=str(DEMO_DIR / "mlflow-artifacts"),
-            store_url=str(DEMO_DIR / "models"),
-            cache_dir=str(DEMO_DIR / "models-cache"),
-            lock_file=str(DEMO_DIR / "registry.lock"),
+            tracking_uri=f"sqlite:///{demo_dir / 'mlflow.db'}",
+            artifact_location=str(demo_dir / "mlflow-artifacts"),
+            store_url=str(demo_dir / "models"),
+            cache_dir=str(demo_dir / "models-cache"),
+            lock_file=str(demo_dir / "registry.lock"),
             serve=list(dict.fromkeys([*settings.models.serve, *purposes])),
             poll_interval_s=1.0,
         ),
@@ -83,7 +89,7 @@ def demo_config(settings: Config, speed: float | None = None) -> Config:
             purposes=list(dict.fromkeys([*settings.scheduler.purposes, *purposes])),
             interval_s=DEMO_INTERVAL_REAL_S * speed,
             retry_backoff_s=5.0 * speed,
-            runs_db=str(DEMO_DIR / "runs.db"),
+            runs_db=str(demo_dir / "runs.db"),
         ),
     )
 
