@@ -308,6 +308,10 @@ class TrainConfig(_Section):
     before it must hold as many, or the job is skipped until the data has grown."""
     calibration_band: PositiveFloat = 0.1
     """The gate: expected / actual within 1 +/- this (widened to 3 / sqrt(positives))."""
+    shaping_calibration_band: PositiveFloat = 0.5
+    """The same for shaping models: their scores feed thresholds chosen on the same scores,
+    not prices, and the shaping trainer does not calibrate them (its FTRL learners start
+    at 0, not at the base rate): the band catches a broken model, not a mispriced one."""
     production_margin: Annotated[float, Meta(ge=0.0)] = 0.001
     """The gate: log loss at most this share above the production model's, same window."""
     promote: Literal["better", "gate", "never"] = "better"

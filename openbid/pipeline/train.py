@@ -76,12 +76,13 @@ class JobResult(msgspec.Struct, kw_only=True):
     """Real seconds of each step: etl, train, gate, register, promote."""
 
 
-def gate_settings(config: Config) -> GateSettings:
+def gate_settings(config: Config, purpose: str = "ctr") -> GateSettings:
     train = config.train
+    band = train.shaping_calibration_band if purpose == "shaping" else train.calibration_band
     return GateSettings(
         min_rows=train.min_eval_rows,
         min_positives=train.min_eval_positives,
-        calibration_band=train.calibration_band,
+        calibration_band=band,
         production_margin=train.production_margin,
     )
 
@@ -199,7 +200,7 @@ def run_job(
             candidate.predictions,
             candidate.weights,
             production=candidate.production,
-            settings=gate_settings(config),
+            settings=gate_settings(config, purpose),
         )
         seconds["gate"] = time.perf_counter() - started
         result.metrics = {**candidate.metrics, **verdict_metrics(verdict, candidate)}
