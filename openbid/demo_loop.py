@@ -26,7 +26,7 @@ from openbid import clock
 from openbid.config import Config, EventsConfig
 from openbid.obs import REGISTRY
 from openbid.pipeline.modelstore import ModelStore, Pointer
-from openbid.pipeline.runs import Run, open_readonly
+from openbid.pipeline.runs import Run, open_readonly, short_reason
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ def demo_config(settings: Config, speed: float | None = None) -> Config:
             poll_interval_s=1.0,
         ),
         # FTRL-LR alone: a job takes seconds, and minutes of clicks do not feed an FM
-        train=replace(settings.train, history_s=6 * 3600.0, learner="ftrl_lr"),
+        # a tenth held out (of up to 6 market hours: 36 real s at x60) keeps models fresh
+        train=replace(settings.train, history_s=6 * 3600.0, eval_share=0.1, learner="ftrl_lr"),
         scheduler=replace(
             settings.scheduler,
             purposes=list(dict.fromkeys([*settings.scheduler.purposes, *purposes])),
@@ -123,20 +124,6 @@ def market_age(seconds: float) -> str:
     if seconds >= 60:
         return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
     return f"{seconds:.0f}s"
-
-
-def short_reason(reason: str) -> str:
-    """The first reason of a run, without its explanation, for a table cell.
-
-    >>> short_reason("calibration: expected / actual is 0.383 (mean prediction 0.0059); x")
-    'calibration: expected / actual is 0.383'
-    >>> short_reason("not enough data yet: 3,224 rows with 13 positives: a held-out window")
-    'not enough data yet: 3,224 rows with 13 positives'
-    """
-    first = reason.split(";")[0]
-    first = first.split(" (")[0]
-    parts = first.split(": ")
-    return ": ".join(parts[:2])[:60]
 
 
 class LoopPanel:

@@ -173,3 +173,4 @@ def test_panel_texts():
     assert short_reason("data: 10 rows and 2 positives held out; need at least") == (
         "data: 10 rows and 2 positives held out"
     )
+    assert short_reason("x" * 200) == "x" * 80

@@ -74,6 +74,17 @@ class Run(msgspec.Struct, frozen=True):
     window_until_micros: int
 
 
+def short_reason(reason: str) -> str:
+    """The first reason of a run, without its explanation, for a table cell.
+
+    >>> short_reason("calibration: expected / actual is 0.383 (mean prediction 0.0059); x")
+    'calibration: expected / actual is 0.383'
+    >>> short_reason("not enough data yet: only 25 positives in 13,220 rows (a held-out ...)")
+    'not enough data yet: only 25 positives in 13,220 rows'
+    """
+    return reason.split(";")[0].split(" (")[0][:80]
+
+
 def iso(micros: int) -> str:
     """`2026-11-22T21:00:00Z`, or '-' for 0."""
     if not micros:

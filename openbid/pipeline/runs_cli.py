@@ -35,7 +35,7 @@ def runs_command(config_path: str | None, purpose: str | None, limit: int, as_js
     from rich.console import Console
     from rich.table import Table
 
-    from openbid.pipeline.runs import iso, open_readonly
+    from openbid.pipeline.runs import iso, open_readonly, short_reason
 
     try:
         config = load_config(config_path)
@@ -57,7 +57,7 @@ def runs_command(config_path: str | None, purpose: str | None, limit: int, as_js
     for column in ("id", "purpose", "started", "ended", "s", "status", "rows", "held out"):
         view.add_column(column, justify="right" if column in ("id", "s", "rows") else "left")
     view.add_column("version")
-    view.add_column("reason", overflow="fold")
+    view.add_column("reason (--json: in full)", overflow="fold")
     for run in runs:
         version = run.version + (" (prod)" if run.promoted else "") if run.version else ""
         view.add_row(
@@ -70,6 +70,6 @@ def runs_command(config_path: str | None, purpose: str | None, limit: int, as_js
             f"{run.rows:,}",
             _summary(run),
             version,
-            run.reason[:200],
+            short_reason(run.reason) if run.status != "registered" else run.reason[:60],
         )
     Console().print(view)

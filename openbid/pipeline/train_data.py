@@ -53,15 +53,15 @@ def heldout_start(
     enough = np.flatnonzero(from_end >= min_positives)
     if enough.size == 0:
         raise NotEnoughData(
-            f"{n:,} rows with {float(from_end[-1]):g} positives: a held-out window needs "
-            f"{min_positives:g} positives, and as many before it to train on"
+            f"only {float(from_end[-1]):g} positives in {n:,} rows (a held-out window needs "
+            f"{min_positives:g}, and as many before it to train on)"
         )
     count = max(count, int(enough[0]) + 1)
     start = n - count
     if start <= 0:
         raise NotEnoughData(
-            f"{n:,} rows: a held-out window of {count:,} rows (share {share:g}, at least "
-            f"{min_rows:,} rows and {min_positives:g} positives) leaves none to train on"
+            f"only {n:,} rows (a held-out window of {count:,}: share {share:g}, at least "
+            f"{min_rows:,} rows and {min_positives:g} positives, leaves none to train on)"
         )
     ts = np.asarray(ts_micros)
     start = int(np.searchsorted(ts, ts[start], side="left"))  # keep each instant whole
@@ -69,8 +69,8 @@ def heldout_start(
     before_positives = float(positives[:start].sum())
     if before_rows < min_rows or before_positives < min_positives:
         raise NotEnoughData(
-            f"{n:,} rows: {before_rows:,} rows and {before_positives:g} positives before the "
-            f"held-out window; training needs at least {min_rows:,} and {min_positives:g}"
+            f"only {before_rows:,} rows and {before_positives:g} positives before the held-out "
+            f"window (training needs at least {min_rows:,} and {min_positives:g})"
         )
     return start
 
