@@ -176,3 +176,40 @@ def test_a_job_past_its_timeout_is_killed_and_the_next_gets_a_new_process(tmp_pa
 
     message, process = asyncio.run(go())
     assert "0.2 s" in message and process is None  # killed, forgotten
+
+
+def test_openbid_runs_prints_the_run_table_newest_first(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from openbid.cli import main
+
+    runs_db = tmp_path / "runs.db"
+    env = {"OPENBID_SCHEDULER__RUNS_DB": str(runs_db)}
+    missing = CliRunner().invoke(main, ["runs"], env=env)
+    assert missing.exit_code == 1 and "no run table" in missing.output
+    with RunTable(runs_db) as table:
+        first = table.start("shaping", 1_800_000_000_000_000)
+        table.finish(
+            first, status="promoted", ended_micros=1_800_000_060_000_000, real_seconds=2.5,
+            rows=1200, metrics={"heldout_logloss": 0.1234, "heldout_callouts_saved": 0.7},
+            version="3", promoted=True, reason="first model to pass the gate",
+        )  # fmt: skip
+        second = table.start("ctr", 1_800_000_120_000_000)
+        table.finish(
+            second, status="refused", ended_micros=1_800_000_130_000_000, real_seconds=1.0,
+            reason="calibration: expected / actual is 3.100 (mean prediction 0.03); base rate",
+        )  # fmt: skip
+    listed = CliRunner().invoke(main, ["runs", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    rows = [json.loads(line) for line in listed.output.splitlines()]
+    assert [(r["id"], r["purpose"], r["status"]) for r in rows] == [
+        (2, "ctr", "refused"),
+        (1, "shaping", "promoted"),
+    ]
+    assert rows[1]["metrics"]["heldout_callouts_saved"] == 0.7
+    wide = {**env, "COLUMNS": "220"}
+    shown = CliRunner().invoke(main, ["runs", "--purpose", "shaping"], env=wide)
+    assert "2027-01-15T08:00:00Z" in shown.output and "3 (prod)" in shown.output
+    assert "saved 70%" in shown.output and "ctr" not in shown.output.split("reason")[-1]
