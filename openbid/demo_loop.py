@@ -83,8 +83,9 @@ def demo_config(settings: Config, speed: float | None = None) -> Config:
             poll_interval_s=1.0,
         ),
         # FTRL-LR alone: a job takes seconds, and minutes of clicks do not feed an FM
-        # a tenth held out (of up to 6 market hours: 36 real s at x60) keeps models fresh
-        train=replace(settings.train, history_s=6 * 3600.0, eval_share=0.1, learner="ftrl_lr"),
+        # 12 market hours (12 real minutes) of history: every click of a short demo, a
+        # bounded shaping set; a tenth held out keeps the models fresh
+        train=replace(settings.train, history_s=12 * 3600.0, eval_share=0.1, learner="ftrl_lr"),
         scheduler=replace(
             settings.scheduler,
             purposes=list(dict.fromkeys([*settings.scheduler.purposes, *purposes])),
