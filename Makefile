@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # The benchmarks (bench/ also holds their helpers: upstream servers, the baseline exchange).
-BENCHES := events openrtb privacy abuse learners sim fanout exchange shaping freshness
+BENCHES := events openrtb privacy abuse learners sim fanout exchange shaping pricing freshness
 BENCH_STAMP := $(VENV)/.installed-bench
 # Debian packages the benches run: wrk (load generator), nginx with the echo module (DSPs).
 BENCH_APT := wrk nginx-light

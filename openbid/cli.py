@@ -158,18 +158,16 @@ def train() -> None:
 
 
 @main.group()
-def backtest() -> None:
-    """Compare models side by side on logged traffic."""
-
-
-@main.group()
 def models() -> None:
     """List, promote and inspect registered models."""
 
 
+from openbid.campaigns.cli import campaigns_command  # noqa: E402 - after the core commands
+from openbid.experiments.cli import ab_group, backtest_command  # noqa: E402
 from openbid.insights.cli import insights as insights_group  # noqa: E402
+from openbid.monitoring.cli import monitor_group  # noqa: E402
 from openbid.pipeline.cli import build_command as etl_build_command  # noqa: E402
-from openbid.pipeline.models_cli import MODEL_COMMANDS  # noqa: E402 - after the core commands
+from openbid.pipeline.models_cli import MODEL_COMMANDS  # noqa: E402
 from openbid.pipeline.runs_cli import runs_command  # noqa: E402
 from openbid.pipeline.train_cli import TRAIN_COMMANDS  # noqa: E402
 from openbid.sim.cli import sim_command  # noqa: E402
@@ -178,7 +176,11 @@ for _command in MODEL_COMMANDS:
     models.add_command(_command)
 
 main.add_command(sim_command, "sim")
+main.add_command(campaigns_command, "campaigns")
 main.add_command(insights_group, "insights")
+main.add_command(backtest_command, "backtest")
+main.add_command(ab_group, "ab")
+main.add_command(monitor_group, "monitor")
 etl.add_command(etl_build_command, "build")
 # The training jobs (ETL -> train -> gate -> register -> promote) and the scheduler's runs.
 for _purpose, _command in TRAIN_COMMANDS.items():

@@ -68,6 +68,9 @@ class ServerConfig(_Section):
     header_timeout_s: PositiveFloat = 10.0
     """A request's line and headers must arrive within this from their first byte (a new
     connection's first request, from the connect): else 408 and close (slowloris)."""
+    request_timeout_s: PositiveFloat = 30.0
+    """A whole request, body included, must arrive within this from its first byte (its body:
+    from the 100 Continue, when it asked for one): else 408 and close (a trickled body)."""
     max_connections: Annotated[int, Meta(ge=0)] = 0
     """Open connections at most; at the cap the longest-idle ones are shed (logged, counted
     in `openbid_http_connections_dropped_total`). 0: half the process's open-file limit."""
@@ -357,6 +360,62 @@ class SchedulerConfig(_Section):
     def __post_init__(self) -> None:
         if len(set(self.purposes)) != len(self.purposes):
             raise ValueError(f"purposes lists a purpose twice: {self.purposes}")
+class ArmConfig(_Section):
+    """One arm of a live A/B test: a share of a purpose's traffic served by another model."""
+
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$")]
+    model: Annotated[str, Meta(pattern=r"^(@[A-Za-z0-9][A-Za-z0-9_.-]{0,63}|[0-9]{1,12})$")]
+    """A registered version (`"7"`) or an alias (`"@challenger"`)."""
+    share: Annotated[float, Meta(gt=0.0, lt=1.0)]
+
+
+class ExperimentsConfig(_Section):
+    """Live A/B tests (`docs/experiments.md`): arms per purpose, used while the model store
+    holds no arms file for that purpose (`openbid ab start|resize|stop` writes one, and
+    every server follows it without a restart)."""
+
+    shaping: list[ArmConfig] = msgspec.field(default_factory=list)
+    ctr: list[ArmConfig] = msgspec.field(default_factory=list)
+    cvr: list[ArmConfig] = msgspec.field(default_factory=list)
+    experiment: str = "config"
+    """Salts the assignment hash: a new name deals the users out again."""
+
+    def __post_init__(self) -> None:
+        for purpose in ("shaping", "ctr", "cvr"):
+            arms = getattr(self, purpose)
+            names = [arm.name for arm in arms]
+            if len(set(names)) != len(names) or "control" in names:
+                raise ValueError(f"{purpose}: arm names must be unique and not 'control'")
+            if sum(arm.share for arm in arms) >= 1.0:
+                raise ValueError(f"{purpose}: the arms' shares must leave some traffic to control")
+
+
+class MonitoringConfig(_Section):
+    """Calibration, drift and staleness watch, and its alerts (`docs/experiments.md`)."""
+
+    check_interval_s: PositiveFloat = 10.0
+    """How often each server judges its live calibration and model ages (market seconds)."""
+    window_s: PositiveFloat = 600.0
+    """Live calibration is judged over this much recent market time."""
+    calibration_band: Annotated[float, Meta(gt=0.0, lt=1.0)] = 0.2
+    """Alert when expected / actual leaves 1 +/- this ..."""
+    z: PositiveFloat = 4.0
+    """... and the gap is this many standard deviations of the actual count (not noise)."""
+    min_expected: PositiveFloat = 20.0
+    """A slice is judged once it expects this many positives."""
+    max_model_age_s: PositiveFloat = 3 * 86400.0
+    """Alert when a serving model's training window ended longer ago (market seconds)."""
+    max_slice_values: Annotated[int, Meta(ge=1, le=200)] = 30
+    """Values kept per slice dimension in /metrics; the rest count as `other`."""
+    label_shift_max_change: Annotated[float, Meta(gt=0.0)] = 0.5
+    """Training halts when the recent label rate differs from the earlier one by more than
+    this share (and significantly, `z`)."""
+    label_shift_recent_share: Annotated[float, Meta(gt=0.0, lt=1.0)] = 0.2
+    """The most recent share of a training window compared with the rest."""
+    webhook_url: str = ""
+    """Alerts are also POSTed here as JSON (Slack-compatible `text` included); empty: none."""
+    webhook_timeout_s: PositiveFloat = 5.0
+    webhook_retries: Annotated[int, Meta(ge=0, le=10)] = 3
 
 
 class Config(_Section):
@@ -372,6 +431,8 @@ class Config(_Section):
     clock: ClockConfig = msgspec.field(default_factory=ClockConfig)
     train: TrainConfig = msgspec.field(default_factory=TrainConfig)
     scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
+    experiments: ExperimentsConfig = msgspec.field(default_factory=ExperimentsConfig)
+    monitoring: MonitoringConfig = msgspec.field(default_factory=MonitoringConfig)
 
 
 _PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")

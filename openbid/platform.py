@@ -84,6 +84,8 @@ class Platform:
         self.exchange_server: ExchangeServer | None = None
         self.model_sync = None  # openbid.pipeline.modelsync.ModelSync when models.serve is set
         self.model_slots: dict[str, object] = {}
+        self.arm_sync = None  # openbid.experiments.armsync.ArmSync: A/B arms of models.serve
+        self.watch = None  # openbid.monitoring.watch.Watch: live calibration, model ages
         self._background: list[asyncio.Task[None]] = []
         self.router.add("GET", "/healthz", self._healthz, safe=True)
         self.router.add("GET", "/metrics", self._metrics, safe=True)
@@ -115,6 +117,7 @@ class Platform:
         )
         self._open_exchange()
         self._open_model_sync()
+        self._open_experiments()
 
     def _open_model_sync(self) -> None:
         """Follows the promoted models of `models.serve` (hot swap: `docs/registry.md`). The
@@ -127,6 +130,14 @@ class Platform:
         self.model_slots = slots_for(self.config.models.serve, shaper=self.exchange.shaper)
         self.model_sync = ModelSync.from_config(self.config.models, self.model_slots)
         self.model_sync.poll_once()
+
+    def _open_experiments(self) -> None:
+        """A/B arms and live monitoring with their alerts (docs/experiments.md)."""
+        from openbid.experiments.armsync import attach_arms
+        from openbid.monitoring.watch import attach_monitoring
+
+        self.arm_sync = attach_arms(self)
+        self.watch = attach_monitoring(self)
 
     def _open_exchange(self) -> None:
         from openbid.creative import TrackerSigner
@@ -224,6 +235,7 @@ class Platform:
             max_in_flight=server_config.max_in_flight,
             idle_timeout_s=server_config.idle_timeout_s,
             header_timeout_s=server_config.header_timeout_s,
+            request_timeout_s=server_config.request_timeout_s,
             max_connections=server_config.max_connections,
             max_header_bytes=server_config.max_header_bytes,
             max_header_count=server_config.max_header_count,
@@ -248,6 +260,8 @@ class Platform:
         )
         if self.model_sync is not None:
             self._background.append(asyncio.create_task(self.model_sync.run()))
+        if self.watch is not None:
+            self._background.append(asyncio.create_task(self.watch.run()))
         log.info(
             "openbid is serving",
             extra={"host": server_config.host, "port": self.port, "version": __version__},
@@ -261,6 +275,8 @@ class Platform:
         await asyncio.gather(*self._background, return_exceptions=True)
         if self.model_sync is not None:
             self.model_sync.close()
+        if self.watch is not None:
+            await asyncio.to_thread(self.watch.close)
         if self.server is not None:
             await self.server.stop()
         if self.exchange is not None:

@@ -329,3 +329,37 @@ def test_without_the_store_each_worker_keeps_to_its_share_of_the_cap():
         return allowed
 
     assert asyncio.run(main()) == 25  # 100 / 4 workers, for that second
+
+
+def test_a_store_failing_mid_second_grants_no_second_share_of_that_second(redis_store):
+    """Two workers spend the whole cap through the store in the first half of a second; the
+    store then fails: the fallback's 1/N share starts with the next second, not on top of
+    what this second already spent (it gave 2x the cap in the second Redis stopped)."""
+    from openbid.stores import RedisCounterStore
+
+    cap = 100
+    registries = [_registry(cap), _registry(cap)]
+    keepers = [SharedQpsKeeper(r, redis_store, 2, i) for i, r in enumerate(registries)]
+    dead = RedisCounterStore("redis://127.0.0.1:1/0", timeout_s=0.2)  # nothing listens
+    start_s = 4_200_000_000.0
+    allowed: dict[int, int] = {}
+
+    async def main():
+        for tick in range(20):  # 2 seconds: the store fails half-way through the first
+            now_s = start_s + tick * TICK_S + 0.01
+            if tick == 5:
+                for keeper in keepers:
+                    keeper.store = dead
+            for keeper, registry in zip(keepers, registries, strict=True):
+                await keeper.tick(now_s)
+                limiter = registry.by_id["dsp"].limiter
+                second = int(now_s)
+                allowed[second] = allowed.get(second, 0) + sum(
+                    limiter.allow(now_s) for _ in range(60)
+                )
+        await redis_store.aclose()
+        await dead.aclose()
+
+    asyncio.run(main())
+    assert allowed[int(start_s)] <= cap
+    assert allowed[int(start_s) + 1] == cap  # then each its 1/N share, on its own

@@ -200,8 +200,8 @@ def _merge_geo(request_geo: Any, ip_geo: IPGeo | None) -> tuple[dict[str, str], 
 
 
 def _local_time(now: datetime | None, request_geo: Any, ip_geo: IPGeo | None) -> datetime:
-    if now is None:  # the one clock: market time in the demo, so the hour moves with it
-        now = datetime.fromtimestamp(clock.now(), UTC)
+    if now is None:
+        now = datetime.fromtimestamp(clock.now(), UTC)  # the one clock: market time in a demo
     elif now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     if request_geo is not None and request_geo.utcoffset is not None:

@@ -68,6 +68,10 @@ class Exchange:
         )
         self.fan_out = FanOut(client)
         self.settler = Settler(signer, self.notices, config.public_url)
+        self.arms: stages.ArmRouter | None = None
+        """A/B arms (`openbid.experiments`), set by the platform; None: no test runs."""
+        self.monitor: stages.AuctionObserver | None = None
+        """Live calibration (`openbid.monitoring.live`), set by the platform."""
 
     def _deadline_s(self, request: BidRequest) -> float:
         tmax_ms = request.tmax or self.config.default_tmax_ms
@@ -115,14 +119,16 @@ class Exchange:
         now = time.monotonic()
         eligible = stages.select(self.registry.states, now)
         ids = [s.partner.id for s in eligible]
-        stages.shape(state, eligible, await self.shaper.decide_async(state.features, ids))
+        arm = stages.assign_arm(state, self.arms)
+        shaper = arm.shaper or self.shaper
+        stages.shape(state, eligible, await shaper.decide_async(state.features, ids))
         loop = asyncio.get_running_loop()
         budget_s = state.deadline - loop.time() - config.own_budget_ms / 1000.0
         if stages.gate(state, now, budget_s):
             fan_out = self.fan_out
             waiter = fan_out.send(state, max(int(budget_s * 1000), 1), loop)
             await waiter.wait(loop, state.deadline)
-            fan_out.collect(state, self.shaper)
+            fan_out.collect(state, shaper)
         stages.decide(state, config.currency_rates, self._tie_seed)
         if state.results:
             await self.settler.settle(state)
@@ -132,8 +138,11 @@ class Exchange:
                 self.event_log,
                 config.currency_rates,
                 tmax_ms=request.tmax or config.default_tmax_ms,
-                shaping_model=self.shaper.model_version,
+                shaping_model=shaper.model_version,
+                ab_arm=arm.label,
             )
+        if self.monitor is not None:
+            self.monitor.observe(state, arm.label, shaper.model_version)
         return state
 
     async def win_notice(self, params: Mapping[str, str]) -> tuple[str, str] | None:

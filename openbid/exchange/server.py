@@ -180,14 +180,14 @@ class ExchangeServer:
         for winner in outcome.winners:
             source = winner.result.winner
             assert source is not None
-            adm, burl = self.trackers.prepare(winner, journey)
+            adm, burl, nurl = self.trackers.prepare(winner, journey)
             bids.append(
                 Bid(
                     id=winner.bid_id,
                     impid=winner.result.imp_id,
                     price=winner.result.revenue_micros / 1_000_000,
                     adm=adm or None,
-                    nurl=winner.nurl or None,
+                    nurl=nurl or None,
                     burl=burl,
                     adomain=list(source.adomain) or None,
                     cat=list(source.categories) or None,
@@ -295,7 +295,7 @@ class ExchangeServer:
         return bid_request
 
     def _render(self, winner: Winner, journey: Journey) -> tuple[bytes, str]:
-        adm, burl = self.trackers.prepare(winner, journey)
+        adm, burl, _ = self.trackers.prepare(winner, journey)
         if winner.media == "video":
             error_url = burl.replace("/t/imp?", "/t/err?", 1)
             return render_video(adm, burl, error_url).encode(), "application/xml"

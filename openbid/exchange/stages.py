@@ -8,13 +8,14 @@
 | --- | --- | --- | --- |
 | `prepare` | request, publisher | context, features, rules | raises `InvalidBidRequest` (a floor's currency) |
 | `select` | the registry's partners | returns those whose breaker lets a call go | counts `circuit_open` |
+| `assign_arm` | the user id (else the request id), the A/B router | returns the auction's arms (`openbid.experiments.arms`): which shaper decides, the label logged | none |
 | `shape` | the selected, the shaper's decisions on them (`Shaper.decide_async`, awaited before) | calls (one `DspCall` each, with its decision) | none |
 | `gate` | calls, consent, the time left | per call: the outcome of a call not made, or its timeout and redaction | takes a half-open breaker's probe; counts calls not made |
 | `FanOut.send` | calls that passed the gate, rules | outgoing, calls' `pending` | sends the requests; the auction then waits until every call settles or its deadline |
 | `FanOut.collect` | calls' `pending` | outcome, response, status, latency | breakers; tells the shaper |
 | `decide` | calls' responses, rules | results, bids | none: `run_auction` |
 | `Settler.settle` | results, bids | winners | notices, markup from `nurl` (when final) |
-| `log` | all of it | | one auction event, one bid event per partner, onto the log's buffer |
+| `log` | all of it | | one auction event (with its A/B arms), one bid event per partner, onto the log's buffer |
 
 Each stage is a plain function (or a method of an object built once per exchange) that
 allocates only what it produces: the auction path is measured (`bench/exchange.py`).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Protocol
 
 from openbid.config import ExchangeConfig
 from openbid.demand import DemandState
@@ -35,7 +37,7 @@ from openbid.exchange.features import auction_features
 from openbid.exchange.metrics import dsp_metrics
 from openbid.exchange.state import SENDING, AuctionState, DspCall
 from openbid.privacy.consent import redaction_for
-from openbid.shaping.base import ShapingDecision
+from openbid.shaping.base import Shaper, ShapingDecision
 
 _NOT_FAILURES = frozenset({"bid", "no_bid", "filtered"})  # call outcomes logged with no error
 
@@ -70,6 +72,47 @@ def select(partners: Sequence[DemandState], now: float) -> list[DemandState]:
         else:
             dsp_metrics(partner.partner.id).calls["circuit_open"].inc()
     return eligible
+
+
+class ArmAssignment(Protocol):
+    """An auction's A/B arms (`openbid.experiments.arms.Assignment`)."""
+
+    label: str
+    """What the auction event logs (`ab_arm`): `purpose=arm`, comma-separated."""
+    shaper: Shaper | None
+    """The shaping arm's shaper; None: the exchange's own."""
+
+
+class ArmRouter(Protocol):
+    """Assigns requests to A/B arms (`openbid.experiments.arms.ArmRouter`)."""
+
+    def assign(self, key: str) -> ArmAssignment: ...
+
+
+class AuctionObserver(Protocol):
+    """Sees every auction once it is decided (`openbid.monitoring.live.LiveCalibration`):
+    quick, never raises."""
+
+    def observe(self, state: AuctionState, arm: str, shaping_model: str) -> None: ...
+
+
+class _NoArms:
+    label = ""
+    shaper = None
+
+
+NO_ARMS: ArmAssignment = _NoArms()
+
+
+def assign_arm(state: AuctionState, router: ArmRouter | None) -> ArmAssignment:
+    """The auction's A/B arms: a stable hash of the user id, or of the request id when there
+    is none (`router.assign`: a hash and a compare, nothing allocated); `NO_ARMS` without
+    a router."""
+    if router is None:
+        return NO_ARMS
+    request = state.request
+    user = request.user
+    return router.assign((user.id if user is not None else None) or request.id)
 
 
 def shape(
@@ -160,10 +203,12 @@ def log(
     *,
     tmax_ms: int,
     shaping_model: str,
+    ab_arm: str = "",
 ) -> None:
     """One `auction` event (features, outcome, latency) and one `bid` event per partner
     offered to the shaper (called, filtered or explored; each bid, or none) onto the log's
-    buffer. `rates` convert bid prices; `tmax_ms` is the request's, or the default."""
+    buffer. `rates` convert bid prices; `tmax_ms` is the request's, or the default;
+    `ab_arm` the auction's A/B arms (`ArmAssignment.label`)."""
     latency_us = int((time.perf_counter() - state.measured_from) * 1e6)
     ts = now_micros()
     request = state.request
@@ -191,6 +236,7 @@ def log(
             clearing_price_micros=first.result.clearing_price_micros if first else 0,
             latency_us=latency_us,
             shaping_model=shaping_model,
+            ab_arm=ab_arm,
         )
     )
     won = {(w.dsp, w.result.winner.bid_id) for w in winners if w.result.winner}

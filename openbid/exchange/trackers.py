@@ -52,6 +52,10 @@ the user, the advertiser, whether a view cookie may be set."""
 CLICK_TOKEN = "clk"
 """Kind of the click id token (`obclid`): click id, auction, bid, DSP, advertiser, user,
 click time (micros)."""
+WIN_CLICKS_TOKEN = "winclk"
+"""Kind of the token appended to our win notice URL (`&k=`) when the bid came without markup:
+that URL's signature and what the click trackers of the markup fetched at the win need (the
+click tracker's head and the advertiser domains)."""
 VIEW_TOKEN = "view"
 """Kind of the view cookie's token: auction, bid, DSP, advertiser, user, impression time."""
 # Left as they are in a click redirect: the reserved characters and `%` (already encoded).
@@ -238,9 +242,11 @@ class Trackers:
         router.add("GET", "/t/err", self.handle_video_error)
 
     # --- answering
-    def prepare(self, winner: Winner, journey: Journey) -> tuple[str, str]:
-        """The winner's markup with our click tracker in front of its landing pages, and its
-        impression tracker carrying the user and the advertiser: `(adm, burl)`."""
+    def prepare(self, winner: Winner, journey: Journey) -> tuple[str, str, str]:
+        """The winner's markup with our click tracker in front of its landing pages, its
+        impression tracker carrying the user and the advertiser, and its win notice URL
+        (ours, when the caller's win decides; for a bid without markup it carries what the
+        click trackers of the markup fetched at the win need): `(adm, burl, nurl)`."""
         source = winner.result.winner
         domains = []
         for value in source.adomain[:MAX_ADVERTISER_DOMAINS] if source is not None else ():
@@ -269,6 +275,16 @@ class Trackers:
             journey.user_id,
             advertiser,
         ]
+        nurl = winner.nurl
+        if nurl and not winner.adm:  # the markup comes at the win: wrap its clicks then
+            win_sig = nurl.rpartition("&sig=")[2]
+            nurl = f"{nurl}&k={signer.token(WIN_CLICKS_TOKEN, [win_sig, *head, *domains])}"
+        return self._wrap(winner.adm, winner.media, head, domains), burl, nurl
+
+    def _wrap(self, markup: str, media: str, head: list[str], domains: list[str]) -> str:
+        """`markup` with our click tracker (whose token starts with `head`) in front of every
+        landing page, an appended `adurl` allowed to go to `domains`."""
+        signer = self.exchange.signer
         base = self._click_base
 
         def wrap(landing_url: str) -> str:
@@ -278,8 +294,7 @@ class Trackers:
             token = signer.token(CLICK_TRACKER, [*head, "", ",".join(domains)])
             return f"{base}c={token}&adurl="
 
-        adm = wrap_clicks(winner.adm, winner.media, wrap, prefix, ours=base)
-        return adm, burl
+        return wrap_clicks(markup, media, wrap, prefix, ours=base)
 
     def _impression(self, query: dict[str, str]) -> dict[str, str]:
         """The signed parameters of an impression tracker and of the journey token added to
@@ -346,9 +361,17 @@ class Trackers:
 
     async def handle_win(self, request: Request) -> Response:
         """Our caller's win notice: passes the DSP's own win notice on, once per bid (and
-        answers the markup of a bid that came without)."""
+        answers the markup of a bid that came without, our click tracker in front of its
+        landing pages)."""
+        query = request.query()
+        clicks = query.pop("k", None)
         try:
-            params = self.exchange.signer.verify("win", request.query())
+            params = self.exchange.signer.verify("win", query)
+            context = None
+            if clicks is not None:
+                context = self.exchange.signer.open_token(WIN_CLICKS_TOKEN, clicks)
+                if len(context) < 8 or context[0] != query.get("sig"):
+                    raise InvalidTracker("win clicks token belongs to another tracker")
         except InvalidTracker as exc:
             metrics.WINS_NOTIFIED.labels("invalid").inc()
             return _error(403, str(exc))
@@ -358,7 +381,12 @@ class Trackers:
             return Response(204)
         metrics.WINS_NOTIFIED.labels("counted").inc()
         served = await self.exchange.win_notice(params)  # markup, for a bid that had none
-        return Response(204) if served is None else Response(200, served[0].encode(), served[1])
+        if served is None:
+            return Response(204)
+        markup, content_type = served
+        if context is not None:
+            markup = self._wrap(markup, params.get("mk", ""), context[1:8], context[8:])
+        return Response(200, markup.encode(), content_type)
 
     async def handle_click(self, request: Request) -> Response:
         # A click macro's markup appends its landing URL, unescaped, after our `&adurl=`:

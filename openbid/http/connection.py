@@ -76,7 +76,7 @@ class HttpConnection(asyncio.Protocol):
         "_writable",
         "_drain_task",
         "active_at",
-        "_head_started_at",
+        "_started_at",
         "_timer",
         "_timer_due",
     )
@@ -111,7 +111,8 @@ class HttpConnection(asyncio.Protocol):
         self._drain_task: asyncio.Task[None] | None = None
         self.active_at = 0.0
         """Loop time of the last bytes received or response finished (idle since then)."""
-        self._head_started_at = -1.0
+        self._started_at = -1.0
+        """Loop time of the current request's first byte (-1: none being received)."""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = math.inf
 
@@ -124,7 +125,7 @@ class HttpConnection(asyncio.Protocol):
         state.connections.add(self)
         self.active_at = now = self._loop.time()
         # A new connection owes us its first request head within the header timeout.
-        self._head_started_at = now
+        self._started_at = now
         self._schedule(now + min(state.header_timeout_s, state.idle_timeout_s))
         if state.closing:
             self.close()
@@ -222,11 +223,14 @@ class HttpConnection(asyncio.Protocol):
                 if self._wire_bytes > state.max_head_wire_bytes:
                     self._refuse(431, f"request head exceeds {state.max_head_wire_bytes} bytes")
                     return
-                due = self._head_started_at + state.header_timeout_s
-                if due < self._timer_due:  # the header timeout holds from its first byte
-                    self._schedule(due)
+                due = self._started_at + state.header_timeout_s
             elif self._wire_bytes > state.max_body_wire_bytes:
                 self._refuse(413, f"request body exceeds {state.max_body_bytes} bytes")
+                return
+            else:
+                due = self._started_at + state.request_timeout_s
+            if due < self._timer_due:  # both timeouts hold from the request's first byte
+                self._schedule(due)
 
     def _replay_without_upgrade(self, data: bytes | memoryview, offset: int) -> None:
         """Upgrades are not offered (RFC 9110 7.8 lets a server ignore them): llhttp stopped
@@ -247,8 +251,8 @@ class HttpConnection(asyncio.Protocol):
         self._in_message = True
         self._body = []
         self._body_bytes = 0
-        if self._head_started_at < 0:
-            self._head_started_at = self.active_at
+        if self._started_at < 0:
+            self._started_at = self.active_at
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -278,7 +282,6 @@ class HttpConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
-        self._head_started_at = -1.0
         parser = self._parser
         headers = self._headers
         encoding = headers.get("transfer-encoding")
@@ -339,8 +342,14 @@ class HttpConnection(asyncio.Protocol):
         """Tells the client to send its body: now, or after the responses still owed."""
         if not self._busy and self._transport is not None:
             self._transport.write(CONTINUE)
+            self._body_invited()
         else:
             self._enqueue(CONTINUE, True, False)
+
+    def _body_invited(self) -> None:
+        """A 100 Continue was sent: the client waited for it, so the body's time starts now."""
+        if self._in_message and self._headers_done:
+            self._started_at = self._loop.time()
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
@@ -351,6 +360,7 @@ class HttpConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._in_message = False
         self._wire_bytes = 0
+        self._started_at = -1.0
         if self._replay_head is not None:
             return  # read again without its Upgrade header (`_replay_without_upgrade`)
         parser = self._parser
@@ -413,6 +423,7 @@ class HttpConnection(asyncio.Protocol):
                 item, keep_alive, http10 = queue.popleft()
                 if item is CONTINUE:
                     self._transport.write(CONTINUE)
+                    self._body_invited()
                     continue
                 if (
                     not self._reading
@@ -531,18 +542,24 @@ class HttpConnection(asyncio.Protocol):
                 return
             self._schedule(max(idle_due, now + 0.001))
             return
-        head_due = math.inf
-        if self._head_started_at >= 0:
-            head_due = self._head_started_at + state.header_timeout_s
-        if now >= head_due:
-            self._refuse(408, "request head not received in time")
+        request_due = math.inf
+        if self._started_at >= 0:
+            if self._headers_done:  # a body: a whole-request bound, however it trickles
+                request_due = self._started_at + state.request_timeout_s
+            else:
+                request_due = self._started_at + state.header_timeout_s
+        if now >= request_due:
+            if self._headers_done:
+                self._refuse(408, "request body not received in time")
+            else:
+                self._refuse(408, "request head not received in time")
         elif now >= idle_due:
             if self._in_message:
                 self._refuse(408, "request not received in time")
             else:
                 transport.close()
         else:
-            self._schedule(min(head_due, idle_due))
+            self._schedule(min(request_due, idle_due))
 
     # --- for the server
     @property

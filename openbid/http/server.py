@@ -5,8 +5,9 @@ this small core: keep-alive (HTTP/1.0's too), pipelined requests answered in ord
 on the request line (414), the header block (431, bounded in bytes and fields before it
 ends), the body (413, as soon as it passes the limit), requests in flight (503 with
 `Retry-After`), connections (`max_connections`: the longest idle are shed first), and time
-(408 for a head not received within `header_timeout_s`; idle connections closed after
-`idle_timeout_s` without a byte); backpressure both ways, `Expect: 100-continue`, a
+(408 for a head not received within `header_timeout_s`, or a whole request, body
+included, within `request_timeout_s`: a body trickled a byte at a time holds a connection no
+longer; idle connections closed after `idle_timeout_s` without a byte); backpressure both ways, `Expect: 100-continue`, a
 half-closed client still answered, and a graceful stop that never outlives its grace.
 Upgrade is ignored (RFC 9110 7.8); requests whose framing could be read two ways are refused.
 
@@ -122,6 +123,7 @@ class ServerState:
         "max_pipelined",
         "idle_timeout_s",
         "header_timeout_s",
+        "request_timeout_s",
         "connections",
         "closing",
     )
@@ -138,6 +140,7 @@ class ServerState:
         max_pipelined: int,
         idle_timeout_s: float,
         header_timeout_s: float,
+        request_timeout_s: float,
     ) -> None:
         self.handler = handler
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -155,6 +158,7 @@ class ServerState:
         self.max_pipelined = max_pipelined
         self.idle_timeout_s = idle_timeout_s
         self.header_timeout_s = header_timeout_s
+        self.request_timeout_s = request_timeout_s
         self.connections: set[HttpConnection] = set()
         self.closing = False
 
@@ -199,6 +203,7 @@ class HttpServer:
         max_in_flight: int = 2048,
         idle_timeout_s: float = 75.0,
         header_timeout_s: float = 10.0,
+        request_timeout_s: float = 30.0,
         max_connections: int = 0,
         max_header_bytes: int = MAX_HEADER_BYTES,
         max_header_count: int = MAX_HEADER_COUNT,
@@ -215,6 +220,7 @@ class HttpServer:
             max_pipelined=max_pipelined,
             idle_timeout_s=idle_timeout_s,
             header_timeout_s=header_timeout_s,
+            request_timeout_s=request_timeout_s,
         )
         self.max_connections = max_connections or default_max_connections()
         self._sock: socket.socket | None = None

@@ -199,6 +199,8 @@ class _RequestRepairer:
                 self._repair(doc, error)
             except _Refuse:
                 raise InvalidBidRequest(doc.text(doc.steps(error.field)), error.reason) from None
+            if len(doc.repairs) > MAX_REPAIRS:  # duplicate keys count too
+                raise _too_many_faults()
             try:
                 body = msgspec.json.encode(doc.root)
             except (TypeError, OverflowError, ValueError):  # an integer beyond 64 bits
@@ -209,9 +211,7 @@ class _RequestRepairer:
                 error = err
                 continue
             return request, tuple(doc.repairs)
-        raise InvalidBidRequest(
-            "request", f"has too many faults to repair (more than {MAX_REPAIRS})"
-        )
+        raise _too_many_faults()
 
     def _repair(self, doc: _Document, err: InvalidBidRequest) -> None:
         field, reason = err.field, err.reason
@@ -407,6 +407,10 @@ class _RequestRepairer:
         return True
 
 
+def _too_many_faults() -> InvalidBidRequest:
+    return InvalidBidRequest("request", f"has too many faults to repair (more than {MAX_REPAIRS})")
+
+
 def _steps_through(steps: list[str | int], dotted_index: int) -> int:
     """How many steps reach the list item of the `dotted_index`-th dotted part (e.g. the
     `durfloors[]` of `request.imp[].video.durfloors[].maxdur`)."""
@@ -439,6 +443,27 @@ def _is_address(family: socket.AddressFamily, text: str) -> bool:
     return True
 
 
+def _consent_conflict(path: str, first: Any, last: Any) -> bool:
+    """Whether two values of the key at `path` disagree on a consent signal: the key is
+    one (`.regs.gdpr`), or holds one (a second `user` object with another `consent`)."""
+    if path.startswith(_CONSENT_PATHS):
+        return first != last
+    for consent_path in _CONSENT_PATHS:
+        if consent_path.startswith(path + "."):
+            rest = consent_path[len(path) + 1 :].split(".")
+            if _member(first, rest) != _member(last, rest):
+                return True
+    return False
+
+
+def _member(value: Any, names: list[str]) -> Any:
+    for name in names:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(name)
+    return value
+
+
 def _deduplicated(value: Any, path: str, doc: _Document | None, prefix: str) -> Any:
     """A `parse_pairs` document as dicts, the last value of a repeated key kept and noted;
     a consent key given twice with different values is refused."""
@@ -448,7 +473,7 @@ def _deduplicated(value: Any, path: str, doc: _Document | None, prefix: str) -> 
             here = path + key_segment(key)
             item = _deduplicated(item, here, doc, prefix)
             if key in members:
-                if members[key] != item and here.startswith(_CONSENT_PATHS):
+                if _consent_conflict(here, members[key], item):
                     raise InvalidBidRequest(
                         prefix + here,
                         "must not be given twice in one object with different values "
@@ -463,6 +488,8 @@ def _deduplicated(value: Any, path: str, doc: _Document | None, prefix: str) -> 
                             "duplicate_key",
                         )
                     )
+                    if len(doc.repairs) > MAX_REPAIRS:  # each would be a warning sent back
+                        raise _too_many_faults()
                 del members[key]
             members[key] = item
         return members

@@ -7,9 +7,12 @@ into the local cache (checked file by file against the manifest) and hands the c
 purpose's `ModelSlot`, which validates it completely (shapes, feature spec hash, a smoke
 prediction in [0, 1]) and then replaces one reference: the old model serves every request
 until then. A bad artifact is refused, logged and counted, the old model stays, and that
-pointer is not tried again until it changes (or SIGHUP). A store that cannot be read is
-counted and the current model serves on: neither the store nor the registry being down
-ever stops serving. MLflow is never imported here (its import alone takes seconds).
+pointer is not tried again until it changes (or SIGHUP). Besides its alias, a purpose can
+have more models followed the same way, each into a slot of its own (`follow`: the A/B
+arms of `openbid.experiments.armsync`, an extension the sync calls after each poll). A
+store that cannot be read is counted and the current model serves on: neither the store
+nor the registry being down ever stops serving. MLflow is never imported here (its import
+alone takes seconds).
 
 Metrics: `openbid_model_info{purpose,version,artifact_version}` (1 for the serving one),
 `openbid_model_age_seconds{purpose,since}` (on openbid's clock, since the end of the
@@ -44,6 +47,13 @@ from openbid.pipeline.modelstore import (
     Pointer,
     prune_cache,
 )
+
+
+class SyncExtension(Protocol):
+    """Polled by the sync after its own pointers, in the poll's thread and under its lock."""
+
+    def poll(self, sync: ModelSync, force: bool) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +192,9 @@ class ModelSync:
         self.alias = alias
         self.poll_interval_s = poll_interval_s
         self.followed = {purpose: _Followed(slot) for purpose, slot in slots.items()}
+        self.extra: dict[tuple[str, str], _Followed] = {}
+        """Models followed besides the alias, by (purpose, ref): `follow`."""
+        self.extensions: list[SyncExtension] = []
         self._lock = threading.Lock()  # one poll at a time (the loop's and a SIGHUP's)
         self._force = False
         self._wake: asyncio.Event | None = None
@@ -206,12 +219,41 @@ class ModelSync:
         """Reads every pointer once and swaps what changed (blocking: run it in a thread).
         Returns each purpose's outcome: unchanged, absent, swapped, refused or error."""
         with self._lock:
-            return {purpose: self._poll(purpose, force) for purpose in self.followed}
+            outcomes = {purpose: self._poll(purpose, force) for purpose in self.followed}
+            for extension in self.extensions:
+                extension.poll(self, force)
+            return outcomes
+
+    def follow(self, purpose: str, ref: str, slot: ModelSlot) -> None:
+        """Also follow `ref` of `purpose` (a version, "7", or an alias, "@challenger") into
+        `slot`; `poll_extra` swaps it like the alias's model. From an extension's `poll`."""
+        if (purpose, ref) not in self.extra:
+            self.extra[(purpose, ref)] = _Followed(slot)
+
+    def unfollow(self, purpose: str, ref: str) -> None:
+        self.extra.pop((purpose, ref), None)
+
+    def poll_extra(self, purpose: str, ref: str, force: bool = False) -> str:
+        """Reads the pointer of a followed `ref` and swaps its slot's model if it changed."""
+        return self._poll_pointer(self.extra[(purpose, ref)], purpose, ref, force)
+
+    def _pointer(self, purpose: str, ref: str) -> Pointer | None:
+        if ref.startswith("@"):
+            return self.store.read_pointer(purpose, ref[1:])
+        checksum = self.store.published_checksum(purpose, ref)
+        if checksum is None:
+            return None
+        artifact = ModelStore.version_dir(purpose, ref)
+        return Pointer(
+            purpose=purpose, alias=ref, version=ref, artifact=artifact, checksum=checksum
+        )
 
     def _poll(self, purpose: str, force: bool) -> str:
-        followed = self.followed[purpose]
+        return self._poll_pointer(self.followed[purpose], purpose, f"@{self.alias}", force)
+
+    def _poll_pointer(self, followed: _Followed, purpose: str, ref: str, force: bool) -> str:
         try:
-            pointer = self.store.read_pointer(purpose, self.alias)
+            pointer = self._pointer(purpose, ref)
         except Exception as exc:  # any backend's error: the model serving stays
             return self._error(followed, purpose, "cannot read the model pointer", exc)
         if pointer is None:
@@ -246,7 +288,7 @@ class ModelSync:
             "model swapped in",
             extra={
                 "purpose": purpose,
-                "alias": self.alias,
+                "ref": ref,
                 "version": pointer.version,
                 "artifact_version": artifact_version,
                 "previous": previous,
@@ -267,7 +309,7 @@ class ModelSync:
             extra={
                 "purpose": purpose,
                 "version": pointer.version,
-                "serving": self.serving(purpose),
+                "serving": followed.pointer.version if followed.pointer else "",
                 "error": str(exc),
             },
         )

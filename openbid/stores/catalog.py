@@ -27,23 +27,15 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from openbid.domain import DemandPartner, Placement, Publisher, hash_api_key
 from openbid.stores.base import StoreError, StoreUnavailable
+from openbid.stores.sqlbase import UNAVAILABLE as _UNAVAILABLE
+from openbid.stores.sqlbase import Base
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-
-# What a database that is down, restarting, unreachable, out of connections or missing its
-# schema raises: every DBAPI error (OperationalError, ProgrammingError for a missing table on
-# PostgreSQL, InterfaceError for a closed connection ...) and the pool's checkout timeout.
-_UNAVAILABLE = (DBAPIError, PoolTimeoutError)
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class PublisherRow(Base):
@@ -129,7 +121,9 @@ def _enable_sqlite_foreign_keys(engine: Engine) -> None:
 
 
 class Catalog:
-    """Publishers, placements and demand partners in a SQL database.
+    """Publishers, placements and demand partners in a SQL database (the buy side's
+    advertisers, campaigns, line items and creatives: `openbid.campaigns.store.CampaignCatalog`,
+    this class with their tables, in the same database).
 
     Every read and write raises `StoreUnavailable` when the database cannot answer (down,
     restarting, a dropped connection or table), never a driver exception.

@@ -97,7 +97,14 @@ def fair_shares(demands: list[float], cap: float) -> list[float]:
 class _Partner:
     """The keeper's view of one capped partner in this worker."""
 
-    __slots__ = ("asked_at_tick", "asked_at_second", "part", "shares_of", "fallback_second")
+    __slots__ = (
+        "asked_at_tick",
+        "asked_at_second",
+        "part",
+        "shares_of",
+        "fallback_second",
+        "taken_second",
+    )
 
     def __init__(self, part: float) -> None:
         self.asked_at_tick = 0
@@ -105,6 +112,7 @@ class _Partner:
         self.part = part
         self.shares_of = -1  # the second whose demands `part` comes from
         self.fallback_second = -1
+        self.taken_second = -1  # the last second some of whose tokens came from the store
 
 
 class SharedQpsKeeper:
@@ -169,6 +177,8 @@ class SharedQpsKeeper:
                 )
             partner.asked_at_second = limiter.asked
             limiter.tokens = limiter.next_tokens if limiter.second == second - 1 else 0
+            if limiter.tokens:
+                partner.taken_second = second
             limiter.next_tokens = 0
             limiter.second = second
         if partner.shares_of != second - 1 and into_second_s >= TICK_S:
@@ -183,6 +193,7 @@ class SharedQpsKeeper:
         short = wanted - limiter.tokens
         if short > 0:
             limiter.tokens += await take_tokens(self.store, f"qps:{dsp}:{second}", short, cap)
+            partner.taken_second = second
         if into_second_s > 1.0 - 2 * TICK_S and limiter.next_tokens == 0:
             limiter.next_tokens = await take_tokens(
                 self.store, f"qps:{dsp}:{second + 1}", wanted, cap
@@ -204,9 +215,12 @@ class SharedQpsKeeper:
                 extra={"error": str(error), "workers": self.workers},
             )
         if partner.fallback_second != second:  # this worker's part of the second, once
-            partner.fallback_second = limiter.second = second
-            limiter.next_tokens = 0
-            limiter.tokens = max(1, cap // self.workers)
+            partner.fallback_second = second
+            if partner.taken_second != second:  # none of this second's tokens from the store:
+                # had some been, its 1/N on top could take the partner past its cap.
+                limiter.second = second
+                limiter.next_tokens = 0
+                limiter.tokens = max(1, cap // self.workers)
 
 
 async def keep_shared_qps(

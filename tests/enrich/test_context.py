@@ -292,3 +292,20 @@ def test_spec_example_requests(make_request, ua_parser, geo_db_path, name):
         assert getattr(context, field) == expected, field
     assert context.request_id == data["id"]
     assert context.consent.gdpr_applies is False
+
+
+def test_local_time_defaults_to_the_one_clock_not_the_wall_clock():
+    # A market clock that stands at Monday 2023-11-20 02:00 UTC: a demo at 60x must see
+    # market hours, not the wall clock's.
+    from openbid import clock
+    from openbid.enrich.context import build_auction_context
+    from openbid.openrtb import decode_bid_request
+
+    monday_2am = 1_700_445_600.0
+    previous = clock.set_clock(clock.MarketClock(speed=1.0, start_s=monday_2am))
+    try:
+        request = decode_bid_request(b'{"id":"r","imp":[{"id":"1","banner":{}}]}')
+        context = build_auction_context(request)
+    finally:
+        clock.set_clock(previous)
+    assert (context.hour, context.weekday) == (2, 0)

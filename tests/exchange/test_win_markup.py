@@ -76,3 +76,39 @@ def test_the_ad_tag_fetches_a_bid_without_markup_at_once(tmp_path):
     status, page, wins = run(main())
     assert status == 200 and b"<div>served at " in page
     assert len(wins) == 1
+
+
+class LinkingNoMarkupDsp(NoMarkupDsp):
+    """Its markup, served at the win, links to its advertiser's landing page."""
+
+    def _notice(self, kind):
+        async def handle(request: Request) -> Response:
+            self.notices[kind].append(request.query_string)
+            if kind == "win":
+                markup = b'<a href="https://shop.example/landing?x=1">buy</a>'
+                return Response(200, markup, "text/html")
+            return Response(200, b"")
+
+        return handle
+
+
+def test_markup_served_at_the_win_has_our_click_tracker_in_front_of_its_landing_page(tmp_path):
+    async def main():
+        h = await start(tmp_path, [LinkingNoMarkupDsp("nomarkup", 2.0)])
+        try:
+            status, body = await h.auction(bid_request())
+            assert status == 200, body
+            nurl = json.loads(body)["seatbid"][0]["bid"][0]["nurl"]
+            assert "&k=" in nurl
+            tampered = nurl.replace("&k=", "&k=x", 1)
+            forged_status, _, _ = await h.get(tampered)
+            status, _, markup = await h.get(nurl)
+            return forged_status, status, markup.decode()
+        finally:
+            await stop(h)
+
+    forged_status, status, markup = run(main())
+    assert forged_status == 403  # a token not ours is refused before anything fires
+    assert status == 200
+    assert "https://shop.example/landing" not in markup.split("/t/click?")[0]
+    assert "/t/click?c=" in markup  # the landing page is behind our signed click tracker
