@@ -15,9 +15,19 @@ JSON object with every section's keys. Sections:
   run is the registry's small write plus the server's whole swap (fetch, checks, load).
   Keys: `swaps` (versions the server swapped in), `swap_failed_requests` (goal 0 over 10
   swaps), `swap_p99_ms`, `no_swap_p99_ms`.
-- `event_to_serving` (to come with the scheduler): `event_to_serving_s`.
+- `event_to_serving`: the demo as a newcomer runs it (`openbid up --demo --speed 60`:
+  the scheduler trains every 30 real seconds, the exchange polls the store every second),
+  for `--loop-seconds`, with `/metrics` read every 0.5 s. At each swap of a new version
+  the model's age since its training window's end (`openbid_model_age_seconds`, market
+  time) says when the newest event it learned from was logged. Keys: `event_to_serving_s`
+  (real seconds from an event being logged to a model trained on it serving, in the worst
+  case: an event logged just after a serving model's training window ended waits for the
+  next version; the largest over the swaps after the first), `event_to_serving_newest_s`
+  (the newest event trained on, median), `first_model_s` (from the start to the first
+  model serving), `loop_swaps`, `loop_runs` (by status); goal: `event_to_serving_s` <= 120.
 
-    python bench/freshness.py [--quick] [--only swap] [--rate N] [--seconds S] [--swaps N]
+    python bench/freshness.py [--quick] [--only swap|event_to_serving] [--rate N]
+        [--seconds S] [--swaps N] [--loop-seconds S]
 
 Timings move with whatever else the machine runs: compare figures of one run only.
 """
@@ -375,7 +385,8 @@ def swap_section(args: argparse.Namespace, root: Path) -> Section:
     section = Section()
     section.rows = [
         (
-            f"auction p99 at {args.rate:.0f}/s (ms), {args.swaps} swaps of {size_mb:.0f} MiB",
+            f"auction p99 at {args.rate:.0f}/s (ms), no swap vs {args.swaps} swaps of "
+            f"{size_mb:.0f} MiB",
             f"{quiet['p99_ms']:.2f}",
             f"{swapping['p99_ms']:.2f}",
             f"{swapping['p99_ms'] / max(quiet['p99_ms'], 1e-9):.2f}",
@@ -415,8 +426,142 @@ def swap_section(args: argparse.Namespace, root: Path) -> Section:
     return section
 
 
-SECTIONS: dict[str, Callable[[argparse.Namespace, Path], Section]] = {"swap": swap_section}
-"""Sections run in this order; the scheduler's `event_to_serving` joins them here."""
+# --- the event_to_serving section
+
+_INFO = re.compile(r'openbid_model_info\{[^}]*purpose="(\w+)",version="(\w+)"[^}]*\} (\S+)')
+_AGE = re.compile(
+    r'openbid_model_age_seconds\{[^}]*purpose="(\w+)",since="training_end"[^}]*\} (\S+)'
+)
+DEMO_SPEED = 60.0
+
+
+@dataclass
+class Swap:
+    """A version seen serving for the first time: when (real), and its training end."""
+
+    purpose: str
+    version: str
+    seen_s: float
+    """Real seconds since the demo started."""
+    trained_end_s: float
+    """When (real seconds since the start) the newest event it trained on was logged."""
+
+
+def watch_loop(base: str, started: float, until: float, want_versions: int) -> list[Swap]:
+    """Reads `/metrics` every 0.5 s until `until` (monotonic) or a purpose has served
+    `want_versions` versions."""
+    serving: dict[str, str] = {}
+    swaps: list[Swap] = []
+
+    def enough() -> bool:
+        counts: dict[str, int] = {}
+        for swap in swaps:
+            counts[swap.purpose] = counts.get(swap.purpose, 0) + 1
+        return max(counts.values(), default=0) >= want_versions
+
+    while time.monotonic() < until and not enough():
+        try:
+            with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+                text = response.read().decode()
+        except OSError:
+            time.sleep(0.5)
+            continue
+        now = time.monotonic() - started
+        ages = {m.group(1): float(m.group(2)) for m in _AGE.finditer(text)}
+        for match in _INFO.finditer(text):
+            purpose, version, value = match.group(1), match.group(2), float(match.group(3))
+            if value > 0 and serving.get(purpose) != version and purpose in ages:
+                serving[purpose] = version
+                swaps.append(Swap(purpose, version, now, now - ages[purpose] / DEMO_SPEED))
+        time.sleep(0.5)
+    return swaps
+
+
+def event_to_serving_section(args: argparse.Namespace, root: Path) -> Section:
+    began = time.monotonic()
+    port = free_ports(1)[0]
+    work = root / "loop"
+    work.mkdir()
+    env = dict(
+        os.environ,
+        OPENBID_SERVER__PORT=str(port),
+        OPENBID_STORES__CATALOG_URL=f"sqlite:///{work}/catalog.db",
+        OPENBID_LOGGING__LEVEL="info",
+        OPENBID_LOGGING__FORMAT="json",
+    )
+    log_path = work / "stderr.log"
+    with log_path.open("w") as stderr:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "openbid.cli", "up", "--demo",
+                "--speed", str(DEMO_SPEED), "--rate", str(args.loop_rate),
+            ],
+            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+        try:
+            _wait_listening([port], timeout_s=120)
+            started = began
+            swaps = watch_loop(
+                f"http://127.0.0.1:{port}",
+                started,
+                time.monotonic() + args.loop_seconds,
+                want_versions=args.loop_versions,
+            )
+        finally:
+            process.send_signal(2)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    _stage(f"the demo ran {time.monotonic() - began:.0f} s, {len(swaps)} swaps", began)
+    runs: dict[str, int] = {}
+    for line in log_path.read_text(errors="replace").splitlines():
+        if '"msg":"training job done"' in line or '"msg":"model refused by the gate' in line:
+            status = "refused" if "refused" in line.split('"msg":')[1][:40] else ""
+            status = status or json.loads(line).get("status", "?")
+            runs[status] = runs.get(status, 0) + 1
+        elif '"msg":"training job skipped"' in line:
+            runs["skipped"] = runs.get("skipped", 0) + 1
+    worst: list[float] = []
+    newest: list[float] = []
+    by_purpose: dict[str, list[Swap]] = {}
+    for swap in swaps:
+        by_purpose.setdefault(swap.purpose, []).append(swap)
+    for versions in by_purpose.values():
+        for before, swap in zip(versions, versions[1:], strict=False):
+            worst.append(swap.seen_s - before.trained_end_s)
+        newest += [swap.seen_s - swap.trained_end_s for swap in versions]
+    first = min((swap.seen_s for swap in swaps), default=float("nan"))
+    section = Section()
+    worst_s = max(worst) if worst else float("nan")
+    newest_s = float(np.median(newest)) if newest else float("nan")
+    section.rows = [
+        ("event logged -> a model trained on it serves, worst (s)", "goal 120", f"{worst_s:.1f}",
+         f"{worst_s / 120:.2f}" if worst else ""),
+        ("newest event trained on -> serving, median (s)", "", f"{newest_s:.1f}", ""),
+        ("demo start -> first model serving (s)", "", f"{first:.1f}", ""),
+        ("versions swapped in (by purpose)", "",
+         ", ".join(f"{p} {len(v)}" for p, v in by_purpose.items()) or "0", ""),
+        ("training runs (by status)", "", ", ".join(f"{k} {v}" for k, v in runs.items()), ""),
+    ]  # fmt: skip
+    section.keys = {
+        "event_to_serving_s": round(worst_s, 1) if worst else None,
+        "event_to_serving_newest_s": round(newest_s, 1) if newest else None,
+        "first_model_s": round(first, 1) if swaps else None,
+        "loop_swaps": len(swaps),
+        "loop_runs": runs,
+        "loop_interval_real_s": 30.0,
+        "loop_speed": DEMO_SPEED,
+        "loop_rate_per_s": args.loop_rate,
+    }
+    return section
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace, Path], Section]] = {
+    "swap": swap_section,
+    "event_to_serving": event_to_serving_section,
+}
+"""Sections run in this order."""
 
 
 def main() -> int:
@@ -426,7 +571,15 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=None, help="auctions per second")
     parser.add_argument("--seconds", type=float, default=None, help="per run")
     parser.add_argument("--swaps", type=int, default=10)
+    parser.add_argument("--loop-seconds", type=float, default=None, help="the demo's run")
+    parser.add_argument("--loop-rate", type=float, default=None, help="the demo's requests/s")
     args = parser.parse_args()
+    if args.loop_seconds is None:
+        args.loop_seconds = 240.0 if args.quick else 420.0
+    if args.loop_rate is None:
+        args.loop_rate = 100.0 if args.quick else 200.0
+    # quick: stop at a model's second version (one worst-case figure)
+    args.loop_versions = 2 if args.quick else 1000
     if args.rate is None:
         args.rate = 300.0 if args.quick else 500.0
     if args.seconds is None:
@@ -443,7 +596,7 @@ def main() -> int:
             keys.update(result.keys)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    header = ("work", "baseline (no swap)", "ours (swapping)", "ratio")
+    header = ("work", "baseline", "ours", "ratio")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))

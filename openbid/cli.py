@@ -57,8 +57,15 @@ def config_show(config_path: str | None) -> None:
     show_default=True,
     help="Demo requests per second (0: no traffic, the market's DSPs only).",
 )
-def up(config_path: str | None, demo: bool, market: str, rate: float) -> None:
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="Market seconds per real second (default: clock.speed; the demo's: 60).",
+)
+def up(config_path: str | None, demo: bool, market: str, rate: float, speed: float | None) -> None:
     """Start the servers of the config; Ctrl-C (SIGINT) or SIGTERM stops them cleanly."""
+    from openbid import clock
     from openbid.errors import OpenbidError
     from openbid.platform import run_platform
 
@@ -66,18 +73,28 @@ def up(config_path: str | None, demo: bool, market: str, rate: float) -> None:
     setup_logging(settings.logging.level, settings.logging.format)
     services = []
     if demo:
-        # The simulated DSPs, their notice URLs included, live on loopback.
-        exchange = msgspec.structs.replace(settings.exchange, notice_private_hosts=True)
-        settings = msgspec.structs.replace(settings, exchange=exchange)
         from openbid.demo import demo_services
+        from openbid.demo_loop import demo_config
 
+        settings = demo_config(settings, speed)
         services = demo_services(market, rate)
+    elif speed is not None:
+        settings = msgspec.structs.replace(
+            settings, clock=msgspec.structs.replace(settings.clock, speed=speed)
+        )
     if settings.console.enabled:
         # The console serves on its own port from a process of its own (docs/console.md).
         from openbid.console.serve import console_service
 
         services = [*services, console_service]
     try:
+        # One clock for the processes of this platform: the workers and the job process
+        # are handed its spec.
+        clock.set_clock(clock.from_settings(settings.clock.speed, settings.clock.start))
+        if settings.scheduler.purposes:
+            from openbid.pipeline.scheduler import scheduler_service
+
+            services.append(scheduler_service(settings))
         if settings.server.worker_count() > 1:
             from openbid.workers import run_workers
 
@@ -156,7 +173,8 @@ from openbid.insights.cli import insights as insights_group  # noqa: E402
 from openbid.monitoring.cli import monitor_group  # noqa: E402
 from openbid.pipeline.cli import build_command as etl_build_command  # noqa: E402
 from openbid.pipeline.models_cli import MODEL_COMMANDS  # noqa: E402
-from openbid.shaping.cli import train_shaping_command  # noqa: E402
+from openbid.pipeline.runs_cli import runs_command  # noqa: E402
+from openbid.pipeline.train_cli import TRAIN_COMMANDS  # noqa: E402
 from openbid.sim.cli import sim_command  # noqa: E402
 
 for _command in MODEL_COMMANDS:
@@ -169,7 +187,10 @@ main.add_command(backtest_command, "backtest")
 main.add_command(ab_group, "ab")
 main.add_command(monitor_group, "monitor")
 etl.add_command(etl_build_command, "build")
-train.add_command(train_shaping_command, "shaping")
+# The training jobs (ETL -> train -> gate -> register -> promote) and the scheduler's runs.
+for _purpose, _command in TRAIN_COMMANDS.items():
+    train.add_command(_command, _purpose)
+main.add_command(runs_command, "runs")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 
 from openbid.errors import ConfigError
 
@@ -94,6 +95,28 @@ class MarketClock(Clock):
             raise ConfigError(
                 f"clock spec {spec!r}: expected 'real' or 'market:SPEED:START:REAL_START'"
             ) from None
+
+
+def from_settings(speed: float = 1.0, start: str = "") -> Clock:
+    """The clock of a `[clock]` config section: real time at speed 1 with no start, else a
+    market clock starting now (real) at `start` (ISO 8601, UTC when it names no zone; empty:
+    now). Build it once, in the process that starts the others, and hand them its `spec()`.
+
+    >>> type(from_settings()).__name__, from_settings(60.0, "2026-11-22T00:00").now() > 1.7e9
+    ('Clock', True)
+    """
+    if speed == 1.0 and not start:
+        return Clock()
+    start_s = None
+    if start:
+        try:
+            moment = datetime.fromisoformat(start)
+        except ValueError:
+            raise ConfigError(f"clock.start: not an ISO 8601 time: {start!r}") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        start_s = moment.timestamp()
+    return MarketClock(speed, start_s)
 
 
 _current: Clock = Clock()

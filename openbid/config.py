@@ -14,6 +14,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -274,6 +275,91 @@ class EtlConfig(_Section):
     come from Spark's own `spark-defaults.conf`."""
 
 
+class ClockConfig(_Section):
+    """The one clock (`openbid.clock`): real time, or a market clock running `speed` times
+    faster (the demo, benches). Event timestamps, ETL windows, schedules and model ages read
+    it; deadlines within a request never do."""
+
+    speed: PositiveFloat = 1.0
+    """Market seconds per real second (1: real time, production)."""
+    start: str = ""
+    """Market time at start (ISO 8601, UTC when it names no zone); empty: now."""
+
+    def __post_init__(self) -> None:
+        if self.start:
+            try:
+                datetime.fromisoformat(self.start)
+            except ValueError:
+                raise ValueError(
+                    f"start {self.start!r}: not an ISO 8601 time (e.g. 2026-11-22T00:00)"
+                ) from None
+
+
+class TrainConfig(_Section):
+    """The training jobs (`openbid train {shaping,ctr,cvr}`, docs/pipeline.md): how much
+    history they read, the later window held out for the gate, the gate's bars, and what a
+    model that passes becomes. Times are market seconds (the one clock)."""
+
+    history_s: Annotated[float, Meta(ge=0.0)] = 7 * 86400.0
+    """Training reads the rows of the last `history_s` before the ETL's closed window (0: all)."""
+    eval_share: Annotated[float, Meta(gt=0.0, lt=0.5)] = 0.2
+    """Share of the rows (the latest) held out to gate the model, widened until the held-out
+    window holds `min_eval_rows` and `min_eval_positives`."""
+    min_eval_rows: PositiveInt = 1000
+    min_eval_positives: PositiveFloat = 30.0
+    """The held-out window's minimum (the gate's `min_rows`, `min_positives`); the rows
+    before it must hold as many, or the job is skipped until the data has grown."""
+    calibration_band: PositiveFloat = 0.1
+    """The gate: expected / actual within 1 +/- this (widened to 3 / sqrt(positives))."""
+    shaping_calibration_band: PositiveFloat = 0.5
+    """The same for shaping models: their scores feed thresholds chosen on the same scores,
+    not prices, and the shaping trainer does not calibrate them (its FTRL learners start
+    at 0, not at the base rate): the band catches a broken model, not a mispriced one."""
+    production_margin: Annotated[float, Meta(ge=0.0)] = 0.001
+    """The gate: log loss at most this share above the production model's, same window."""
+    promote: Literal["better", "gate", "never"] = "better"
+    """What becomes of a model that passed the gate (it is registered as `challenger`):
+    `better`: promoted to production when its held-out log loss is below production's (the
+    first model: when it passes); `gate`: always promoted; `never`: left for a person."""
+    hash_bits: Annotated[int, Meta(ge=18, le=26)] = 20
+    """Hash space of the click and conversion models (2^bits weights)."""
+    learner: Literal["auto", "ftrl_lr", "fm"] = "auto"
+    """The click and conversion models' learner (`fit_auto`): `auto` searches FTRL-LR and a
+    factorization machine and keeps the FM only when it beats LR held out."""
+    negative_keep_rate: Annotated[float, Meta(gt=0.0, le=1.0)] = 1.0
+    """Click and conversion jobs keep each negative training row with this probability
+    (declared to `fit_auto`, so served probabilities stay unbiased); the gate's window is
+    never sampled."""
+    keep_sets: PositiveInt = 3
+    """Training sets a job built that are kept per set (older ones are deleted)."""
+
+
+class SchedulerConfig(_Section):
+    """The scheduler `openbid up` runs (ETL -> train -> gate -> register -> promote on an
+    interval, docs/pipeline.md). It runs in the supervisor (or the single serving process),
+    each job in a low-priority child process; `openbid runs` shows its run table."""
+
+    purposes: list[Literal["shaping", "ctr", "cvr"]] = msgspec.field(default_factory=list)
+    """Models trained on the interval; empty: no scheduler (cron or an orchestrator runs
+    `openbid train` instead)."""
+    interval_s: PositiveFloat = 3600.0
+    """Market seconds between two runs of a purpose (start to start)."""
+    first_run_s: Annotated[float, Meta(ge=0.0)] = 0.0
+    """Market seconds after start before the first runs."""
+    retries: Annotated[int, Meta(ge=0, le=20)] = 3
+    """A failed job (an error, not a refusal by the gate) is tried again this many times ..."""
+    retry_backoff_s: PositiveFloat = 60.0
+    """... after this many market seconds, doubling each time (never past the next run)."""
+    runs_db: str = "var/runs.db"
+    """SQLite file of the run table (`openbid runs`); only the scheduler writes it."""
+    job_timeout_s: PositiveFloat = 3600.0
+    """Real seconds a job may take before its process is killed (counted as a failure)."""
+    job_nice: Annotated[int, Meta(ge=0, le=19)] = 10
+    """`nice` of the job process: the exchange keeps the CPU when it needs it."""
+
+    def __post_init__(self) -> None:
+        if len(set(self.purposes)) != len(self.purposes):
+            raise ValueError(f"purposes lists a purpose twice: {self.purposes}")
 class ArmConfig(_Section):
     """One arm of a live A/B test: a share of a purpose's traffic served by another model."""
 
@@ -376,6 +462,9 @@ class Config(_Section):
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     etl: EtlConfig = msgspec.field(default_factory=EtlConfig)
     models: ModelsConfig = msgspec.field(default_factory=ModelsConfig)
+    clock: ClockConfig = msgspec.field(default_factory=ClockConfig)
+    train: TrainConfig = msgspec.field(default_factory=TrainConfig)
+    scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
     experiments: ExperimentsConfig = msgspec.field(default_factory=ExperimentsConfig)
     monitoring: MonitoringConfig = msgspec.field(default_factory=MonitoringConfig)
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)

@@ -6,6 +6,12 @@ publisher traffic to the exchange at a steady rate. The market's users see the a
 click and convert (`openbid.sim.users`; their ground truth in `truth/` beside the events).
 Every second the terminal shows QPS, fill rate, latency, revenue, clicks and conversions
 and, per DSP, calls, bid rate, errors and wins.
+
+And the learning loop (`openbid.demo_loop`, whose `demo_config` is what `--demo` runs): a
+market clock `--speed` times faster (60: a market hour a real minute), the scheduler
+training shaping and click models from the demo's own log every 30 real seconds, the
+exchange swapping each promoted model in without a restart. The demo's state lives in
+`var/demo/`, emptied at start: every demo starts with no model (every DSP called).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from rich.table import Table
 
 from openbid import clock
 from openbid.creative import TrackerSigner
+from openbid.demo_loop import DEMO_INTERVAL_REAL_S, LoopPanel
 from openbid.domain import DemandPartner
 from openbid.exchange.conversions import conversion_key
 from openbid.http.client import FanoutClient, UpstreamError
@@ -56,7 +63,7 @@ class DemoState:
         self.users: SimUsers | None = None
 
 
-def _summary(state: DemoState, dsps: list[str]) -> Group:
+def _summary(state: DemoState, dsps: list[str], panel: LoopPanel | None = None) -> Group:
     elapsed = max(time.monotonic() - state.started, 1e-9)
     won = _value("openbid_requests_total", endpoint="auction", outcome="won")
     no_bid = _value("openbid_requests_total", endpoint="auction", outcome="no_bid")
@@ -127,6 +134,8 @@ def _summary(state: DemoState, dsps: list[str]) -> Group:
     groups = [head, per_dsp]
     if state.users is not None:
         groups.append(_users_table(state.users))
+    if panel is not None:
+        groups.append(panel.render())
     return Group(*groups)
 
 
@@ -157,6 +166,8 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
         client = FanoutClient()
         users = _users(platform, market, client)
         playing = asyncio.create_task(users.run())
+        panel = LoopPanel(platform.config)
+        refreshing = asyncio.create_task(panel.refresh_forever())
         try:
             await asyncio.to_thread(_register, platform, market, servers.urls)
             console_line = await asyncio.to_thread(_console_admin, platform.config)
@@ -164,17 +175,21 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
             state.users = users
             target = f"http://127.0.0.1:{platform.port}/openrtb2/auction"
             console = Console(stderr=True)
+            speed = clock.current().speed
             console.print(
                 f"[bold green]openbid demo[/]: exchange on http://127.0.0.1:{platform.port} "
                 f"(/metrics, /healthz), {len(servers.urls)} simulated DSPs, "
                 f"{rate_per_s:.0f} requests/s; events in {platform.config.events.dir}, "
                 f"the users' ground truth in {users.truth.directory if users.truth else '-'}. "
-                "Ctrl-C stops."
+                f"The market clock runs x{speed:g} (a market hour in {3600 / speed:.0f} real "
+                f"s): shaping and click models are trained from this log every "
+                f"{DEMO_INTERVAL_REAL_S:.0f} s and swapped in (`openbid runs` with "
+                f"OPENBID_SCHEDULER__RUNS_DB={platform.config.scheduler.runs_db}). Ctrl-C stops."
             )
             if console_line:
                 console.print(console_line)
             with Live(
-                _summary(state, list(servers.urls)), console=console, refresh_per_second=1
+                _summary(state, list(servers.urls), panel), console=console, refresh_per_second=1
             ) as live:
                 seed = 0
                 # At least one request a chunk, the chunk as long as the rate needs: at
@@ -186,12 +201,16 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
                         await asyncio.sleep(1.0)
                     else:
                         batch = market.generate(
-                            count, seed=seed, start_s=clock.now(), span_s=count / rate_per_s
+                            count,
+                            seed=seed,
+                            start_s=clock.now(),
+                            span_s=count / rate_per_s * clock.current().speed,  # market time
                         )
                         seed += 1
                         await _send_paced(client, target, batch, rate_per_s, state, users)
-                    live.update(_summary(state, list(servers.urls)))
+                    live.update(_summary(state, list(servers.urls), panel))
         finally:
+            refreshing.cancel()
             playing.cancel()
             await users.close()
             await servers.stop()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import msgspec
 
+from openbid import clock
 from openbid.config import Config
 from openbid.errors import OpenbidError
 from openbid.obs import setup_logging
@@ -68,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--clock", default="real", help="the supervisor's clock spec")
     args = parser.parse_args(argv)
     _die_with_parent(args.parent)
+    clock.set_clock(clock.Clock.from_spec(args.clock))
     config = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
     sys.stdin.close()
     setup_logging(config.logging.level, config.logging.format)

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import msgspec
 
+from openbid import clock
 from openbid.config import Config
 from openbid.platform import StartupError, listen_error, tracker_key
 from openbid.stores import Catalog, StoreUnavailable
@@ -184,6 +185,8 @@ class Supervisor:
             str(self.run_dir),
             "--parent",
             str(os.getpid()),
+            "--clock",
+            clock.current().spec(),  # one market time for every process of the platform
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             pass_fds=(fd,),
