@@ -134,11 +134,12 @@ class AutoSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 class Trial(msgspec.Struct, frozen=True):
-    """One hyper-parameter setting tried: its held-out log loss after each pass."""
+    """One hyper-parameter setting tried: its held-out loss (the search criterion, log loss
+    unless `fit_auto` was given another) after each pass."""
 
     kind: str
     params: dict[str, float | int]
-    logloss_by_pass: list[float]
+    loss_by_pass: list[float]
     pass_cost: float = 1.0
     """One pass, in LR passes."""
     tolerance: float = 0.0
@@ -147,14 +148,14 @@ class Trial(msgspec.Struct, frozen=True):
     def best_pass(self) -> int:
         """The first pass within `tolerance` of the lowest loss (later passes that improve
         on it by less are not worth their cost)."""
-        best = min(self.logloss_by_pass)
+        best = min(self.loss_by_pass)
         return next(
-            i + 1 for i, v in enumerate(self.logloss_by_pass) if v <= best * (1 + self.tolerance)
+            i + 1 for i, v in enumerate(self.loss_by_pass) if v <= best * (1 + self.tolerance)
         )
 
     @property
-    def best_logloss(self) -> float:
-        return float(self.logloss_by_pass[self.best_pass - 1])
+    def best_loss(self) -> float:
+        return float(self.loss_by_pass[self.best_pass - 1])
 
     @property
     def cost(self) -> float:
@@ -181,6 +182,8 @@ class AutoReport(msgspec.Struct, frozen=True):
     validation_positives: float
     validation_logloss: float
     """The chosen trial's held-out log loss, raw scores."""
+    validation_criterion: float
+    """The chosen trial's held-out value of the search criterion (its log loss by default)."""
     validation_base_logloss: float
     """The log loss of the training rows' base rate on the same held-out rows."""
     calibration_logloss: dict[str, float]
@@ -298,7 +301,8 @@ def _pass_cost(kind: str, params: dict[str, float | int]) -> float:
 class _Search:
     """Runs trials on fixed held-out windows, within a budget, remembering every result."""
 
-    def __init__(self, rows, labels, weights, windows, settings, prior) -> None:
+    def __init__(self, rows, labels, weights, windows, settings, prior, criterion=None) -> None:
+        self.criterion = criterion
         self.n_rows = len(rows)
         self.n_features = rows.n_features
         self.settings = settings
@@ -345,7 +349,8 @@ class _Search:
                 learner.partial_fit(train, y_train, w_train)
                 self.spent += cost * len(train) / self.n_rows
                 p = learner.predict_proba(valid)[:, 1]
-                loss = log_loss(y_valid, p, w_valid) * float(w_valid.sum())
+                criterion = self.criterion or log_loss
+                loss = criterion(y_valid, p, w_valid) * float(w_valid.sum())
                 if not math.isfinite(loss):
                     loss = math.inf
                 if not curve or loss < min(curve) * (1.0 - self.settings.tolerance):
@@ -371,7 +376,7 @@ class _Search:
                 "kind": kind,
                 **params,
                 "passes": trial.best_pass,
-                "logloss": trial.best_logloss,
+                "logloss": trial.best_loss,
             },
         )
         return trial
@@ -382,9 +387,9 @@ def _best(trials: list[Trial | None]) -> Trial | None:
     done = [t for t in trials if t is not None]
     if not done:
         return None
-    lowest = min(t.best_logloss for t in done)
-    tied = [t for t in done if t.best_logloss <= lowest * (1.0 + t.tolerance)]
-    return min(tied, key=lambda t: (t.cost, t.best_logloss))
+    lowest = min(t.best_loss for t in done)
+    tied = [t for t in done if t.best_loss <= lowest * (1.0 + t.tolerance)]
+    return min(tied, key=lambda t: (t.cost, t.best_loss))
 
 
 def _line_search(
@@ -432,10 +437,13 @@ def fit_auto(
     *,
     keep_rate: float = 1.0,
     settings: AutoSettings | None = None,
+    criterion: Callable[[np.ndarray, np.ndarray, np.ndarray], float] | None = None,
 ) -> AutoModel:
     """Choose hyper-parameters and calibration on held-out rows in time order, then refit
     on all rows (see the module doc). `rows`: `HashedRows` (or scipy.sparse) in time order;
-    `keep_rate`: the probability each negative was kept with, when they were sampled."""
+    `keep_rate`: the probability each negative was kept with, when they were sampled;
+    `criterion(y, p, w)`: what the search minimizes on held-out rows instead of log loss
+    (shaping ranks calls, so it minimizes the calls its thresholds keep)."""
     settings = settings or AutoSettings()
     settings.check()
     if not 0.0 < keep_rate <= 1.0:
@@ -457,7 +465,7 @@ def fit_auto(
     windows = validation_windows(len(rows), y * (w > 0), settings)
     if not windows:
         raise TrainingDataError(f"too few rows ({len(rows)}) to hold any out")
-    search = _Search(rows, y, w, windows, settings, prior)
+    search = _Search(rows, y, w, windows, settings, prior, criterion)
 
     # LR first, whatever the kind: the FM's linear part starts from LR's best settings
     lr = {"alpha": settings.alphas[len(settings.alphas) // 2], "beta": settings.beta}
@@ -482,7 +490,7 @@ def fit_auto(
         fm_trial = search.run("fm", fm)
         if fm_trial is not None:
             lr_trial = candidates[0] if candidates else None
-            if lr_trial is None or fm_trial.best_logloss < lr_trial.best_logloss * (
+            if lr_trial is None or fm_trial.best_loss < lr_trial.best_loss * (
                 1.0 - settings.fm_margin
             ):
                 candidates = [fm_trial]
@@ -532,7 +540,8 @@ def fit_auto(
         validation_windows=[[a, b] for a, b in windows],
         validation_rows=int(heldout_y.shape[0]),
         validation_positives=float(np.sum(heldout_w * heldout_y)),
-        validation_logloss=chosen.best_logloss,
+        validation_logloss=log_loss(heldout_y, heldout_p, heldout_w),
+        validation_criterion=chosen.best_loss,
         validation_base_logloss=validation_base,
         calibration_logloss=calibration_losses,
         trials=list(search.trials.values()),
