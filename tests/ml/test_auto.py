@@ -15,10 +15,10 @@ from openbid.ml import (
     load_model,
     subsample_negatives,
 )
-from openbid.ml.auto import prior_index, validation_windows
 from openbid.ml.errors import TrainingDataError
 from openbid.ml.features import FeatureSpec
 from openbid.ml.metrics import calibration_ratio, log_loss
+from openbid.ml.search import prior_index, validation_windows
 
 N_FEATURES = 1 << 18  # the smallest hash space an artifact takes
 FIELDS, VALUES = 6, 300
