@@ -219,7 +219,7 @@ def fit_auto(
     lr = line_search(search, "ftrl_lr", lr, "l2", settings.l2s, extend_l2)
     lr = line_search(search, "ftrl_lr", lr, "l1", settings.l1s)
     if lr != first:  # the best learning rate depends on the regularization: once more
-        alphas = tuple(lr["alpha"] * f for f in (1 / 3, 1.0, 3.0))
+        alphas = tuple(round(lr["alpha"] * f, 6) for f in (1 / 3, 1.0, 3.0))
         lr = line_search(search, "ftrl_lr", lr, "alpha", alphas, extend_alpha)
     candidates = [search.run("ftrl_lr", lr)] if settings.kind != "fm" else []
     if settings.kind in ("fm", "auto"):

@@ -282,7 +282,7 @@ def line_search(
 
 
 def extend_alpha(value: float, direction: int) -> float | None:
-    new = value * 3.0 if direction > 0 else value / 3.0
+    new = round(value * 3.0 if direction > 0 else value / 3.0, 6)
     return new if 1e-3 <= new <= 3.0 else None
 
 

@@ -11,7 +11,7 @@ crosses), holds out the last day to choose each DSP's threshold at the bid recal
 value) target, and returns everything `save_shaping_model` stores. By default each learner's
 hyper-parameters (alpha, L1, L2, passes) are chosen from its own data by `openbid.ml.fit_auto`
 (a held-out share at the end of the training part, in time order), as those that keep the
-fewest calls at 95-99% bid recall there; `FTRLParams` fixes them.
+fewest calls at 95-99.5% bid recall there; `FTRLParams` fixes them.
 """
 
 from __future__ import annotations
