@@ -14,8 +14,12 @@ Features are made exactly as the exchange makes them: the request bytes decoded 
 and `auction_features`. Calls the exchange would not send for consent (TCF vendor or
 purpose refused) are not callouts and are left out of every figure.
 
-    .venv/bin/python bench/shaping.py [--quick] [--market default] [--layout both]
-        [--target-kind value|recall] [--target 0.997] [--seed 1]
+    .venv/bin/python bench/shaping.py [--quick] [--market default] [--market-seed N]
+        [--layout both] [--target-kind value|recall] [--target 0.997] [--seed 1]
+
+`--market-seed N` replaces the market's own seed (its hidden structure: which sites each DSP
+likes, site effects, latent vectors, every draw): the same rules of the market, a market
+nobody tuned on.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 
@@ -48,6 +53,7 @@ from openbid.shaping.training import (
     split_holdout,
 )
 from openbid.sim import Market
+from openbid.sim.config import load_market_config
 
 DAY_S = 86_400.0
 COMPARED = (
@@ -161,14 +167,22 @@ def summarize(name, sent, eligible, labels, price, delivered):
 DSP_SERVERS_SCRIPT = """
 import json, sys, time
 from openbid.sim import Market
+from openbid.sim.config import load_market_config
 from openbid.sim.server import DspServersThread
-servers = DspServersThread(Market.load(sys.argv[1]), simulate_latency=False).start()
+import msgspec
+from openbid.sim.config import load_market_config
+config = load_market_config(sys.argv[1])
+if len(sys.argv) > 2:
+    config = msgspec.structs.replace(config, seed=int(sys.argv[2]))
+servers = DspServersThread(Market(config), simulate_latency=False).start()
 print(json.dumps(servers.urls), flush=True)
 sys.stdin.read()
 """
 
 
-def exchange_cpu_throughput(market, model_path, bodies, seconds: float) -> dict[str, dict]:
+def exchange_cpu_throughput(
+    market, market_name: str, model_path, bodies, seconds: float
+) -> dict[str, dict]:
     """Auctions per CPU second of the exchange, in this process, with the pass-through
     shaper and with ours; the DSP servers (answering at once) run in another process.
     Each run also counts the DSP calls that left per auction and the share of them that
@@ -189,7 +203,7 @@ def exchange_cpu_throughput(market, model_path, bodies, seconds: float) -> dict[
     from openbid.shaping import PassThroughShaper
 
     servers = subprocess.Popen(
-        [sys.executable, "-c", DSP_SERVERS_SCRIPT, market.name],
+        [sys.executable, "-c", DSP_SERVERS_SCRIPT, market_name, str(market.seed)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
@@ -256,6 +270,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smaller run (under a minute)")
     parser.add_argument("--market", default="default")
+    parser.add_argument(
+        "--market-seed", type=int, help="replace the market's hidden-structure seed"
+    )
     parser.add_argument("--layout", choices=["per_dsp", "shared", "both"], default="both")
     parser.add_argument("--train", type=int, default=0, help="training requests")
     parser.add_argument("--test", type=int, default=0, help="test requests")
@@ -272,7 +289,10 @@ def main() -> int:
     n_test = args.test or (20_000 if args.quick else 100_000)
     layouts = ["per_dsp", "shared"] if args.layout == "both" else [args.layout]
 
-    market = Market.load(args.market)
+    config = load_market_config(args.market)
+    if args.market_seed is not None:
+        config = msgspec.structs.replace(config, seed=args.market_seed)
+    market = Market(config)
     tmax_ms = market.config.traffic.tmax_ms
     started = time.perf_counter()
     train_batch = market.generate(n_train, seed=args.seed, start_s=market.start_s, span_s=6 * DAY_S)
@@ -406,7 +426,7 @@ def main() -> int:
         if not args.no_exchange:
             bodies = test_batch.bodies[:5000]
             throughput = exchange_cpu_throughput(
-                market, model_path, bodies, seconds=4.0 if args.quick else 12.0
+                market, args.market, model_path, bodies, seconds=4.0 if args.quick else 12.0
             )
             print()
             print(
@@ -430,6 +450,7 @@ def main() -> int:
     record = {
         "bench": "shaping",
         "market": market.name,
+        "market_seed": market.seed,
         "seed": args.seed,
         "layout": best_layout,
         "target_kind": kind,

@@ -105,7 +105,13 @@ def frontier_table(trained: TrainedShaping) -> str:
 @click.option("--until", default=None, help="Window end, exclusive.")
 @click.option("--layout", type=click.Choice(list(LAYOUTS)), default="per_dsp", show_default=True)
 @click.option("--hash-bits", default=20, show_default=True)
-@click.option("--passes", default=FTRLParams().n_passes, show_default=True)
+@click.option(
+    "--passes",
+    type=int,
+    default=None,
+    help="Fix the learners' passes (and the other settings to their former defaults); "
+    "by default every setting is chosen from the data.",
+)
 def train_shaping_command(
     config_path: str | None,
     events_dir: str | None,
@@ -118,7 +124,7 @@ def train_shaping_command(
     until: str | None,
     layout: str,
     hash_bits: int,
-    passes: int,
+    passes: int | None,
 ) -> None:
     """Train the traffic-shaping model from the event log and print its frontier."""
     try:
@@ -138,7 +144,7 @@ def train_shaping_command(
             target=target,
             exploration_share=exploration_share,
             holdout_s=holdout_hours * 3600,
-            params=FTRLParams(n_passes=passes),
+            params=None if passes is None else FTRLParams(n_passes=passes),
             hash_bits=hash_bits,
         )
         path = save_shaping_model(trained, Path(out_dir), overwrite=True)

@@ -120,6 +120,37 @@ def frontier(
     return points
 
 
+SEARCH_TARGETS: tuple[float, ...] = RECALL_TARGETS
+"""The bid recall targets a shaping model's hyper-parameters are chosen at: the frontier's.
+With 0.995 (near the default target, 99.7% of the value) the hard market's quick runs kept
+0.2-0.7 points more of the oracle's savings than with 0.95-0.99 only, on each of 4 market
+seeds."""
+
+
+def calls_kept_at_recall(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    weights: np.ndarray,
+    targets: Sequence[float] = SEARCH_TARGETS,
+) -> float:
+    """The (weighted) share of calls a threshold keeps at each bid recall target on these
+    rows, averaged over the targets: lower means the bids rank higher. The criterion
+    `openbid.ml.fit_auto` minimizes for shaping models (arguments in its order: labels,
+    scores, weights).
+
+    >>> calls_kept_at_recall(np.array([1.0, 0, 1, 0]), np.array([0.9, 0.8, 0.7, 0.1]), np.ones(4))
+    0.75
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    bids = weights * labels
+    return float(
+        np.mean(
+            [share_kept(scores, weights, threshold_for_share(scores, bids, t)) for t in targets]
+        )
+    )
+
+
 def cap_threshold(recent_scores: np.ndarray, eligible_per_s: float, cap_qps: float) -> float:
     """The score a request must reach so that about `cap_qps` of `eligible_per_s` requests
     are sent: the (1 - cap / rate) quantile of the recent scores. `CALL_ALL` when the cap

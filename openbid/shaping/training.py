@@ -8,7 +8,10 @@ weighted up, stand for them, so the model keeps learning what it stopped letting
 
 `train_shaping` fits FTRL logistic regression (per DSP, or one shared model with DSP
 crosses), holds out the last day to choose each DSP's threshold at the bid recall (or bid
-value) target, and returns everything `save_shaping_model` stores.
+value) target, and returns everything `save_shaping_model` stores. By default each learner's
+hyper-parameters (alpha, L1, L2, passes) are chosen from its own data by `openbid.ml.fit_auto`
+(a held-out share at the end of the training part, in time order), as those that keep the
+fewest calls at 95-99.5% bid recall there; `FTRLParams` fixes them.
 """
 
 from __future__ import annotations
@@ -22,12 +25,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from openbid.ml import FeatureSpec, Featurizer, FTRLLogisticRegression, HashedRows, evaluate
+from openbid.ml import (
+    AutoSettings,
+    FeatureSpec,
+    Featurizer,
+    FTRLLogisticRegression,
+    HashedRows,
+    TrainingDataError,
+    evaluate,
+    fit_auto,
+)
 from openbid.shaping.errors import ShapingDataError
 from openbid.shaping.features import DSP_FIELD, REQUEST_FIELDS, Layout, shaping_spec
 from openbid.shaping.thresholds import (
     RECALL_TARGETS,
     FrontierPoint,
+    calls_kept_at_recall,
     frontier,
     threshold_for_share,
 )
@@ -163,7 +176,9 @@ def rows_from_events(auctions: pa.Table, bids: pa.Table) -> ShapingRows:
 
 @dataclass(slots=True)
 class FTRLParams:
-    """Hyper-parameters of the FTRL-Proximal learners (see `openbid.ml.ftrl`)."""
+    """Fixed hyper-parameters of the FTRL-Proximal learners (see `openbid.ml.ftrl`); without
+    them the trainer chooses them per learner (`AUTO_SETTINGS`). These were the defaults
+    before: tuned by hand on the default market."""
 
     alpha: float = 0.1
     beta: float = 1.0
@@ -240,33 +255,51 @@ def split_holdout(rows: ShapingRows, holdout_s: float) -> tuple[ShapingRows, Sha
     return rows.select(train), rows.select(~train)
 
 
+AUTO_SETTINGS = AutoSettings(kind="ftrl_lr", calibration=())
+"""How `fit_auto` trains a shaping learner: logistic regression only (the serving fast path
+scores linear models), no calibration (thresholds are chosen on the scores themselves, and
+a monotone map would change nothing but add ties). Its criterion is
+`calls_kept_at_recall`, not log loss: thresholds keep a share of the bids, so the settings
+that rank the bids highest are the ones to keep."""
+
+
 def fit_learners(
     rows: ShapingRows,
     layout: Layout,
     spec: FeatureSpec,
-    params: FTRLParams,
+    params: FTRLParams | None = None,
     *,
     weighted: bool = True,
     dsps: Sequence[str] | None = None,
 ) -> dict[str, FTRLLogisticRegression]:
-    """FTRL learners on `rows` (in time order); `weighted=False` ignores the exploration
-    weights (only to show what they are for)."""
+    """FTRL learners on `rows` (in time order), with `params`, or chosen from each
+    learner's data by `fit_auto` when None; `weighted=False` ignores the exploration weights
+    (only to show what they are for)."""
     featurizer = Featurizer(spec)
     weights = rows.weight if weighted else np.ones(len(rows))
 
-    def learner() -> FTRLLogisticRegression:
+    def learner(hashed: HashedRows, labels: np.ndarray, w: np.ndarray) -> FTRLLogisticRegression:
+        fixed = params
+        if fixed is None:
+            try:
+                return fit_auto(  # type: ignore[return-value]
+                    hashed, labels, w, settings=AUTO_SETTINGS, criterion=calls_kept_at_recall
+                ).learner
+            except TrainingDataError as exc:  # e.g. a DSP that never bid in the window
+                log.warning("shaping learner trained with fixed settings: %s", exc)
+                fixed = FTRLParams()
         return FTRLLogisticRegression(
             n_features=spec.n_features,
-            alpha=params.alpha,
-            beta=params.beta,
-            l1=params.l1,
-            l2=params.l2,
-            n_passes=params.n_passes,
-        )
+            alpha=fixed.alpha,
+            beta=fixed.beta,
+            l1=fixed.l1,
+            l2=fixed.l2,
+            n_passes=fixed.n_passes,
+        ).fit(hashed, labels, w)
 
     if layout == "shared":
         hashed = ShapingScorerOffline(layout, spec, {}).hash(rows)
-        return {"shared": learner().fit(hashed, rows.label, weights)}
+        return {"shared": learner(hashed, rows.label, weights)}
     hashed = featurizer.transform_columns(rows.features, n_rows=rows.n_auctions)
     learners = {}
     for dsp in dsps or rows.dsps:
@@ -277,9 +310,7 @@ def fit_learners(
                 extra={"dsp": dsp, "rows": int(mask.sum())},
             )
             continue
-        learners[dsp] = learner().fit(
-            hashed.take(rows.request[mask]), rows.label[mask], weights[mask]
-        )
+        learners[dsp] = learner(hashed.take(rows.request[mask]), rows.label[mask], weights[mask])
     return learners
 
 
@@ -321,11 +352,11 @@ def train_shaping(
     hash_bits: int | None = None,
     frontier_targets: Sequence[float] = RECALL_TARGETS,
 ) -> TrainedShaping:
-    """Train on all but the last `holdout_s` seconds, choose thresholds on those, report
-    per-DSP metrics and the frontier (held-out day, weighted)."""
+    """Train on all but the last `holdout_s` seconds (hyper-parameters chosen per learner
+    unless `params` fixes them), choose thresholds on those, report per-DSP metrics and the
+    frontier (held-out day, weighted)."""
     if not 0.0 < exploration_share <= 1.0:
         raise ShapingDataError(f"exploration share must be in (0, 1], got {exploration_share}")
-    params = params or FTRLParams()
     spec = shaping_spec(layout) if hash_bits is None else shaping_spec(layout, hash_bits)
     train, holdout = split_holdout(rows, holdout_s)
     dsps = rows.dsps
@@ -341,9 +372,14 @@ def train_shaping(
         s, y, w = scores[mask], holdout.label[mask], holdout.weight[mask]
         thresholds[dsp] = threshold_for_share(s, target_amounts(holdout, mask, target_kind), target)
         points += frontier(dsp, s, w * y, w, frontier_targets)
+        learner = learners["shared" if layout == "shared" else dsp]
         dsp_metrics = {
             "holdout_rows": float(mask.sum()),
             "bid_rate": float(np.average(y, weights=w)),
+            "alpha": float(learner.alpha),
+            "l1": float(learner.l1),
+            "l2": float(learner.l2),
+            "n_passes": float(learner.n_passes),
         }
         if 0 < y.sum() < len(y):
             quality = evaluate(y, s, w)

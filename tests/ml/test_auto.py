@@ -15,10 +15,10 @@ from openbid.ml import (
     load_model,
     subsample_negatives,
 )
-from openbid.ml.auto import prior_index, validation_windows
 from openbid.ml.errors import TrainingDataError
 from openbid.ml.features import FeatureSpec
 from openbid.ml.metrics import calibration_ratio, log_loss
+from openbid.ml.search import prior_index, validation_windows
 
 N_FEATURES = 1 << 18  # the smallest hash space an artifact takes
 FIELDS, VALUES = 6, 300
@@ -52,8 +52,11 @@ def test_the_search_picks_a_better_alpha_than_a_deliberately_bad_fixed_one():
     assert auto_loss < bad_loss - 0.005
     # every trial is in the report, and the chosen one has the lowest held-out loss (within
     # the tolerance that prefers fewer passes)
-    best = min(t.best_logloss for t in auto.report.trials)
-    assert auto.report.validation_logloss <= best * (1 + FAST.tolerance)
+    best = min(t.best_loss for t in auto.report.trials)
+    assert auto.report.validation_criterion <= best * (1 + FAST.tolerance)
+    assert auto.report.validation_criterion == pytest.approx(
+        auto.report.validation_logloss, rel=0.01
+    )
     assert auto.report.validation_logloss < auto.report.validation_base_logloss
 
 
@@ -178,3 +181,19 @@ def test_the_fm_is_chosen_only_when_it_beats_lr_held_out():
     assert evaluate(y, auto.predict_proba(rows)[:, 1]).auc > 0.7
     linear_only = fit_auto(rows, y, settings=AutoSettings(kind="ftrl_lr", max_passes=3))
     assert linear_only.report.kind == "ftrl_lr"
+
+
+def test_a_criterion_other_than_log_loss_drives_the_search():
+    train, y_train, _ = planted(30_000, seed=17)
+    calls = []
+
+    def top_decile_miss(y, p, w):  # the share of clicks outside the top 10% of scores
+        calls.append(len(y))
+        top = p >= np.quantile(p, 0.9)
+        return float(1.0 - np.sum(w * y * top) / np.sum(w * y))
+
+    auto = fit_auto(train, y_train, settings=FAST, criterion=top_decile_miss)
+    assert calls and all(n == 6_000 for n in calls)  # the held-out 20%
+    best = min(t.best_loss for t in auto.report.trials)
+    assert auto.report.validation_criterion <= best * (1 + FAST.tolerance)
+    assert 0.0 < auto.report.validation_criterion < 0.9  # a share, not a log loss

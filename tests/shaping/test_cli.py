@@ -71,3 +71,24 @@ def test_train_shaping_explains_an_empty_window(tmp_path):
     )
     assert result.exit_code != 0
     assert "no auctions or no bid events" in result.output
+
+
+def test_passes_fixes_the_former_settings_and_without_it_they_are_chosen(tmp_path):
+    _write_log(tmp_path / "events")
+    chosen = {}
+    for name, extra in (("auto", []), ("fixed", ["--passes", "1"])):
+        out = tmp_path / name
+        result = CliRunner().invoke(
+            train_shaping_command,
+            ["--events-dir", str(tmp_path / "events"), "--out", str(out), "--hash-bits", "18"]
+            + extra,
+            env={"OPENBID_CONFIG": ""},
+        )
+        assert result.exit_code == 0, result.output
+        chosen[name] = load_shaping_model(out).artifacts["vidco"].meta.hyper_parameters
+    assert (chosen["fixed"]["alpha"], chosen["fixed"]["l1"], chosen["fixed"]["n_passes"]) == (
+        0.1,
+        0.5,
+        1,
+    )
+    assert chosen["auto"] != chosen["fixed"]

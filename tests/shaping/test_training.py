@@ -147,7 +147,7 @@ def test_threshold_keeps_at_least_the_target_and_no_higher_threshold_does(pairs,
         assert share_kept(scores, amounts, higher.min()) < target + 1e-9
 
 
-def _trained(tmp_path, layout="per_dsp"):
+def _rows_of(tmp_path):
     rng = np.random.default_rng(4)
     n = 6000
     sites = rng.choice([f"s{i}" for i in range(30)], n)
@@ -157,8 +157,11 @@ def _trained(tmp_path, layout="per_dsp"):
         [rng.random(n) < np.array([site_rate[s] for s in sites]), rng.random(n) < 0.2], 1
     )
     decision = np.full((n, 2), "called")
-    rows = rows_from_events(*event_tables(features, ["a", "b"], bid, decision, np.ones((n, 2))))
-    return train_shaping(rows, layout=layout, holdout_s=12 * 3600, hash_bits=18)
+    return rows_from_events(*event_tables(features, ["a", "b"], bid, decision, np.ones((n, 2))))
+
+
+def _trained(tmp_path, layout="per_dsp"):
+    return train_shaping(_rows_of(tmp_path), layout=layout, holdout_s=12 * 3600, hash_bits=18)
 
 
 @pytest.mark.parametrize("layout", ["per_dsp", "shared"])
@@ -217,3 +220,22 @@ def test_too_short_a_log_for_a_holdout_day():
     )
     with pytest.raises(ShapingDataError, match="needs more than the 24 h"):
         train_shaping(rows)
+
+
+def test_learners_choose_their_settings_from_the_data_unless_fixed(tmp_path):
+    trained = _trained(tmp_path)
+    for dsp in ("a", "b"):
+        metrics, learner = trained.metrics[dsp], trained.learners[dsp]
+        assert (metrics["alpha"], metrics["l2"], metrics["n_passes"]) == (
+            learner.alpha,
+            learner.l2,
+            learner.n_passes,
+        )
+    # a held-out share of the training part chose them: the saved model says what they are
+    path = save_shaping_model(trained, tmp_path / "m")
+    saved = load_shaping_model(path).artifacts["a"].meta.hyper_parameters
+    assert saved["alpha"] == trained.learners["a"].alpha
+    fixed = FTRLParams(alpha=0.7, l1=0.0, l2=2.0, n_passes=1)
+    rows = _rows_of(tmp_path)
+    by_hand = train_shaping(rows, holdout_s=12 * 3600, hash_bits=18, params=fixed)
+    assert by_hand.learners["a"].alpha == 0.7 and by_hand.metrics["a"]["n_passes"] == 1.0
