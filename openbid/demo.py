@@ -28,11 +28,10 @@ from rich.table import Table
 
 from openbid import clock
 from openbid.creative import TrackerSigner
-from openbid.demo_loop import DEMO_INTERVAL_REAL_S, LoopPanel
+from openbid.demo_loop import DEMO_INTERVAL_REAL_S, LoopPanel, Snapshot
 from openbid.domain import DemandPartner
 from openbid.exchange.conversions import conversion_key
 from openbid.http.client import FanoutClient, UpstreamError
-from openbid.obs import REGISTRY
 from openbid.platform import Platform, Service, tracker_key
 from openbid.sim.generator import RequestBatch
 from openbid.sim.market import Market
@@ -48,8 +47,12 @@ RENDER_RATE = 0.9
 """Share of won ads whose page loads them (the impression tracker fires)."""
 
 
+_snapshot: Snapshot | None = None
+"""The registry as the last summary read it (once per summary)."""
+
+
 def _value(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    return (_snapshot or Snapshot()).value(name, **labels)
 
 
 class DemoState:
@@ -64,6 +67,8 @@ class DemoState:
 
 
 def _summary(state: DemoState, dsps: list[str], panel: LoopPanel | None = None) -> Group:
+    global _snapshot
+    _snapshot = Snapshot()
     elapsed = max(time.monotonic() - state.started, 1e-9)
     won = _value("openbid_requests_total", endpoint="auction", outcome="won")
     no_bid = _value("openbid_requests_total", endpoint="auction", outcome="no_bid")
@@ -135,7 +140,7 @@ def _summary(state: DemoState, dsps: list[str], panel: LoopPanel | None = None) 
     if state.users is not None:
         groups.append(_users_table(state.users))
     if panel is not None:
-        groups.append(panel.render())
+        groups.append(panel.render(_snapshot))
     return Group(*groups)
 
 

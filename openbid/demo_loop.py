@@ -23,7 +23,7 @@ import msgspec
 from rich.table import Table
 
 from openbid import clock
-from openbid.config import Config, EventsConfig
+from openbid.config import Config, EventsConfig, ExchangeConfig
 from openbid.obs import REGISTRY
 from openbid.pipeline.modelstore import ModelStore, Pointer
 from openbid.pipeline.runs import Run, open_readonly, short_reason
@@ -60,9 +60,17 @@ def demo_config(settings: Config, speed: float | None = None) -> Config:
         # a market clock restarts at today: last demo's events lie hours in the future
         events = replace(events, dir=str(demo_dir / "events"))
     purposes = ["shaping", "ctr"]
+    public_url = settings.exchange.public_url
+    if public_url == ExchangeConfig().public_url and settings.server.port:
+        # the simulated users fetch the trackers: at the port this demo serves on (the
+        # default public URL names port 8080, another demo's or nobody's; with port 0,
+        # chosen at bind time, set exchange.public_url)
+        host = settings.server.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        public_url = f"http://{'[' + host + ']' if ':' in host else host}:{settings.server.port}"
     return replace(
         settings,
-        exchange=replace(settings.exchange, notice_private_hosts=True),
+        exchange=replace(settings.exchange, notice_private_hosts=True, public_url=public_url),
         clock=replace(settings.clock, speed=speed),
         events=events,
         etl=replace(
@@ -96,21 +104,35 @@ def demo_config(settings: Config, speed: float | None = None) -> Config:
     )
 
 
-def _samples(name: str) -> list[tuple[dict[str, str], float]]:
-    found = []
-    for family in REGISTRY.collect():
-        for sample in family.samples:
-            if sample.name == name:
-                found.append((sample.labels, sample.value))
-    return found
+class Snapshot:
+    """The metrics registry read once (one `collect()`): a render reads dozens of values,
+    and each `get_sample_value` would collect every metric again (8% of the demo's CPU)."""
 
+    def __init__(self) -> None:
+        self.by_name: dict[str, list[tuple[dict[str, str], float]]] = collections.defaultdict(
+            list
+        )
+        for family in REGISTRY.collect():
+            for sample in family.samples:
+                self.by_name[sample.name].append((sample.labels, sample.value))
 
-def _total(name: str, **labels: str) -> float:
-    return sum(
-        value
-        for sample_labels, value in _samples(name)
-        if all(sample_labels.get(k) == v for k, v in labels.items())
-    )
+    def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        return self.by_name.get(name, [])
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample of exactly these labels (0 when none), as `get_sample_value`."""
+        for sample_labels, value in self.by_name.get(name, []):
+            if sample_labels == labels:
+                return value
+        return 0.0
+
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of the samples that carry these labels (any others too)."""
+        return sum(
+            value
+            for sample_labels, value in self.by_name.get(name, [])
+            if all(sample_labels.get(k) == v for k, v in labels.items())
+        )
 
 
 def market_age(seconds: float) -> str:
@@ -164,17 +186,18 @@ class LoopPanel:
                 (r for r in done if r.status in ("promoted", "registered", "refused")), None
             )
 
-    def sample_traffic(self) -> None:
+    def sample_traffic(self, snapshot: Snapshot | None = None) -> None:
         """Counters now, kept for the windowed rates."""
+        snapshot = snapshot or Snapshot()
         now = time.monotonic()
         decisions: dict[str, float] = collections.defaultdict(float)
-        for labels, value in _samples("openbid_shaping_decisions_total"):
+        for labels, value in snapshot.samples("openbid_shaping_decisions_total"):
             decisions[labels.get("decision", "")] += value
         counters = {
             "filtered": decisions["filtered"],
             "eligible": decisions["called"] + decisions["filtered"] + decisions["explored"],
-            "impressions": _total("openbid_impressions_total", outcome="counted"),
-            "clicks": _total("openbid_clicks_total", outcome="counted"),
+            "impressions": snapshot.total("openbid_impressions_total", outcome="counted"),
+            "clicks": snapshot.total("openbid_clicks_total", outcome="counted"),
         }
         self._history.append((now, counters))
         while self._history and self._history[0][0] < now - SAVED_WINDOW_S:
@@ -192,19 +215,20 @@ class LoopPanel:
                 await asyncio.to_thread(self._read)
             await asyncio.sleep(REFRESH_S)
 
-    def serving_versions(self) -> dict[str, str]:
+    def serving_versions(self, snapshot: Snapshot | None = None) -> dict[str, str]:
         """The registry version each purpose serves (from the servers' own metric)."""
         serving: dict[str, str] = {}
-        for labels, value in _samples("openbid_model_info"):
+        for labels, value in (snapshot or Snapshot()).samples("openbid_model_info"):
             if value > 0 and labels.get("purpose"):
                 serving[labels["purpose"]] = labels.get("version", "")
         return serving
 
-    def render(self) -> Table:
-        self.sample_traffic()
+    def render(self, snapshot: Snapshot | None = None) -> Table:
+        snapshot = snapshot or Snapshot()
+        self.sample_traffic(snapshot)
         speed = clock.current().speed
         now_s = clock.now()
-        serving = self.serving_versions()
+        serving = self.serving_versions(snapshot)
         models = Table(
             title=f"learning loop (clock x{speed:g}: ages in market time)",
             expand=False,
