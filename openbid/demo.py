@@ -28,7 +28,7 @@ from rich.table import Table
 
 from openbid import clock
 from openbid.creative import TrackerSigner
-from openbid.demo_loop import DEMO_INTERVAL_REAL_S, LoopPanel, Snapshot
+from openbid.demo_loop import LoopPanel, Snapshot
 from openbid.domain import DemandPartner
 from openbid.exchange.conversions import conversion_key
 from openbid.http.client import FanoutClient, UpstreamError
@@ -45,6 +45,10 @@ DEMO_API_KEY = "demo-publisher-key"
 CHUNK_S = 2.0
 RENDER_RATE = 0.9
 """Share of won ads whose page loads them (the impression tracker fires)."""
+MAX_IN_FLIGHT = 16
+"""Auction requests the demo's traffic keeps under way at most: on a machine too busy for
+`--rate` it sends fewer (the QPS column says how many) instead of queueing requests until
+every DSP call times out and nothing is won, seen or clicked."""
 
 
 _snapshot: Snapshot | None = None
@@ -171,7 +175,7 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
         client = FanoutClient()
         users = _users(platform, market, client)
         playing = asyncio.create_task(users.run())
-        panel = LoopPanel(platform.config)
+        panel = LoopPanel(platform.config, platform)
         refreshing = asyncio.create_task(panel.refresh_forever())
         try:
             await asyncio.to_thread(_register, platform, market, servers.urls)
@@ -181,6 +185,7 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
             target = f"http://127.0.0.1:{platform.port}/openrtb2/auction"
             console = Console(stderr=True)
             speed = clock.current().speed
+            config = platform.config
             console.print(
                 f"[bold green]openbid demo[/]: exchange on http://127.0.0.1:{platform.port} "
                 f"(/metrics, /healthz), {len(servers.urls)} simulated DSPs, "
@@ -188,8 +193,11 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
                 f"the users' ground truth in {users.truth.directory if users.truth else '-'}. "
                 f"The market clock runs x{speed:g} (a market hour in {3600 / speed:.0f} real "
                 f"s): shaping and click models are trained from this log every "
-                f"{DEMO_INTERVAL_REAL_S:.0f} s and swapped in (`openbid runs` with "
-                f"OPENBID_SCHEDULER__RUNS_DB={platform.config.scheduler.runs_db}). Ctrl-C stops."
+                f"{config.scheduler.interval_s / speed:.0f} s and swapped in (`openbid runs` "
+                f"with OPENBID_SCHEDULER__RUNS_DB={config.scheduler.runs_db}); once a second "
+                f"shaping model exists, its challenger serves 10% of the traffic (`openbid ab "
+                f"report` with OPENBID_EVENTS__DIR={config.events.dir} "
+                f"OPENBID_MODELS__STORE_URL={config.models.store_url}). Ctrl-C stops."
             )
             if console_line:
                 console.print(console_line)
@@ -268,15 +276,22 @@ async def _send_paced(
             for bid in seatbid.get("bid", []):
                 await users.saw(batch, row, bid, response.get("bidid", ""))
 
+    slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+    def done(task: asyncio.Task[None]) -> None:
+        pending.discard(task)
+        slots.release()
+
     start = loop.time()
     bodies = batch.bodies
     for i, body in enumerate(bodies):
         delay = start + i / rate_per_s - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        await slots.acquire()
         task = loop.create_task(one(i, body))
         pending.add(task)
-        task.add_done_callback(pending.discard)
+        task.add_done_callback(done)
         state.sent += 1
     if pending:
         await asyncio.wait(pending)
