@@ -45,14 +45,46 @@ DEMO_API_KEY = "demo-publisher-key"
 CHUNK_S = 2.0
 RENDER_RATE = 0.9
 """Share of won ads whose page loads them (the impression tracker fires)."""
-MAX_IN_FLIGHT = 16
-"""Auction requests the demo's traffic keeps under way at most: on a machine too busy for
-`--rate` it sends fewer (the QPS column says how many) instead of queueing requests until
-every DSP call times out and nothing is won, seen or clicked."""
+MAX_LAG_S = 0.02
+"""The demo's traffic keeps its event loop's lag (how late a timer fires: the process
+waiting for CPU) under this: it adjusts how many requests it keeps under way (`InFlight`),
+so on a machine too busy for `--rate` it sends fewer (the QPS column says how many)
+instead of queueing requests until every DSP call times out and nothing is won, seen or
+clicked."""
 
 
-_snapshot: Snapshot | None = None
-"""The registry as the last summary read it (once per summary)."""
+class InFlight:
+    """The most requests the traffic keeps under way: every `EVERY_S`, cut by a quarter when
+    the event loop's median lag since the last adjustment was above `MAX_LAG_S`, grown by a
+    tenth when it was below a third of it. `probe` (a task) measures the lag."""
+
+    EVERY_S = 0.5
+    """Real seconds between two adjustments."""
+    PROBE_S = 0.02
+
+    def __init__(self, rate_per_s: float) -> None:
+        self.most = max(8, round(rate_per_s))  # a second of requests: never the bound when idle
+        self.limit = min(16, self.most)  # grown while the loop keeps up
+        self.next_at = 0.0
+        self.lags: list[float] = []
+
+    async def probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self.PROBE_S)
+            self.lags.append(loop.time() - before - self.PROBE_S)
+
+    def maybe_adjust(self, now: float) -> None:
+        if now < self.next_at or not self.lags:
+            return
+        self.next_at = now + self.EVERY_S
+        lag = sorted(self.lags)[len(self.lags) // 2]
+        self.lags.clear()
+        if lag > MAX_LAG_S:
+            self.limit = max(4, int(self.limit * 0.75))
+        elif lag < MAX_LAG_S / 3:
+            self.limit = min(self.most, self.limit + max(1, self.limit // 10))
 
 
 def _value(name: str, **labels: str) -> float:
@@ -67,6 +99,7 @@ class DemoState:
         self.sent = 0
         self.latencies_ms: list[float] = []
         self.statuses: dict[str, int] = {}
+        self.in_flight: InFlight | None = None
         self.users: SimUsers | None = None
 
 
@@ -166,7 +199,7 @@ def _users_table(users: SimUsers) -> Table:
     return table
 
 
-def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> list[Service]:
+def demo_services(market_name: str = "default", rate_per_s: float = 400.0) -> list[Service]:
     """The tasks `openbid up --demo` runs beside the servers."""
 
     async def run(platform: Platform) -> None:
@@ -177,11 +210,14 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
         playing = asyncio.create_task(users.run())
         panel = LoopPanel(platform.config, platform)
         refreshing = asyncio.create_task(panel.refresh_forever())
+        probing: asyncio.Task[None] | None = None
         try:
             await asyncio.to_thread(_register, platform, market, servers.urls)
             console_line = await asyncio.to_thread(_console_admin, platform.config)
             state = DemoState()
             state.users = users
+            state.in_flight = InFlight(rate_per_s)
+            probing = asyncio.create_task(state.in_flight.probe())
             target = f"http://127.0.0.1:{platform.port}/openrtb2/auction"
             console = Console(stderr=True)
             speed = clock.current().speed
@@ -189,7 +225,7 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
             console.print(
                 f"[bold green]openbid demo[/]: exchange on http://127.0.0.1:{platform.port} "
                 f"(/metrics, /healthz), {len(servers.urls)} simulated DSPs, "
-                f"{rate_per_s:.0f} requests/s; events in {platform.config.events.dir}, "
+                f"up to {rate_per_s:.0f} requests/s; events in {platform.config.events.dir}, "
                 f"the users' ground truth in {users.truth.directory if users.truth else '-'}. "
                 f"The market clock runs x{speed:g} (a market hour in {3600 / speed:.0f} real "
                 f"s): shaping and click models are trained from this log every "
@@ -224,6 +260,8 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
                     live.update(_summary(state, list(servers.urls), panel))
         finally:
             refreshing.cancel()
+            if probing is not None:
+                probing.cancel()
             playing.cancel()
             await users.close()
             await servers.stop()
@@ -276,22 +314,21 @@ async def _send_paced(
             for bid in seatbid.get("bid", []):
                 await users.saw(batch, row, bid, response.get("bidid", ""))
 
-    slots = asyncio.Semaphore(MAX_IN_FLIGHT)
-
-    def done(task: asyncio.Task[None]) -> None:
-        pending.discard(task)
-        slots.release()
-
+    if state.in_flight is None:
+        state.in_flight = InFlight(rate_per_s)
+    in_flight = state.in_flight
     start = loop.time()
     bodies = batch.bodies
     for i, body in enumerate(bodies):
         delay = start + i / rate_per_s - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        await slots.acquire()
+        in_flight.maybe_adjust(loop.time())
+        while len(pending) >= in_flight.limit:
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         task = loop.create_task(one(i, body))
         pending.add(task)
-        task.add_done_callback(done)
+        task.add_done_callback(pending.discard)
         state.sent += 1
     if pending:
         await asyncio.wait(pending)
