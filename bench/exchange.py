@@ -10,9 +10,10 @@ and the table shows each figure's median: a shared machine's noise comes and goe
 minute.
 
 Is our hand-written HTTP server worth keeping (issue 13, section 3)? `--servers` (default
-granian,uvicorn) adds the SAME exchange behind maintained servers
-(`bench/maintained_adapter.py`): granian's RSGI interface and uvicorn with httptools, each one
-process, one worker, pinned to cpu 0, measured in the same rounds under the same load. Two
+granian,uvicorn) adds the SAME exchange behind maintained servers: `openbid up` with
+`server.engine = "granian"` (the product's option: `openbid/http/granian_server.py`) and
+uvicorn with httptools (`bench/maintained_adapter.py`), each one process, one worker, pinned
+to cpu 0, measured in the same rounds under the same load. Two
 ratios, theirs / ours: peak auctions/s, and auctions per CPU second of the serving processes
 during that peak. A shared machine bends the first most: on a contended core the scheduler
 favours threads that sleep often, so granian (a Rust I/O thread waking its Python thread thousands of times a
@@ -158,11 +159,13 @@ def _popen_server(command: list[str], nice: int = 0, **kwargs) -> subprocess.Pop
 
 
 def start_ours(
-    root: Path, urls: list[str], workers: int = 0, redis_url: str = ""
+    root: Path, urls: list[str], workers: int = 0, redis_url: str = "", engine: str = "builtin"
 ) -> tuple[str, subprocess.Popen]:
-    """Our exchange, pinned to cpu 0; with `workers` (1 or more) as `server.workers` on
-    Redis counters, and for more than one, free to use both cores."""
+    """Our exchange (`openbid up`, `server.engine = engine`), pinned to cpu 0; with `workers`
+    (1 or more) as `server.workers` on Redis counters, and for more than one, free to use
+    both cores."""
     port, env = exchange_env(root, urls)
+    env["OPENBID_SERVER__ENGINE"] = engine
     if workers:
         env.update(
             OPENBID_SERVER__WORKERS=str(workers),
@@ -528,7 +531,11 @@ def main() -> None:
         bodies_path, bodies = bodies_file(root, 2000)
         stacks = {"openbid": start_ours, "baseline": start_baseline}
         for server in servers:
-            stacks[server] = functools.partial(start_maintained, server)
+            stacks[server] = (
+                functools.partial(start_ours, engine="granian")  # the product's engine
+                if server == "granian"
+                else functools.partial(start_maintained, server)
+            )
         runs: dict[str, list[dict]] = {name: [] for name in stacks}
         for _ in range(max(args.rounds, 1)):
             for name, start in stacks.items():

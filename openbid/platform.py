@@ -79,6 +79,7 @@ def http_server(handler: Handler, settings: ServerConfig) -> HttpServer | Grania
             max_body_bytes=settings.max_body_bytes,
             max_in_flight=settings.max_in_flight,
             header_timeout_s=settings.header_timeout_s,
+            request_timeout_s=settings.request_timeout_s,
             max_header_bytes=settings.max_header_bytes,
         )
     return HttpServer(

@@ -17,9 +17,10 @@ it uses names granian does not document (`granian._granian.RSGIWorker`, `_future
 is why the dependency is pinned to one minor release (`pyproject.toml`, extra `granian`).
 
 Not configurable in granian, so not applied on this engine: `max_connections` (no cap),
-`max_header_count` and `max_header_bytes` (granian bounds the head by its buffer size:
-`max_header_bytes` is passed as that), `request_timeout_s` and `idle_timeout_s` (hyper's
-keep-alive has no idle timer here). `header_timeout_s` is granian's header read timeout.
+`max_header_count` (hyper's own bound: 100 fields), `idle_timeout_s` (no idle timer for
+keep-alive connections here). `max_header_bytes` bounds granian's read buffer (so the head),
+`header_timeout_s` is granian's header read timeout, and `request_timeout_s` bounds the
+body's arrival here (408, as ours; granian has no timer for it).
 `docs/operations.md` lists the engines and their conformance results.
 """
 
@@ -33,6 +34,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from openbid.errors import ConfigError
+
+try:
+    from granian._granian import RSGIProtocolClosed
+except ImportError:  # the optional extra is not installed: `require_granian` says so
+
+    class RSGIProtocolClosed(Exception):  # type: ignore[no-redef]
+        """Stands in for granian's, never raised."""
+
+
 from openbid.http.messages import Request, Response
 
 log = logging.getLogger(__name__)
@@ -44,6 +54,7 @@ _OVERLOADED_BODY = b'{"error":"overloaded"}'
 _TOO_LARGE_BODY = b'{"error":"request body too large"}'
 _BAD_LENGTH_BODY = b'{"error":"bad content-length"}'
 _INTERNAL_BODY = b'{"error":"internal error"}'
+_TIMEOUT_BODY = b'{"error":"request body not received in time"}'
 _JSON = [("content-type", "application/json")]
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -90,10 +101,18 @@ class RsgiAdapter:
     """An RSGI application around one of our handlers (a `Router`, or any
     `async (Request) -> Response`)."""
 
-    def __init__(self, handler: Handler, *, max_body_bytes: int, max_in_flight: int) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        max_body_bytes: int,
+        max_in_flight: int,
+        body_timeout_s: float = 30.0,
+    ) -> None:
         self.handler = handler
         self.max_body_bytes = max_body_bytes
         self.max_in_flight = max_in_flight
+        self.body_timeout_s = body_timeout_s
         self.in_flight = 0
         self._heads: dict[str, list[tuple[str, str]]] = {}
 
@@ -114,7 +133,13 @@ class RsgiAdapter:
         headers = _headers(scope.headers)
         body = b""
         if method in _BODY_METHODS:
-            read = await self._body(headers, protocol)
+            try:
+                read = await asyncio.wait_for(self._body(headers, protocol), self.body_timeout_s)
+            except TimeoutError:  # a trickled body: granian has no timer of its own for it
+                protocol.response_bytes(408, [*_JSON, ("connection", "close")], _TIMEOUT_BODY)
+                return
+            except RSGIProtocolClosed:  # the client left mid-body
+                return
             if read is None:
                 return
             body = read
@@ -188,10 +213,16 @@ class GranianServer:
         max_body_bytes: int = 65536,
         max_in_flight: int = 2048,
         header_timeout_s: float = 10.0,
+        request_timeout_s: float = 30.0,
         max_header_bytes: int = 32768,
     ) -> None:
         require_granian()
-        self.app = RsgiAdapter(handler, max_body_bytes=max_body_bytes, max_in_flight=max_in_flight)
+        self.app = RsgiAdapter(
+            handler,
+            max_body_bytes=max_body_bytes,
+            max_in_flight=max_in_flight,
+            body_timeout_s=request_timeout_s,
+        )
         self.header_timeout_s = header_timeout_s
         self.max_header_bytes = max_header_bytes
         self._sock: socket.socket | None = None
