@@ -5,14 +5,16 @@ fixed bids or no-bids at once, so all latency is the exchange's) and the load ge
 on cpu 1. Peak auctions/s comes from wrk (closed loop, Lua script cycling through simulated
 OpenRTB 2.6 requests); latency comes from an open-loop run at half of that peak. The
 baseline is the stack a first version would use: Starlette on uvicorn, aiohttp client,
-same DSPs, same requests. The stacks alternate for `--rounds` rounds (3; 1 with `--quick`),
+same DSPs, same requests. The stacks alternate for `--rounds` rounds (3; 1 with `--quick`,
+whose runs last 2 s instead of 15, over 500 requests instead of 2,000),
 and the table shows each figure's median: a shared machine's noise comes and goes within a
 minute.
 
 Is our hand-written HTTP server worth keeping (issue 13, section 3)? `--servers` (default
-granian,uvicorn) adds the SAME exchange behind maintained servers
-(`bench/maintained_adapter.py`): granian's RSGI interface and uvicorn with httptools, each one
-process, one worker, pinned to cpu 0, measured in the same rounds under the same load. Two
+granian,uvicorn) adds the SAME exchange behind maintained servers: `openbid up` with
+`server.engine = "granian"` (the product's option: `openbid/http/granian_server.py`) and
+uvicorn with httptools (`bench/maintained_adapter.py`), each one process, one worker, pinned
+to cpu 0, measured in the same rounds under the same load. Two
 ratios, theirs / ours: peak auctions/s, and auctions per CPU second of the serving processes
 during that peak. A shared machine bends the first most: on a contended core the scheduler
 favours threads that sleep often, so granian (a Rust I/O thread waking its Python thread thousands of times a
@@ -158,11 +160,13 @@ def _popen_server(command: list[str], nice: int = 0, **kwargs) -> subprocess.Pop
 
 
 def start_ours(
-    root: Path, urls: list[str], workers: int = 0, redis_url: str = ""
+    root: Path, urls: list[str], workers: int = 0, redis_url: str = "", engine: str = "builtin"
 ) -> tuple[str, subprocess.Popen]:
-    """Our exchange, pinned to cpu 0; with `workers` (1 or more) as `server.workers` on
-    Redis counters, and for more than one, free to use both cores."""
+    """Our exchange (`openbid up`, `server.engine = engine`), pinned to cpu 0; with `workers`
+    (1 or more) as `server.workers` on Redis counters, and for more than one, free to use
+    both cores."""
     port, env = exchange_env(root, urls)
+    env["OPENBID_SERVER__ENGINE"] = engine
     if workers:
         env.update(
             OPENBID_SERVER__WORKERS=str(workers),
@@ -515,7 +519,9 @@ def main() -> None:
     unknown = set(servers) - set(MAINTAINED)
     if unknown:
         parser.error(f"--servers: unknown {', '.join(sorted(unknown))}")
-    seconds = args.seconds or (4.0 if args.quick else 15.0)
+    # --quick: 2 s a run and 500 requests, so that 4 stacks fit in a minute (was 4 s and
+    # 2,000: 80 s); the same table and JSON keys
+    seconds = args.seconds or (2.0 if args.quick else 15.0)
     args.rounds = args.rounds or (1 if args.quick else 3)
     if not shutil.which("wrk"):
         sys.exit("bench/exchange.py needs wrk (apt-get install wrk) and nginx-light")
@@ -525,10 +531,14 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="openbid-bench-exchange-"))
     urls, upstream, stop_dsps = start_dsps(PRICES, cpu=1)
     try:
-        bodies_path, bodies = bodies_file(root, 2000)
+        bodies_path, bodies = bodies_file(root, 500 if args.quick else 2000)
         stacks = {"openbid": start_ours, "baseline": start_baseline}
         for server in servers:
-            stacks[server] = functools.partial(start_maintained, server)
+            stacks[server] = (
+                functools.partial(start_ours, engine="granian")  # the product's engine
+                if server == "granian"
+                else functools.partial(start_maintained, server)
+            )
         runs: dict[str, list[dict]] = {name: [] for name in stacks}
         for _ in range(max(args.rounds, 1)):
             for name, start in stacks.items():

@@ -52,6 +52,10 @@ class ServerConfig(_Section):
 
     host: str = "127.0.0.1"
     port: Port = 8080
+    engine: Literal["builtin", "granian"] = "builtin"
+    """The HTTP/1.1 implementation: `builtin` (ours, `openbid/http/server.py`) or `granian`
+    (Rust, the optional extra `openbid[granian]`); the same routes either way
+    (`docs/operations.md`: the engines' throughput and conformance)."""
     max_body_bytes: PositiveInt = 65536
     max_in_flight: PositiveInt = 2048
     workers: Annotated[int, Meta(ge=1, le=256)] | Literal["auto"] = 1

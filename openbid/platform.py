@@ -18,12 +18,13 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from openbid import __version__
-from openbid.config import MIN_TRACKER_SECRET_BYTES, Config, ExchangeConfig
+from openbid.config import MIN_TRACKER_SECRET_BYTES, Config, ExchangeConfig, ServerConfig
 from openbid.errors import ConfigError, OpenbidError
 from openbid.events import EventLog
 from openbid.exchange.orchestrator import Exchange
 from openbid.exchange.server import ExchangeServer
-from openbid.http.server import HttpServer, Request, Response, Router
+from openbid.http.granian_server import GranianServer, require_granian
+from openbid.http.server import Handler, HttpServer, Request, Response, Router
 from openbid.obs import METRICS_CONTENT_TYPE, metrics_payload
 from openbid.stores import Catalog, CounterStore, StoreUnavailable, counter_store_from_config
 
@@ -68,17 +69,45 @@ def tracker_key(settings: ExchangeConfig) -> bytes:
     return key
 
 
+def http_server(handler: Handler, settings: ServerConfig) -> HttpServer | GranianServer:
+    """The HTTP server of `server.engine` for `handler`, with the limits of `server`
+    (granian applies those it has: `openbid/http/granian_server.py`); `ConfigError` naming
+    `server.engine` when granian is chosen but not installed."""
+    if settings.engine == "granian":
+        return GranianServer(
+            handler,
+            max_body_bytes=settings.max_body_bytes,
+            max_in_flight=settings.max_in_flight,
+            header_timeout_s=settings.header_timeout_s,
+            request_timeout_s=settings.request_timeout_s,
+            max_header_bytes=settings.max_header_bytes,
+        )
+    return HttpServer(
+        handler,
+        max_body_bytes=settings.max_body_bytes,
+        max_in_flight=settings.max_in_flight,
+        idle_timeout_s=settings.idle_timeout_s,
+        header_timeout_s=settings.header_timeout_s,
+        request_timeout_s=settings.request_timeout_s,
+        max_connections=settings.max_connections,
+        max_header_bytes=settings.max_header_bytes,
+        max_header_count=settings.max_header_count,
+    )
+
+
 class Platform:
     """The resources of one openbid process and its HTTP front door."""
 
     def __init__(self, config: Config) -> None:
+        if config.server.engine == "granian":
+            require_granian()  # before any store is opened: one clear message
         self.config = config
         self.router = Router()
         self.stopping = asyncio.Event()
         self.event_log: EventLog | None = None
         self.catalog: Catalog | None = None
         self.counters: CounterStore | None = None
-        self.server: HttpServer | None = None
+        self.server: HttpServer | GranianServer | None = None
         self.port = 0
         self.exchange: Exchange | None = None
         self.exchange_server: ExchangeServer | None = None
@@ -229,17 +258,7 @@ class Platform:
         """Starts the HTTP server (on `sock`, a listening socket, when given: a worker's
         share of the supervisor's); returns the bound port."""
         server_config = self.config.server
-        self.server = HttpServer(
-            self.router,
-            max_body_bytes=server_config.max_body_bytes,
-            max_in_flight=server_config.max_in_flight,
-            idle_timeout_s=server_config.idle_timeout_s,
-            header_timeout_s=server_config.header_timeout_s,
-            request_timeout_s=server_config.request_timeout_s,
-            max_connections=server_config.max_connections,
-            max_header_bytes=server_config.max_header_bytes,
-            max_header_count=server_config.max_header_count,
-        )
+        self.server = http_server(self.router, server_config)
         # What exists now (modules, caches, the catalog) lives as long as the process: keep
         # it out of the collector's scans, and collect the young generation less often, so
         # collections stay short pauses instead of tens of milliseconds under load.
