@@ -215,7 +215,8 @@ class HouseDemand:
         self.counters = counters
         self.scorer = scorer or CandidateScorer()
         self.settings = settings or HouseSettings()
-        self.banker = banker or Banker(counters)
+        # Slices of at least $0.10 (20 impressions at a $5 CPM): a first bid finds one.
+        self.banker = banker or Banker(counters, min_slice_micros=100_000)
         self.ledger = SpendLedger(counters)
         self.capper = FrequencyCapper(counters, anonymous_share=self.settings.anonymous_share)
         self.pacer = Pacer()
