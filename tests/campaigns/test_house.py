@@ -55,7 +55,7 @@ def campaign(id: str, goal: str, amount_micros: int, **fields) -> Campaign:
     )
 
 
-def campaign_set(*campaigns: Campaign) -> CampaignSet:
+def campaign_set(*campaigns: Campaign, countries: tuple[str, ...] = ("USA",)) -> CampaignSet:
     return CampaignSet(
         advertisers=(Advertiser(id="adv", name="Adv", domain="adv.example"),),
         campaigns=campaigns,
@@ -64,7 +64,7 @@ def campaign_set(*campaigns: Campaign) -> CampaignSet:
                 id=f"li-{c.id}",
                 campaign_id=c.id,
                 creative_ids=(f"cr-{c.id}",),
-                targeting=Targeting(countries=("USA",)),
+                targeting=Targeting(countries=countries),
             )
             for c in campaigns
         ),
