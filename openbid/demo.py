@@ -63,7 +63,9 @@ class DemoState:
         self.users: SimUsers | None = None
 
 
-def _summary(state: DemoState, dsps: list[str], panel: LoopPanel | None = None) -> Group:
+def _summary(
+    state: DemoState, dsps: list[str], panel: LoopPanel | None = None, house: object = None
+) -> Group:
     elapsed = max(time.monotonic() - state.started, 1e-9)
     won = _value("openbid_requests_total", endpoint="auction", outcome="won")
     no_bid = _value("openbid_requests_total", endpoint="auction", outcome="no_bid")
@@ -132,11 +134,40 @@ def _summary(state: DemoState, dsps: list[str], panel: LoopPanel | None = None) 
             ("closed", "half-open", "open")[int(state_value)],
         )
     groups = [head, per_dsp]
+    if house is not None and getattr(house, "status", None):
+        groups.append(_house_table(house))
     if state.users is not None:
         groups.append(_users_table(state.users))
     if panel is not None:
         groups.append(panel.render())
     return Group(*groups)
+
+
+def _house_table(house) -> Table:  # type: ignore[no-untyped-def]
+    """House campaigns (`openbid/campaigns/demo.yaml`): today's spend against the daily
+    budget, the plan's share of the market day so far, and what pacing does about it."""
+    day_share = (clock.now() % 86_400) / 86_400
+    wins = _value("openbid_dsp_wins_total", dsp="openbid")
+    table = Table(
+        title=f"house campaigns: {wins:,.0f} auctions won beside the DSPs "
+        f"(market day {day_share:.0%} gone)",
+        expand=False,
+    )
+    for column in ("campaign", "tier", "goal", "spent $", "budget $", "spent", "bid x", "bids"):
+        table.add_column(column, justify="right")
+    for row in house.status:
+        budget = row["budget_micros"]
+        table.add_row(
+            row["name"][:28],
+            row["tier"],
+            row["goal"],
+            f"{row['spent_micros'] / 1e6:,.2f}",
+            f"{budget / 1e6:,.0f}",
+            f"{row['spent_micros'] / budget:.1%}" if budget else "-",
+            f"{row['multiplier']:.2f}",
+            f"{row['participation']:.0%}",
+        )
+    return table
 
 
 def _users_table(users: SimUsers) -> Table:
@@ -189,7 +220,9 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
             if console_line:
                 console.print(console_line)
             with Live(
-                _summary(state, list(servers.urls), panel), console=console, refresh_per_second=1
+                _summary(state, list(servers.urls), panel, platform.house),
+                console=console,
+                refresh_per_second=1,
             ) as live:
                 seed = 0
                 # At least one request a chunk, the chunk as long as the rate needs: at
@@ -208,7 +241,7 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
                         )
                         seed += 1
                         await _send_paced(client, target, batch, rate_per_s, state, users)
-                    live.update(_summary(state, list(servers.urls), panel))
+                    live.update(_summary(state, list(servers.urls), panel, platform.house))
         finally:
             refreshing.cancel()
             playing.cancel()
@@ -305,3 +338,10 @@ def _register(platform: Platform, market: Market, urls: dict[str, str]) -> None:
             DemandPartner(name, url, seat=name, vendor_id=vendor_ids.get(name), timeout_ms=200)
         )
     platform.exchange_server.refresh()
+    # House demand: the demo's campaigns (an import changes nothing the second time),
+    # bidding beside the simulated DSPs from the next index refresh.
+    from openbid.campaigns.bulk import load_demo_campaigns
+
+    load_demo_campaigns(catalog)
+    if platform.house is not None:
+        platform.house.matcher.refresh()
