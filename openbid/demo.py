@@ -63,9 +63,7 @@ class DemoState:
         self.users: SimUsers | None = None
 
 
-def _summary(
-    state: DemoState, dsps: list[str], panel: LoopPanel | None = None, house: object = None
-) -> Group:
+def _summary(state: DemoState, dsps: list[str], panel: LoopPanel | None = None) -> Group:
     elapsed = max(time.monotonic() - state.started, 1e-9)
     won = _value("openbid_requests_total", endpoint="auction", outcome="won")
     no_bid = _value("openbid_requests_total", endpoint="auction", outcome="no_bid")
@@ -134,8 +132,9 @@ def _summary(
             ("closed", "half-open", "open")[int(state_value)],
         )
     groups = [head, per_dsp]
-    if house is not None and getattr(house, "status", None):
-        groups.append(_house_table(house))
+    house_table = _house_table()
+    if house_table is not None:
+        groups.append(house_table)
     if state.users is not None:
         groups.append(_users_table(state.users))
     if panel is not None:
@@ -143,9 +142,15 @@ def _summary(
     return Group(*groups)
 
 
-def _house_table(house) -> Table:  # type: ignore[no-untyped-def]
+def _house_table() -> Table | None:
     """House campaigns (`openbid/campaigns/demo.yaml`): today's spend against the daily
-    budget, the plan's share of the market day so far, and what pacing does about it."""
+    budget, and what pacing does about it, from the metrics (every worker's, gathered)."""
+    budgets: dict[str, float] = {}
+    for family in REGISTRY.collect():
+        if family.name == "openbid_house_budget_today_micros":
+            budgets = {s.labels["campaign"]: s.value for s in family.samples}
+    if not budgets:
+        return None
     day_share = (clock.now() % 86_400) / 86_400
     wins = _value("openbid_dsp_wins_total", dsp="openbid")
     table = Table(
@@ -153,19 +158,19 @@ def _house_table(house) -> Table:  # type: ignore[no-untyped-def]
         f"(market day {day_share:.0%} gone)",
         expand=False,
     )
-    for column in ("campaign", "tier", "goal", "spent $", "budget $", "spent", "bid x", "bids"):
+    for column in ("campaign", "spent $", "budget $", "spent", "bid x", "bids"):
         table.add_column(column, justify="right")
-    for row in house.status:
-        budget = row["budget_micros"]
+    for campaign, budget in sorted(budgets.items()):
+        spent = _value("openbid_house_spend_today_micros", campaign=campaign)
+        multiplier = _value("openbid_house_pacing", campaign=campaign, control="bid_multiplier")
+        participation = _value("openbid_house_pacing", campaign=campaign, control="participation")
         table.add_row(
-            row["name"][:28],
-            row["tier"],
-            row["goal"],
-            f"{row['spent_micros'] / 1e6:,.2f}",
+            campaign,
+            f"{spent / 1e6:,.2f}",
             f"{budget / 1e6:,.0f}",
-            f"{row['spent_micros'] / budget:.1%}" if budget else "-",
-            f"{row['multiplier']:.2f}",
-            f"{row['participation']:.0%}",
+            f"{spent / budget:.1%}" if budget else "-",
+            f"{multiplier:.2f}",
+            f"{participation:.0%}",
         )
     return table
 
@@ -220,7 +225,7 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
             if console_line:
                 console.print(console_line)
             with Live(
-                _summary(state, list(servers.urls), panel, platform.house),
+                _summary(state, list(servers.urls), panel),
                 console=console,
                 refresh_per_second=1,
             ) as live:
@@ -241,7 +246,7 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
                         )
                         seed += 1
                         await _send_paced(client, target, batch, rate_per_s, state, users)
-                    live.update(_summary(state, list(servers.urls), panel, platform.house))
+                    live.update(_summary(state, list(servers.urls), panel))
         finally:
             refreshing.cancel()
             playing.cancel()
@@ -341,7 +346,16 @@ def _register(platform: Platform, market: Market, urls: dict[str, str]) -> None:
     # House demand: the demo's campaigns (an import changes nothing the second time),
     # bidding beside the simulated DSPs from the next index refresh.
     from openbid.campaigns.bulk import load_demo_campaigns
+    from openbid.campaigns.store import CampaignCatalog
 
-    load_demo_campaigns(catalog)
-    if platform.house is not None:
-        platform.house.matcher.refresh()
+    if isinstance(catalog, CampaignCatalog):
+        load_demo_campaigns(catalog)
+    else:  # workers serve: the supervisor's catalog; each worker polls the revision
+        campaigns = CampaignCatalog(platform.config.stores.catalog_url)
+        try:
+            load_demo_campaigns(campaigns)
+        finally:
+            campaigns.close()
+    house = getattr(platform, "house", None)
+    if house is not None:
+        house.matcher.refresh()

@@ -93,6 +93,12 @@ HOUSE_BUDGET_TODAY = Gauge(
     ("campaign",),
     registry=REGISTRY,
 )
+HOUSE_PACING = Gauge(
+    "openbid_house_pacing",
+    "A house campaign's pacing decision at the last tick: bid_multiplier, participation",
+    ("campaign", "control"),
+    registry=REGISTRY,
+)
 
 
 @dataclass(frozen=True)
@@ -580,6 +586,8 @@ class HouseDemand:
                 pacing.room_micros[position] = max(decision.ceiling_micros - spent[campaign.id], 0)
             HOUSE_SPEND_TODAY.labels(campaign.id).set(spent[campaign.id])
             HOUSE_BUDGET_TODAY.labels(campaign.id).set(budgets[position])
+            HOUSE_PACING.labels(campaign.id, "bid_multiplier").set(pacing.multiplier[position])
+            HOUSE_PACING.labels(campaign.id, "participation").set(pacing.participation[position])
             status.append(
                 {
                     "id": campaign.id,
