@@ -32,7 +32,7 @@ only), for both runs alike, under the same wrk load; both use Redis counters, as
 workers must (`OPENBID_BENCH_REDIS_URL`, default db 15 of the local Redis).
 
     python bench/exchange.py [--quick] [--seconds S] [--rounds N] [--workers 2]
-        [--servers granian,uvicorn|none] [--nice -10]
+        [--servers granian,uvicorn|none] [--nice -10] [--campaigns none|demo]
 """
 
 from __future__ import annotations
@@ -106,6 +106,11 @@ def bodies_file(root: Path, count: int) -> tuple[Path, list[bytes]]:
     return path, bodies
 
 
+CAMPAIGNS = "none"
+"""`--campaigns`: `demo` loads the demo's house campaigns (`openbid/campaigns/demo.yaml`) into
+the exchange's catalog, so house demand bids in every auction it can."""
+
+
 def exchange_env(root: Path, urls: list[str]) -> tuple[int, dict[str, str]]:
     """A fresh catalog (the bench publisher, the 8 DSPs) and event log under `root`, and the
     environment that points an exchange at them: the same for ours and the maintained
@@ -120,6 +125,13 @@ def exchange_env(root: Path, urls: list[str]) -> tuple[int, dict[str, str]]:
         catalog.upsert_demand_partner(
             DemandPartner(f"dsp{i}", url, seat=f"dsp{i}", vendor_id=VENDOR_IDS[i], timeout_ms=150)
         )
+    if CAMPAIGNS == "demo":
+        from openbid.campaigns.bulk import load_demo_campaigns
+        from openbid.campaigns.store import CampaignCatalog
+
+        campaigns = CampaignCatalog(catalog_url)
+        load_demo_campaigns(campaigns)
+        campaigns.close()
     catalog.close()
     env = dict(
         os.environ,
@@ -510,8 +522,15 @@ def main() -> None:
         help="run each exchange under test at this nice value (e.g. -10; root only), in a "
         "session of its own: on a shared machine, its core nearly its own",
     )
+    parser.add_argument(
+        "--campaigns",
+        choices=("none", "demo"),
+        default="none",
+        help="house campaigns in the exchange's catalog: none, or the demo's",
+    )
     args = parser.parse_args()
-    global SERVER_NICE
+    global SERVER_NICE, CAMPAIGNS
+    CAMPAIGNS = args.campaigns
     SERVER_NICE = args.nice
     if args.nice < 0 and os.geteuid() != 0:
         parser.error("--nice below 0 needs root (or CAP_SYS_NICE)")
@@ -624,6 +643,7 @@ def main() -> None:
                 "auctions_per_cpu_s": round(ours["auctions_per_cpu_s"]),
                 "cpu_share_at_peak": round(ours["cpu_share"], 2),
                 "server_nice": args.nice,
+                "campaigns": args.campaigns,
                 "load_avg_1m": [round(load_at_start[0], 2), round(os.getloadavg()[0], 2)],
                 **extra,
             }

@@ -249,6 +249,30 @@ class ModelsConfig(_Section):
             raise ValueError(f"name_prefix {self.name_prefix!r}: letters, digits, '_', '.', '-'")
 
 
+class CampaignsConfig(_Section):
+    """House demand: the catalog's campaigns bidding inside the exchange and behind
+    `POST /bidder/openrtb` (`docs/campaigns.md`)."""
+
+    enabled: bool = True
+    """House campaigns compete in the exchange's auctions (no cost while the catalog holds
+    no campaign that can serve)."""
+    bidder: bool = True
+    """Serve `POST /bidder/openrtb`: openbid as a DSP for other exchanges."""
+    pacing: bool = True
+    """Spread each campaign's daily budget over its day (off: bid the full value while the
+    budget lasts)."""
+    shading: bool = True
+    """Shade first-price bids from our own wins and losses."""
+    refresh_s: PositiveFloat = 5.0
+    """How often (real seconds) the catalog's revision is polled to rebuild the index."""
+    tick_s: PositiveFloat = 1.0
+    """Real seconds between pacing updates (pacing itself runs on market time)."""
+    hold_s: PositiveFloat = 600.0
+    """Real seconds a won bid's cost stays held waiting for its billing event."""
+    anonymous_share: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.1
+    """A capped line item's share of impressions to users without a usable id."""
+
+
 class LoggingConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -472,6 +496,7 @@ class Config(_Section):
     experiments: ExperimentsConfig = msgspec.field(default_factory=ExperimentsConfig)
     monitoring: MonitoringConfig = msgspec.field(default_factory=MonitoringConfig)
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
+    campaigns: CampaignsConfig = msgspec.field(default_factory=CampaignsConfig)
 
 
 _PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from openbid import __version__
+from openbid.campaigns.store import CampaignCatalog
 from openbid.config import MIN_TRACKER_SECRET_BYTES, Config, ExchangeConfig, ServerConfig
 from openbid.errors import ConfigError, OpenbidError
 from openbid.events import EventLog
@@ -115,6 +116,7 @@ class Platform:
         self.model_slots: dict[str, object] = {}
         self.arm_sync = None  # openbid.experiments.armsync.ArmSync: A/B arms of models.serve
         self.watch = None  # openbid.monitoring.watch.Watch: live calibration, model ages
+        self.house = None  # openbid.campaigns.house.HouseDemand: the catalog's campaigns
         self._background: list[asyncio.Task[None]] = []
         self.router.add("GET", "/healthz", self._healthz, safe=True)
         self.router.add("GET", "/metrics", self._metrics, safe=True)
@@ -132,7 +134,7 @@ class Platform:
             buffer_max_events=config.events.buffer_max_events,
             roll_in_subprocess=config.events.roll_in_subprocess,
         )
-        self.catalog = Catalog(config.stores.catalog_url)
+        self.catalog = CampaignCatalog(config.stores.catalog_url)
         if migrate:
             self.catalog.migrate()
         stores = config.stores
@@ -146,7 +148,47 @@ class Platform:
         )
         self._open_exchange()
         self._open_model_sync()
+        self._open_house()
         self._open_experiments()
+
+    def _open_house(self) -> None:
+        """House demand over the catalog's campaigns, priced by the click and conversion
+        models `models.serve` follows: in the exchange's auctions and behind the bidder
+        endpoint, as `[campaigns]` says."""
+        settings = self.config.campaigns
+        if not (settings.enabled or settings.bidder):
+            return
+        from openbid.bidder import Bidder
+        from openbid.campaigns.house import HouseDemand, HouseSettings
+        from openbid.campaigns.matcher import CampaignMatcher
+        from openbid.campaigns.scoring import CandidateScorer
+
+        assert self.exchange is not None and self.counters is not None
+        self.house = HouseDemand(
+            CampaignMatcher(self.catalog, refresh_s=settings.refresh_s),
+            self.counters,
+            CandidateScorer(self.model_slots.get("ctr"), self.model_slots.get("cvr")),
+            settings=HouseSettings(
+                pacing=settings.pacing,
+                shading=settings.shading,
+                hold_s=settings.hold_s,
+                tick_s=settings.tick_s,
+                anonymous_share=settings.anonymous_share,
+            ),
+        )
+        if settings.enabled:
+            self.exchange.house = self.house
+        if settings.bidder:
+            exchange = self.exchange
+            Bidder(
+                self.house,
+                exchange.signer,
+                exchange.config.public_url,
+                currency_rates=exchange.config.currency_rates,
+                limits=self.exchange_server.limits if self.exchange_server else None,
+                ua_parser=exchange.ua_parser,
+                geo_reader=exchange.geo_reader,
+            ).routes(self.router)
 
     def _open_model_sync(self) -> None:
         """Follows the promoted models of `models.serve` (hot swap: `docs/registry.md`). The
@@ -262,6 +304,8 @@ class Platform:
         # What exists now (modules, caches, the catalog) lives as long as the process: keep
         # it out of the collector's scans, and collect the young generation less often, so
         # collections stay short pauses instead of tens of milliseconds under load.
+        if self.house is not None:
+            await self.house.start()  # the first index, budgets and pacing before serving
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 50)
@@ -279,6 +323,8 @@ class Platform:
         )
         if self.model_sync is not None:
             self._background.append(asyncio.create_task(self.model_sync.run()))
+        if self.house is not None:
+            self._background.append(asyncio.create_task(self.house.run()))
         if self.watch is not None:
             self._background.append(asyncio.create_task(self.watch.run()))
         log.info(

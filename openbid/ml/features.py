@@ -427,6 +427,35 @@ class Featurizer:
             self._number_bytes[j] += cost
         return h
 
+    # One request, many candidates (pricing): the request's fields hashed once, the fields
+    # that differ by candidate (the ad) as columns of precomputed hashes.
+
+    def field_position(self, name: str) -> int:
+        """The column of field `name` in `field_hashes` (ValueError for a field not in the spec)."""
+        return self._names.index(name)
+
+    def field_hashes(self, row: Mapping[str, object]) -> np.ndarray:
+        """One row's field hashes (uint32, one per field, before crosses), for `assemble`."""
+        get = row.get
+        try:
+            hashes = [cache[get(name)] for name, cache in self._request_caches]
+        except (KeyError, TypeError):
+            hashes = self._hash_request(row)
+        return np.array(hashes, dtype=np.uint32)
+
+    def value_hashes(self, name: str, values: Sequence[object]) -> np.ndarray:
+        """The hashes of a categorical field's values (uint32), to put in `field_hashes`
+        columns: compute them once per catalog, not per request."""
+        f = self.field_position(name)
+        if f >= self._n_categorical:
+            raise FeatureSpecError(f"value_hashes: {name!r} is not a categorical field")
+        return np.fromiter((self._hash_value(f, v) for v in values), np.uint32, len(values))
+
+    def assemble(self, field_hashes: np.ndarray) -> HashedRows:
+        """Rows from a `(n_rows, n_fields)` uint32 matrix of field hashes: crosses, mask
+        and bias in one numba call (what `transform_columns` ends with)."""
+        return HashedRows.from_matrix(self._assemble(field_hashes), self.n_features)
+
     def transform_rows(self, rows: Sequence[Mapping[str, object]]) -> HashedRows:
         """Hash a list of raw rows (dicts), through the column path."""
         columns = {name: [row.get(name) for row in rows] for name in self._names}
