@@ -61,7 +61,7 @@ from openbid.stores.base import CounterStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HOUSE_DSP", "HouseBid", "HouseDemand", "HouseSettings", "ImpOffer"]
+__all__ = ["HOUSE_BIDS", "HOUSE_DSP", "HouseBid", "HouseDemand", "HouseSettings", "ImpOffer"]
 
 _GOAL_CPM, _GOAL_CPA = GOAL_CODES["cpm"], GOAL_CODES["cpa"]
 MEDIA_CODES = {"banner": 0, "video": 1, "native": 2}
@@ -71,7 +71,8 @@ HOUSE_BIDS = Counter(
     "openbid_house_bids",
     "House demand's answers per impression offered: bid, no_match, paced (pacing held "
     "every candidate back), capped (frequency caps), unpriced (no model for the goal), "
-    "below_floor, budget (no slice could hold the cost)",
+    "below_floor, budget (no slice could hold the cost), consent (the consent signals "
+    "allow no bid: `openbid.campaigns.consent`)",
     ("outcome",),
     registry=REGISTRY,
 )
@@ -117,6 +118,9 @@ class HouseSettings:
     """Real seconds between refits of the win curves."""
     anonymous_share: float = 0.1
     """Frequency caps without a usable user id: `openbid.campaigns.caps`."""
+    vendor_id: int | None = None
+    """Our TCF vendor id as a buyer: house demand uses a request as a DSP with this id
+    would receive it (`openbid.campaigns.consent`); None: no bid where GDPR applies."""
 
 
 @dataclass(frozen=True)
