@@ -271,6 +271,9 @@ class CampaignsConfig(_Section):
     """Real seconds a won bid's cost stays held waiting for its billing event."""
     anonymous_share: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.1
     """A capped line item's share of impressions to users without a usable id."""
+    vendor_id: Annotated[int, Meta(ge=1, le=100_000)] | None = None
+    """Our TCF vendor id as a buyer: house demand may use a request only as a DSP with this
+    id could (consent); unset, house demand does not bid where GDPR applies."""
 
 
 class LoggingConfig(_Section):

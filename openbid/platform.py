@@ -174,6 +174,7 @@ class Platform:
                 hold_s=settings.hold_s,
                 tick_s=settings.tick_s,
                 anonymous_share=settings.anonymous_share,
+                vendor_id=settings.vendor_id,
             ),
         )
         if settings.enabled:

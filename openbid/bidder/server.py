@@ -4,7 +4,7 @@ routes its bids carry record their outcome.
 
 | route | answers | does |
 | --- | --- | --- |
-| `POST /bidder/openrtb` | 200 BidResponse (one bid per impression at most, seat `openbid`, `adm`, `nurl`, `burl`, `lurl`), 204 no bid, 400 naming the field, 413 | match, pace, cap, price, shade, hold the cost against the budget |
+| `POST /bidder/openrtb` | 200 BidResponse (one bid per impression at most, seat `openbid`, `adm`, `nurl`, `burl`, `lurl`), 204 no bid (also: `cur` without USD, or consent forbids: `openbid.campaigns.consent`), 400 naming the field, 413 | match, pace, cap, price, shade, hold the cost against the budget |
 | `GET /bidder/win` | 204 | the win: spend recorded once per bid id, at `${AUCTION_PRICE}` (never above our bid) |
 | `GET /bidder/bill` | 204 | the billing notice: the same spend, the same once per bid id (whichever of the two comes first counts) |
 | `GET /bidder/loss` | 204 | the hold is freed; the price that won (`${AUCTION_MIN_TO_WIN}`, else `${AUCTION_PRICE}`) feeds the win curves |
@@ -25,8 +25,8 @@ import msgspec
 from prometheus_client import Counter, Histogram
 
 from openbid.bidder.notices import decode_price_micros, notice_urls, verify_notice
-from openbid.campaigns.caps import frequency_user_key
-from openbid.campaigns.house import MEDIA_CODES, HouseBid, HouseDemand, ImpOffer
+from openbid.campaigns.consent import house_inputs
+from openbid.campaigns.house import HOUSE_BIDS, MEDIA_CODES, HouseBid, HouseDemand, ImpOffer
 from openbid.campaigns.scoring import HOUSE_DSP
 from openbid.campaigns.targeting import imp_facts, request_facts_from_context
 from openbid.clock import now_micros
@@ -47,7 +47,8 @@ _json = msgspec.json.Encoder()
 
 BIDDER_REQUESTS = Counter(
     "openbid_bidder_requests",
-    "Bid requests to /bidder/openrtb by outcome: bid, no_bid, invalid, too_large",
+    "Bid requests to /bidder/openrtb by outcome: bid, no_bid, invalid, too_large, currency "
+    "(request.cur without USD: no bid)",
     ("outcome",),
     registry=REGISTRY,
 )
@@ -152,6 +153,11 @@ class Bidder:
         except InvalidBidRequest as exc:
             BIDDER_REQUESTS.labels("invalid").inc()
             return _error(400, str(exc), exc.field)
+        if bid_request.cur and "USD" not in bid_request.cur:
+            # We bid and read the notices' prices in USD only: an exchange that takes other
+            # currencies alone gets no bid rather than a response in a currency it refused.
+            BIDDER_REQUESTS.labels("currency").inc()
+            return Response(204)
         bids = await self.bids(bid_request, offers, request.headers.get("sec-gpc"))
         BIDDER_LATENCY.observe(time.perf_counter() - started)
         if not bids:
@@ -172,14 +178,18 @@ class Bidder:
         )
         features = auction_features(request, context, None)
         facts = request_facts_from_context(context, None, now_micros=now_micros())
+        inputs = house_inputs(request, context.consent, facts, features, house.settings.vendor_id)
+        if inputs is None:  # consent: no more than a DSP with our vendor id would get
+            HOUSE_BIDS.labels("consent").inc(len(offers))
+            return []
         at = request.at if request.at in (1, 2) else 2
         try:
             return await house.bid(
-                features,
-                facts,
+                inputs.features,
+                inputs.facts,
                 offers,
                 at=at,
-                user_key=frequency_user_key(request, context.consent, None),
+                user_key=inputs.user_key,
                 request_id=request.id,
             )
         except Exception:  # a fault of ours is a no-bid, never a 500 to the exchange

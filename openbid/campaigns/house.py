@@ -61,7 +61,7 @@ from openbid.stores.base import CounterStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HOUSE_DSP", "HouseBid", "HouseDemand", "HouseSettings", "ImpOffer"]
+__all__ = ["HOUSE_BIDS", "HOUSE_DSP", "HouseBid", "HouseDemand", "HouseSettings", "ImpOffer"]
 
 _GOAL_CPM, _GOAL_CPA = GOAL_CODES["cpm"], GOAL_CODES["cpa"]
 MEDIA_CODES = {"banner": 0, "video": 1, "native": 2}
@@ -71,7 +71,8 @@ HOUSE_BIDS = Counter(
     "openbid_house_bids",
     "House demand's answers per impression offered: bid, no_match, paced (pacing held "
     "every candidate back), capped (frequency caps), unpriced (no model for the goal), "
-    "below_floor, budget (no slice could hold the cost)",
+    "below_floor, budget (no slice could hold the cost), consent (the consent signals "
+    "allow no bid: `openbid.campaigns.consent`)",
     ("outcome",),
     registry=REGISTRY,
 )
@@ -117,6 +118,9 @@ class HouseSettings:
     """Real seconds between refits of the win curves."""
     anonymous_share: float = 0.1
     """Frequency caps without a usable user id: `openbid.campaigns.caps`."""
+    vendor_id: int | None = None
+    """Our TCF vendor id as a buyer: house demand uses a request as a DSP with this id
+    would receive it (`openbid.campaigns.consent`); None: no bid where GDPR applies."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,8 @@ class _Hold:
     campaign_id: str
     held_micros: int
     expires_s: float
+    day: int | None
+    """The budget day of the account holding it (a hold outlives its day's account)."""
     won: bool = False
 
 
@@ -352,6 +358,13 @@ class HouseDemand:
         if p_conversion is None:
             priced &= ~needs_conversion
             p_conversion = np.zeros(pairs.size)
+        # A probability the model could not give (NaN: `CandidateScorer.score`) leaves that
+        # candidate unpriced; the others still bid.
+        unscored_click, unscored_conversion = np.isnan(p_click), np.isnan(p_conversion)
+        if unscored_click.any() or unscored_conversion.any():
+            priced &= ~(needs_click & unscored_click) & ~(needs_conversion & unscored_conversion)
+            p_click = np.where(unscored_click, 0.0, p_click)
+            p_conversion = np.where(unscored_conversion, 0.0, p_conversion)
         values = value_cpm_micros(
             goal,
             index.goal_amount_micros[line_item],
@@ -450,7 +463,12 @@ class HouseDemand:
             return None
         pacing.room_micros[campaign] -= cost
         bid_id = f"{self._prefix}{next(self._ids):x}"
-        self._holds[bid_id] = _Hold(campaign_id, cost, time.monotonic() + self.settings.hold_s)
+        self._holds[bid_id] = _Hold(
+            campaign_id,
+            cost,
+            time.monotonic() + self.settings.hold_s,
+            self.banker.day_of(campaign_id),
+        )
         return bid_id
 
     def _markup_of(self, creative: Creative, w: int, h: int) -> str:
@@ -476,7 +494,7 @@ class HouseDemand:
                 hold.won = True
             else:
                 del self._holds[bid.bid_id]
-                self.banker.release(hold.campaign_id, hold.held_micros)
+                self.banker.release(hold.campaign_id, hold.held_micros, hold.day)
         if at == FIRST_PRICE:
             self.observe(bid.segment, bid.price_micros, won, loss_price_micros)
 
@@ -497,7 +515,7 @@ class HouseDemand:
         hold = self._holds.get(bid_id)
         if hold is not None and not hold.won:
             del self._holds[bid_id]
-            self.banker.release(hold.campaign_id, hold.held_micros)
+            self.banker.release(hold.campaign_id, hold.held_micros, hold.day)
 
     async def billed(
         self,
@@ -527,11 +545,13 @@ class HouseDemand:
         hold = self._holds.pop(bid_id, None)
         if not first:
             if hold is not None:  # recorded elsewhere (or not at all): keep it spent here
-                self.banker.settle(campaign_id, hold.held_micros, hold.held_micros)
+                self.banker.settle(campaign_id, hold.held_micros, hold.held_micros, hold.day)
             return False
         HOUSE_SPEND.labels(campaign_id).inc(cost_micros)
         if hold is not None:
-            self.banker.settle(campaign_id, hold.held_micros, min(cost_micros, hold.held_micros))
+            self.banker.settle(
+                campaign_id, hold.held_micros, min(cost_micros, hold.held_micros), hold.day
+            )
             if cost_micros > hold.held_micros:
                 self.banker.charge(campaign_id, cost_micros - hold.held_micros)
         else:
@@ -618,9 +638,9 @@ class HouseDemand:
         for (bid_id, hold), mark in zip(expired, marks, strict=True):
             del self._holds[bid_id]
             if mark:  # billed at another worker: spent there, and kept spent here
-                self.banker.settle(hold.campaign_id, hold.held_micros, hold.held_micros)
+                self.banker.settle(hold.campaign_id, hold.held_micros, hold.held_micros, hold.day)
             else:
-                self.banker.release(hold.campaign_id, hold.held_micros)
+                self.banker.release(hold.campaign_id, hold.held_micros, hold.day)
 
     async def start(self) -> None:
         """The first index, accounts, slices and pacing decisions, before serving."""

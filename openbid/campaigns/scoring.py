@@ -14,6 +14,7 @@ held-out rows and the registry gate refuses a model whose expected / actual is o
 | click (`ctr`) | `p_click` is None: CPC and CPA candidates are not priced (no bid); CPM bids as usual |
 | conversion (`cvr`) | `p_conversion` is None: CPA candidates are not priced |
 | either fails to score | logged and counted (`openbid_house_scoring_errors_total`), treated as missing |
+| a probability not in [0, 1] (NaN) | counted the same; that candidate alone is unpriced (NaN), the others priced |
 """
 
 from __future__ import annotations
@@ -119,8 +120,13 @@ class CandidateScorer:
             if ads.columns.size:
                 matrix[:, ads.columns] = ads.hashes[pairs]
             rows = model.featurizer.assemble(matrix)
-            return model.scorer.score_batch(rows)[:, 0]
+            p = np.asarray(model.scorer.score_batch(rows)[:, 0], np.float64)
         except Exception:  # a model must never take the auction down: price without it
             SCORING_ERRORS.labels(purpose).inc()
             log.exception("house candidates not scored", extra={"purpose": purpose})
             return None
+        bad = ~((p >= 0.0) & (p <= 1.0))  # NaN fails both
+        if bad.any():
+            SCORING_ERRORS.labels(purpose).inc(int(bad.sum()))
+            p = np.where(bad, np.nan, p)
+        return p

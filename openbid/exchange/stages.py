@@ -30,8 +30,8 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from openbid.campaigns.caps import frequency_user_key
-from openbid.campaigns.house import HOUSE_DSP, HouseDemand, ImpOffer
+from openbid.campaigns.consent import house_inputs
+from openbid.campaigns.house import HOUSE_BIDS, HOUSE_DSP, HouseDemand, ImpOffer
 from openbid.campaigns.targeting import imp_facts, request_facts_from_context
 from openbid.config import ExchangeConfig
 from openbid.demand import DemandState
@@ -192,12 +192,16 @@ async def house_bid(state: AuctionState, house: HouseDemand, vendor_id: int | No
     ]
     try:
         facts = request_facts_from_context(context, state.publisher, now_micros=now_micros())
+        inputs = house_inputs(request, context.consent, facts, state.features, vendor_id)
+        if inputs is None:  # consent: no more than a DSP with our vendor id would get
+            HOUSE_BIDS.labels("consent").inc(len(offers))
+            return
         state.house_bids = await house.bid(
-            state.features,
-            facts,
+            inputs.features,
+            inputs.facts,
             offers,
             at=state.rules[0].auction_type if state.rules else 1,
-            user_key=frequency_user_key(request, context.consent, vendor_id),
+            user_key=inputs.user_key,
             request_id=request.id,
         )
     except Exception:  # house demand must never fail an auction: the DSPs' bids go on
