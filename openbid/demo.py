@@ -187,10 +187,12 @@ def _summary(state: DemoState, dsps: list[str], panel: LoopPanel | None = None) 
 def _house_table() -> Table | None:
     """House campaigns (`openbid/campaigns/demo.yaml`): today's spend against the daily
     budget, and what pacing does about it, from the metrics (every worker's, gathered)."""
-    budgets: dict[str, float] = {}
-    for family in REGISTRY.collect():
-        if family.name == "openbid_house_budget_today_micros":
-            budgets = {s.labels["campaign"]: s.value for s in family.samples}
+    snapshot = _snapshot or Snapshot()
+    budgets = {
+        labels["campaign"]: value
+        for labels, value in snapshot.samples("openbid_house_budget_today_micros")
+        if "campaign" in labels
+    }
     if not budgets:
         return None
     day_share = (clock.now() % 86_400) / 86_400
