@@ -6,8 +6,8 @@ JSON object with every section's keys. Sections:
 - `swap`: the exchange (`openbid up`, one worker pinned to cpu 0) follows the model store
   (`models.serve = ["shaping"]`, polled every 0.2 s); 8 DSPs (nginx) and the load run on
   cpu 1. Open-loop auctions at `--rate` for `--seconds`, once with no swap and once while
-  `--swaps` new shaping versions (8 per-DSP learners each, 2^20 weights, 2^18 with
-  `--quick`) are promoted through the real MLflow registry, one every
+  `--swaps` new shaping versions (8 per-DSP learners each, 2^20 weights; `--quick`: 2^18
+  weights, 3 versions, 5 s runs) are promoted through the real MLflow registry, one every
   seconds / (swaps + 1) (or as soon as the one before serves), each waited for until the
   server serves it. Latency is measured the same way in both runs and `/metrics` is read
   every 0.25 s in both. Every version is published to the store (as `challenger`) before
@@ -16,7 +16,8 @@ JSON object with every section's keys. Sections:
   Keys: `swaps` (versions the server swapped in), `swap_failed_requests` (goal 0 over 10
   swaps), `swap_p99_ms`, `no_swap_p99_ms`.
 - `event_to_serving`: the demo as a newcomer runs it (`openbid up --demo --speed 60`:
-  the scheduler trains every 30 real seconds, the exchange polls the store every second),
+  the scheduler trains every 30 real seconds (`--loop-interval`; 10 with `--quick`, which
+  stops at a model's second version), the exchange polls the store every second),
   for `--loop-seconds`, with `/metrics` read every 0.5 s. At each swap of a new version
   the model's age since its training window's end (`openbid_model_age_seconds`, market
   time) says when the newest event it learned from was logged. Keys: `event_to_serving_s`
@@ -27,7 +28,7 @@ JSON object with every section's keys. Sections:
   model serving), `loop_swaps`, `loop_runs` (by status); goal: `event_to_serving_s` <= 120.
 
     python bench/freshness.py [--quick] [--only swap|event_to_serving] [--rate N]
-        [--seconds S] [--swaps N] [--loop-seconds S]
+        [--seconds S] [--swaps N] [--loop-seconds S] [--loop-rate N] [--loop-interval S]
 
 Timings move with whatever else the machine runs: compare figures of one run only.
 """
@@ -190,6 +191,7 @@ class Monitor:
         self.base = base
         self.swaps: dict[str, float] = {}
         self.serving = ""
+        self.failed_reads = 0
 
     def read(self) -> None:
         with urllib.request.urlopen(f"{self.base}/metrics", timeout=10) as response:
@@ -200,7 +202,10 @@ class Monitor:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await asyncio.to_thread(self.read)
+            try:
+                await asyncio.to_thread(self.read)
+            except OSError:  # a read slower than its timeout on a busy machine: the next one
+                self.failed_reads += 1
             await asyncio.sleep(0.25)
 
 
@@ -484,6 +489,7 @@ def event_to_serving_section(args: argparse.Namespace, root: Path) -> Section:
     work.mkdir()
     env = dict(
         os.environ,
+        OPENBID_SCHEDULER__INTERVAL_S=str(args.loop_interval_s * DEMO_SPEED),
         OPENBID_SERVER__PORT=str(port),
         OPENBID_STORES__CATALOG_URL=f"sqlite:///{work}/catalog.db",
         OPENBID_LOGGING__LEVEL="info",
@@ -550,7 +556,7 @@ def event_to_serving_section(args: argparse.Namespace, root: Path) -> Section:
         "first_model_s": round(first, 1) if swaps else None,
         "loop_swaps": len(swaps),
         "loop_runs": runs,
-        "loop_interval_real_s": 30.0,
+        "loop_interval_real_s": args.loop_interval_s,
         "loop_speed": DEMO_SPEED,
         "loop_rate_per_s": args.loop_rate,
     }
@@ -570,12 +576,21 @@ def main() -> int:
     parser.add_argument("--only", choices=sorted(SECTIONS), action="append")
     parser.add_argument("--rate", type=float, default=None, help="auctions per second")
     parser.add_argument("--seconds", type=float, default=None, help="per run")
-    parser.add_argument("--swaps", type=int, default=10)
+    parser.add_argument("--swaps", type=int, default=None, help="10; 3 with --quick")
     parser.add_argument("--loop-seconds", type=float, default=None, help="the demo's run")
     parser.add_argument("--loop-rate", type=float, default=None, help="the demo's requests/s")
+    parser.add_argument(
+        "--loop-interval",
+        type=float,
+        default=None,
+        dest="loop_interval_s",
+        help="real seconds between the demo's training runs (the demo's: 30)",
+    )
     args = parser.parse_args()
     if args.loop_seconds is None:
         args.loop_seconds = 240.0 if args.quick else 420.0
+    if args.loop_interval_s is None:
+        args.loop_interval_s = 10.0 if args.quick else 30.0
     if args.loop_rate is None:
         args.loop_rate = 100.0 if args.quick else 200.0
     # quick: stop at a model's second version (one worst-case figure)
@@ -583,7 +598,9 @@ def main() -> int:
     if args.rate is None:
         args.rate = 300.0 if args.quick else 500.0
     if args.seconds is None:
-        args.seconds = 8.0 if args.quick else 30.0
+        args.seconds = 5.0 if args.quick else 30.0
+    if args.swaps is None:  # quick: fewer versions to make and register (~4 s each here)
+        args.swaps = 3 if args.quick else 10
     root = Path(tempfile.mkdtemp(prefix="openbid-freshness-"))
     keys: dict[str, object] = {"bench": "freshness", "quick": args.quick}
     rows: list[tuple[str, str, str, str]] = []

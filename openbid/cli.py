@@ -53,9 +53,10 @@ def config_show(config_path: str | None) -> None:
 @click.option(
     "--rate",
     type=click.FloatRange(min=0.0),
-    default=200.0,
+    default=400.0,
     show_default=True,
-    help="Demo requests per second (0: no traffic, the market's DSPs only).",
+    help="Demo requests per second at most: fewer when the machine cannot serve them in time "
+    "(0: no traffic, the market's DSPs only).",
 )
 @click.option(
     "--speed",

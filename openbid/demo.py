@@ -28,11 +28,10 @@ from rich.table import Table
 
 from openbid import clock
 from openbid.creative import TrackerSigner
-from openbid.demo_loop import DEMO_INTERVAL_REAL_S, LoopPanel
+from openbid.demo_loop import LoopPanel, Snapshot
 from openbid.domain import DemandPartner
 from openbid.exchange.conversions import conversion_key
 from openbid.http.client import FanoutClient, UpstreamError
-from openbid.obs import REGISTRY
 from openbid.platform import Platform, Service, tracker_key
 from openbid.sim.generator import RequestBatch
 from openbid.sim.market import Market
@@ -46,10 +45,50 @@ DEMO_API_KEY = "demo-publisher-key"
 CHUNK_S = 2.0
 RENDER_RATE = 0.9
 """Share of won ads whose page loads them (the impression tracker fires)."""
+MAX_LAG_S = 0.02
+"""The demo's traffic keeps its event loop's lag (how late a timer fires: the process
+waiting for CPU) under this: it adjusts how many requests it keeps under way (`InFlight`),
+so on a machine too busy for `--rate` it sends fewer (the QPS column says how many)
+instead of queueing requests until every DSP call times out and nothing is won, seen or
+clicked."""
+
+
+class InFlight:
+    """The most requests the traffic keeps under way: every `EVERY_S`, cut by a quarter when
+    the event loop's median lag since the last adjustment was above `MAX_LAG_S`, grown by a
+    tenth when it was below a third of it. `probe` (a task) measures the lag."""
+
+    EVERY_S = 0.5
+    """Real seconds between two adjustments."""
+    PROBE_S = 0.02
+
+    def __init__(self, rate_per_s: float) -> None:
+        self.most = max(8, round(rate_per_s))  # a second of requests: never the bound when idle
+        self.limit = min(16, self.most)  # grown while the loop keeps up
+        self.next_at = 0.0
+        self.lags: list[float] = []
+
+    async def probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self.PROBE_S)
+            self.lags.append(loop.time() - before - self.PROBE_S)
+
+    def maybe_adjust(self, now: float) -> None:
+        if now < self.next_at or not self.lags:
+            return
+        self.next_at = now + self.EVERY_S
+        lag = sorted(self.lags)[len(self.lags) // 2]
+        self.lags.clear()
+        if lag > MAX_LAG_S:
+            self.limit = max(4, int(self.limit * 0.75))
+        elif lag < MAX_LAG_S / 3:
+            self.limit = min(self.most, self.limit + max(1, self.limit // 10))
 
 
 def _value(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    return (_snapshot or Snapshot()).value(name, **labels)
 
 
 class DemoState:
@@ -60,10 +99,13 @@ class DemoState:
         self.sent = 0
         self.latencies_ms: list[float] = []
         self.statuses: dict[str, int] = {}
+        self.in_flight: InFlight | None = None
         self.users: SimUsers | None = None
 
 
 def _summary(state: DemoState, dsps: list[str], panel: LoopPanel | None = None) -> Group:
+    global _snapshot
+    _snapshot = Snapshot()
     elapsed = max(time.monotonic() - state.started, 1e-9)
     won = _value("openbid_requests_total", endpoint="auction", outcome="won")
     no_bid = _value("openbid_requests_total", endpoint="auction", outcome="no_bid")
@@ -138,17 +180,19 @@ def _summary(state: DemoState, dsps: list[str], panel: LoopPanel | None = None) 
     if state.users is not None:
         groups.append(_users_table(state.users))
     if panel is not None:
-        groups.append(panel.render())
+        groups.append(panel.render(_snapshot))
     return Group(*groups)
 
 
 def _house_table() -> Table | None:
     """House campaigns (`openbid/campaigns/demo.yaml`): today's spend against the daily
     budget, and what pacing does about it, from the metrics (every worker's, gathered)."""
-    budgets: dict[str, float] = {}
-    for family in REGISTRY.collect():
-        if family.name == "openbid_house_budget_today_micros":
-            budgets = {s.labels["campaign"]: s.value for s in family.samples}
+    snapshot = _snapshot or Snapshot()
+    budgets = {
+        labels["campaign"]: value
+        for labels, value in snapshot.samples("openbid_house_budget_today_micros")
+        if "campaign" in labels
+    }
     if not budgets:
         return None
     day_share = (clock.now() % 86_400) / 86_400
@@ -193,7 +237,7 @@ def _users_table(users: SimUsers) -> Table:
     return table
 
 
-def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> list[Service]:
+def demo_services(market_name: str = "default", rate_per_s: float = 400.0) -> list[Service]:
     """The tasks `openbid up --demo` runs beside the servers."""
 
     async def run(platform: Platform) -> None:
@@ -202,25 +246,32 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
         client = FanoutClient()
         users = _users(platform, market, client)
         playing = asyncio.create_task(users.run())
-        panel = LoopPanel(platform.config)
+        panel = LoopPanel(platform.config, platform)
         refreshing = asyncio.create_task(panel.refresh_forever())
+        probing: asyncio.Task[None] | None = None
         try:
             await asyncio.to_thread(_register, platform, market, servers.urls)
             console_line = await asyncio.to_thread(_console_admin, platform.config)
             state = DemoState()
             state.users = users
+            state.in_flight = InFlight(rate_per_s)
+            probing = asyncio.create_task(state.in_flight.probe())
             target = f"http://127.0.0.1:{platform.port}/openrtb2/auction"
             console = Console(stderr=True)
             speed = clock.current().speed
+            config = platform.config
             console.print(
                 f"[bold green]openbid demo[/]: exchange on http://127.0.0.1:{platform.port} "
                 f"(/metrics, /healthz), {len(servers.urls)} simulated DSPs, "
-                f"{rate_per_s:.0f} requests/s; events in {platform.config.events.dir}, "
+                f"up to {rate_per_s:.0f} requests/s; events in {platform.config.events.dir}, "
                 f"the users' ground truth in {users.truth.directory if users.truth else '-'}. "
                 f"The market clock runs x{speed:g} (a market hour in {3600 / speed:.0f} real "
                 f"s): shaping and click models are trained from this log every "
-                f"{DEMO_INTERVAL_REAL_S:.0f} s and swapped in (`openbid runs` with "
-                f"OPENBID_SCHEDULER__RUNS_DB={platform.config.scheduler.runs_db}). Ctrl-C stops."
+                f"{config.scheduler.interval_s / speed:.0f} s and swapped in (`openbid runs` "
+                f"with OPENBID_SCHEDULER__RUNS_DB={config.scheduler.runs_db}); once a second "
+                f"shaping model exists, its challenger serves 10% of the traffic (`openbid ab "
+                f"report` with OPENBID_EVENTS__DIR={config.events.dir} "
+                f"OPENBID_MODELS__STORE_URL={config.models.store_url}). Ctrl-C stops."
             )
             if console_line:
                 console.print(console_line)
@@ -249,6 +300,8 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
                     live.update(_summary(state, list(servers.urls), panel))
         finally:
             refreshing.cancel()
+            if probing is not None:
+                probing.cancel()
             playing.cancel()
             await users.close()
             await servers.stop()
@@ -301,12 +354,18 @@ async def _send_paced(
             for bid in seatbid.get("bid", []):
                 await users.saw(batch, row, bid, response.get("bidid", ""))
 
+    if state.in_flight is None:
+        state.in_flight = InFlight(rate_per_s)
+    in_flight = state.in_flight
     start = loop.time()
     bodies = batch.bodies
     for i, body in enumerate(bodies):
         delay = start + i / rate_per_s - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        in_flight.maybe_adjust(loop.time())
+        while len(pending) >= in_flight.limit:
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         task = loop.create_task(one(i, body))
         pending.add(task)
         task.add_done_callback(pending.discard)

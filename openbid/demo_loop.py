@@ -18,12 +18,15 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
+from rich.console import Group
 from rich.table import Table
 
 from openbid import clock
-from openbid.config import Config, EventsConfig
+from openbid.config import Config, EventsConfig, ExchangeConfig, SchedulerConfig
+from openbid.experiments.arms import ArmsFile, ensure_arm
 from openbid.obs import REGISTRY
 from openbid.pipeline.modelstore import ModelStore, Pointer
 from openbid.pipeline.runs import Run, open_readonly, short_reason
@@ -38,12 +41,16 @@ _DEMO_MARK = ".openbid-demo"
 REFRESH_S = 2.0
 SAVED_WINDOW_S = 30.0
 """Callouts saved and CTR are shown over the last this many real seconds."""
+AB_PURPOSE = "shaping"
+AB_SHARE = 0.1
+"""The demo's A/B test: the shaping `@challenger` on this share of the traffic."""
 
 
 def demo_config(settings: Config, speed: float | None = None) -> Config:
     """The configuration `openbid up --demo` runs: the simulated DSPs (and their notice URLs)
     on loopback; a market clock (`speed`, else `clock.speed` when set, else `DEMO_SPEED`);
-    the scheduler training the shaping and click models every `DEMO_INTERVAL_REAL_S`; the
+    the scheduler training the shaping and click models every `DEMO_INTERVAL_REAL_S` (unless
+    `scheduler.interval_s` was set: market seconds); the
     exchange following both. The demo's state (its training sets, registry, model store,
     run table, and its event log unless `events.dir` was set) lives in `demo/` beside the
     event log's directory (`var/demo/` by default), emptied here when an earlier demo made
@@ -60,9 +67,20 @@ def demo_config(settings: Config, speed: float | None = None) -> Config:
         # a market clock restarts at today: last demo's events lie hours in the future
         events = replace(events, dir=str(demo_dir / "events"))
     purposes = ["shaping", "ctr"]
+    interval_s = settings.scheduler.interval_s
+    if interval_s == SchedulerConfig().interval_s:  # not set: the demo's
+        interval_s = DEMO_INTERVAL_REAL_S * speed
+    public_url = settings.exchange.public_url
+    if public_url == ExchangeConfig().public_url and settings.server.port:
+        # the simulated users fetch the trackers: at the port this demo serves on (the
+        # default public URL names port 8080, another demo's or nobody's; with port 0,
+        # chosen at bind time, set exchange.public_url)
+        host = settings.server.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        public_url = f"http://{'[' + host + ']' if ':' in host else host}:{settings.server.port}"
     return replace(
         settings,
-        exchange=replace(settings.exchange, notice_private_hosts=True),
+        exchange=replace(settings.exchange, notice_private_hosts=True, public_url=public_url),
         clock=replace(settings.clock, speed=speed),
         events=events,
         etl=replace(
@@ -89,28 +107,71 @@ def demo_config(settings: Config, speed: float | None = None) -> Config:
         scheduler=replace(
             settings.scheduler,
             purposes=list(dict.fromkeys([*settings.scheduler.purposes, *purposes])),
-            interval_s=DEMO_INTERVAL_REAL_S * speed,
+            interval_s=interval_s,
             retry_backoff_s=5.0 * speed,
             runs_db=str(demo_dir / "runs.db"),
         ),
     )
 
 
-def _samples(name: str) -> list[tuple[dict[str, str], float]]:
-    found = []
-    for family in REGISTRY.collect():
-        for sample in family.samples:
-            if sample.name == name:
-                found.append((sample.labels, sample.value))
-    return found
+class Snapshot:
+    """The metrics registry read once (one `collect()`): a render reads dozens of values,
+    and each `get_sample_value` would collect every metric again (8% of the demo's CPU)."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, list[tuple[dict[str, str], float]]] = collections.defaultdict(list)
+        for family in REGISTRY.collect():
+            for sample in family.samples:
+                self.by_name[sample.name].append((sample.labels, sample.value))
+
+    def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        return self.by_name.get(name, [])
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample of exactly these labels (0 when none), as `get_sample_value`."""
+        for sample_labels, value in self.by_name.get(name, []):
+            if sample_labels == labels:
+                return value
+        return 0.0
+
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of the samples that carry these labels (any others too)."""
+        return sum(
+            value
+            for sample_labels, value in self.by_name.get(name, [])
+            if all(sample_labels.get(k) == v for k, v in labels.items())
+        )
 
 
-def _total(name: str, **labels: str) -> float:
-    return sum(
-        value
-        for sample_labels, value in _samples(name)
-        if all(sample_labels.get(k) == v for k, v in labels.items())
-    )
+class ChallengerArm:
+    """The demo's A/B test (issue 16): once a second model of `purpose` has been registered
+    (the `challenger` alias names version 2 or later), an arm serves `@challenger` on
+    `share` of the traffic (`openbid.experiments.arms.ensure_arm`; an arms file already in
+    the store is left as it is). Every training run that passes the gate moves
+    `@challenger` to its model, so the arm serves the newest candidate: the same model as
+    control when that one was promoted, a model production beat otherwise. `check` reads
+    the store (blocking: in a thread)."""
+
+    def __init__(self, config: Config, purpose: str = AB_PURPOSE, share: float = AB_SHARE):
+        self.store = ModelStore(config.models.store_url)
+        self.purpose = purpose
+        self.share = share
+        self.arms: ArmsFile | None = None
+
+    def check(self) -> ArmsFile | None:
+        """The arms in force once started (None before)."""
+        if self.arms is not None:
+            return self.arms
+        pointer = self.store.read_pointer(self.purpose, "challenger")
+        if pointer is None or not pointer.version.isdigit() or int(pointer.version) < 2:
+            return None
+        self.arms = ensure_arm(self.store, self.purpose, share=self.share)
+        log.info(
+            "A/B arm started",
+            extra={"purpose": self.purpose, "arms": [f"{a.name}={a.model}:{a.share:g}"
+                                                     for a in self.arms.arms]},
+        )  # fmt: skip
+        return self.arms
 
 
 def market_age(seconds: float) -> str:
@@ -130,8 +191,10 @@ def market_age(seconds: float) -> str:
 class LoopPanel:
     """Reads what the panel shows (`refresh_forever`) and draws it (`render`)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, platform: Any = None) -> None:
         self.config = config
+        self.platform = platform
+        """The demo's `openbid.platform.Platform` (its arms and live calibration), if any."""
         self.purposes = list(dict.fromkeys([*config.models.serve, *config.scheduler.purposes]))
         self.store = ModelStore(config.models.store_url)
         self.pointers: dict[str, Pointer | None] = {}
@@ -139,6 +202,7 @@ class LoopPanel:
         self.last_outcome: dict[str, Run | None] = {}
         self.running: dict[str, Run | None] = {}
         self.runs_seen = 0
+        self.challenger = ChallengerArm(config)
         self._history: collections.deque[tuple[float, dict[str, float]]] = collections.deque()
 
     def _read(self) -> None:
@@ -164,17 +228,18 @@ class LoopPanel:
                 (r for r in done if r.status in ("promoted", "registered", "refused")), None
             )
 
-    def sample_traffic(self) -> None:
+    def sample_traffic(self, snapshot: Snapshot | None = None) -> None:
         """Counters now, kept for the windowed rates."""
+        snapshot = snapshot or Snapshot()
         now = time.monotonic()
         decisions: dict[str, float] = collections.defaultdict(float)
-        for labels, value in _samples("openbid_shaping_decisions_total"):
+        for labels, value in snapshot.samples("openbid_shaping_decisions_total"):
             decisions[labels.get("decision", "")] += value
         counters = {
             "filtered": decisions["filtered"],
             "eligible": decisions["called"] + decisions["filtered"] + decisions["explored"],
-            "impressions": _total("openbid_impressions_total", outcome="counted"),
-            "clicks": _total("openbid_clicks_total", outcome="counted"),
+            "impressions": snapshot.total("openbid_impressions_total", outcome="counted"),
+            "clicks": snapshot.total("openbid_clicks_total", outcome="counted"),
         }
         self._history.append((now, counters))
         while self._history and self._history[0][0] < now - SAVED_WINDOW_S:
@@ -187,24 +252,59 @@ class LoopPanel:
         return {key: last[key] - first.get(key, 0.0) for key in last}
 
     async def refresh_forever(self) -> None:
+        """Reads what the panel shows, and starts the A/B arm when its time comes."""
         while True:
             with contextlib.suppress(Exception):  # the panel never stops the demo
                 await asyncio.to_thread(self._read)
+            try:
+                await asyncio.to_thread(self.challenger.check)
+            except Exception as exc:  # a store problem: tried again at the next refresh
+                log.warning("cannot start the A/B arm", extra={"error": str(exc)})
             await asyncio.sleep(REFRESH_S)
 
-    def serving_versions(self) -> dict[str, str]:
+    def serving_versions(self, snapshot: Snapshot | None = None) -> dict[str, str]:
         """The registry version each purpose serves (from the servers' own metric)."""
         serving: dict[str, str] = {}
-        for labels, value in _samples("openbid_model_info"):
+        for labels, value in (snapshot or Snapshot()).samples("openbid_model_info"):
             if value > 0 and labels.get("purpose"):
                 serving[labels["purpose"]] = labels.get("version", "")
         return serving
 
-    def render(self) -> Table:
-        self.sample_traffic()
+    def render(self, snapshot: Snapshot | None = None) -> Group:
+        """The models table, then the A/B arms (once the test runs)."""
+        tables: list[Table] = [self._models_table(snapshot or Snapshot())]
+        arms = self.ab_table()
+        if arms is not None:
+            tables.append(arms)
+        return Group(*tables)
+
+    def ab_table(self) -> Table | None:
+        """The live A/B test of this process: each shaping arm, its model, share, calls
+        scored and expected / actual bids (`openbid.monitoring.panel`); None before the
+        arm starts."""
+        if self.platform is None or self.challenger.arms is None:
+            return None
+        from openbid.monitoring.panel import PANEL_COLUMNS, panel_rows
+
+        rows = panel_rows(self.platform)
+        if not rows:
+            return None
+        table = Table(
+            title=f"A/B test ({AB_PURPOSE}): @challenger on {AB_SHARE:.0%} of the traffic "
+            "(`openbid ab report`)",
+            expand=False,
+        )
+        for column in PANEL_COLUMNS:
+            table.add_column(column, justify="right")
+        for row in rows:
+            table.add_row(*row)
+        return table
+
+    def _models_table(self, snapshot: Snapshot) -> Table:
+        self.sample_traffic(snapshot)
         speed = clock.current().speed
         now_s = clock.now()
-        serving = self.serving_versions()
+        serving = self.serving_versions(snapshot)
         models = Table(
             title=f"learning loop (clock x{speed:g}: ages in market time)",
             expand=False,

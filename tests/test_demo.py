@@ -174,3 +174,19 @@ def test_panel_texts():
         "data: 10 rows and 2 positives held out"
     )
     assert short_reason("x" * 200) == "x" * 80
+
+
+def test_the_summary_reads_the_metrics_once_and_shows_house_campaigns():
+    from rich.console import Console
+
+    from openbid import demo
+    from openbid.campaigns.house import HOUSE_BUDGET_TODAY
+
+    HOUSE_BUDGET_TODAY.labels("summary-test-campaign").set(50_000_000)
+    console = Console(width=140, record=True)
+    console.print(demo._summary(demo.DemoState(), ["atlas"]))
+    text = console.export_text()
+    assert "house campaigns" in text and "summary-test-campaign" in text
+    assert demo._snapshot is not None  # the registry as this summary read it
+    assert demo._snapshot.value("openbid_house_budget_today_micros",
+                                campaign="summary-test-campaign") == 50_000_000  # fmt: skip

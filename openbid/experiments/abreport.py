@@ -74,7 +74,8 @@ def _units(reader: Any, purpose: str, since: int, until: int) -> dict[str, Any]:
     n = auctions.num_rows
     ids = auctions["auction_id"].combine_chunks()
     won = np.asarray(pc.equal(auctions["outcome"], "won").to_numpy(zero_copy_only=False), float)
-    revenue = auctions["clearing_price_micros"].to_numpy().astype(float) / 1e6 * won
+    # the clearing price is a CPM: one impression earns a thousandth of it
+    revenue = auctions["clearing_price_micros"].to_numpy().astype(float) / 1e9 * won
 
     def per_auction(kind: str, mask_of=None, weights_of=None) -> np.ndarray:
         # trackers come after their auction: read from the window's start to the log's end
