@@ -201,3 +201,25 @@ def test_the_campaigns_commands(tmp_path):
     bad = runner.invoke(main, ["campaigns", "import", str(DATA / "bad_rows.csv"), "--catalog", url])
     assert bad.exit_code == 1
     assert "row 4: creative 'cr-nosize': sizes:" in bad.output
+
+
+def test_the_demo_advertisers_are_advertisers_the_simulated_market_knows():
+    """The demo's simulated users click and convert only on ads of advertisers their market
+    knows (its oracle draws from them): a house advertiser it does not know would get
+    impressions and never a click, and the demo's click model would learn that."""
+    import yaml
+
+    from openbid.sim.market import Market
+
+    market = Market.load("default")
+    known = {a.domain: a.category for dsp in market.config.dsps for a in dsp.advertisers}
+    demo = yaml.safe_load((Path(__file__).parents[2] / "openbid/campaigns/demo.yaml").read_text())
+    creatives = demo["creatives"]
+    for advertiser in demo["advertisers"]:
+        assert advertiser["domain"] in known, advertiser["id"]
+        categories = {
+            c for cr in creatives if cr["advertiser"] == advertiser["id"] for c in cr["categories"]
+        }
+        assert known[advertiser["domain"]] in {c.split("-")[0] for c in categories}, advertiser[
+            "id"
+        ]
