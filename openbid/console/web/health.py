@@ -19,6 +19,7 @@ from fastapi.responses import Response
 
 from openbid import clock
 from openbid.console.api.tenancy import require_admin
+from openbid.console.errors import ApiError
 from openbid.console.web.render import page
 from openbid.console.web.scrape import Watch, by_label
 from openbid.console.web.session import Ctx, PageUser
@@ -167,48 +168,88 @@ def _estimate(e: Any) -> str:
     return f"{e.value:,.4g} ± {e.half_width:,.2g}" if math.isfinite(e.se) else f"{e.value:,.4g}"
 
 
+class RegistryOpener:
+    """Opens the model registry once, in a thread: MLflow's import and a new tracking
+    database's migrations take tens of seconds, which no page should wait for. The registry
+    section of the page polls (htmx) until it is open."""
+
+    def __init__(self) -> None:
+        self.registry: Any = None
+        self.problem = ""
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def get(self, ctx: Any) -> tuple[Any, str, bool]:
+        """(registry, problem, done): starts opening it on the first call."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._open, args=(ctx,), name="openbid-console-registry", daemon=True
+                )
+                self._thread.start()
+            done = not self._thread.is_alive()
+        return self.registry, self.problem, done
+
+    def _open(self, ctx: Any) -> None:
+        try:
+            self.registry = _registry(ctx)
+        except Exception as exc:  # the page says why; the console keeps serving
+            self.problem = f"the model registry cannot be read: {exc}"
+            log.warning("model registry", extra={"error": str(exc)})
+
+
+def opener(request: Request) -> RegistryOpener:
+    found = getattr(request.app.state, "registry_opener", None)
+    if found is None:
+        found = request.app.state.registry_opener = RegistryOpener()
+    return found
+
+
+def _purposes() -> tuple[str, ...]:
+    from openbid.pipeline.modelstore import PURPOSES
+
+    return PURPOSES
+
+
 @router.get("/health/models")
 def model_health(request: Request, who: PageUser, ctx: Ctx) -> Response:
     require_admin(who)
-    from openbid.pipeline.modelstore import PURPOSES
-
+    opener(request).get(ctx)  # starts opening the registry while this page renders
     purposes = []
-    problem = ""
-    try:
-        registry = _registry(ctx)
-    except Exception as exc:  # a registry that cannot open: the page says so
-        registry, problem = None, f"the model registry cannot be read: {exc}"
-    for purpose in PURPOSES:
-        entry: dict[str, Any] = {"purpose": purpose, "versions": [], "served": {}, "problem": ""}
-        if registry is not None:
-            try:
-                versions = registry.versions(purpose)
-                entry["versions"] = [
-                    {
-                        "version": v.version,
-                        "aliases": v.aliases,
-                        "registered_at": v.registered_at,
-                        "age": _age(v.registered_at),
-                        "rows": v.rows,
-                        "metrics": v.metrics,
-                    }
-                    for v in versions[:8]
-                ]
-                entry["served"] = _served_artifact(ctx, registry, purpose)
-            except Exception as exc:  # one purpose's failure leaves the others shown
-                entry["problem"] = str(exc)
-                log.warning("model health", extra={"purpose": purpose, "error": str(exc)})
+    for purpose in _purposes():
         try:
-            entry["ab"] = _ab_results(ctx, purpose)
-        except Exception as exc:
-            entry["ab"] = None
+            ab = _ab_results(ctx, purpose)
+        except Exception as exc:  # one purpose's failure leaves the others shown
+            ab = None
             log.warning("A/B results", extra={"purpose": purpose, "error": str(exc)})
-        purposes.append(entry)
-    return page(
-        request,
-        who,
-        "models.html",
-        purposes=purposes,
-        live=_live_calibration(ctx),
-        problem=problem,
-    )
+        purposes.append({"purpose": purpose, "ab": ab})
+    return page(request, who, "models.html", purposes=purposes, live=_live_calibration(ctx))
+
+
+@router.get("/health/models/{purpose}/versions")
+def model_versions(request: Request, purpose: str, who: PageUser, ctx: Ctx) -> Response:
+    """One purpose's registered versions, age, calibration and frontier (an htmx fragment
+    that polls while the registry opens)."""
+    require_admin(who)
+    if purpose not in _purposes():
+        raise ApiError(404, "purpose", f"no model purpose {purpose!r}")
+    registry, problem, done = opener(request).get(ctx)
+    entry: dict[str, Any] = {"purpose": purpose, "versions": [], "served": {}, "problem": problem}
+    if registry is not None:
+        try:
+            entry["versions"] = [
+                {
+                    "version": v.version,
+                    "aliases": v.aliases,
+                    "registered_at": v.registered_at,
+                    "age": _age(v.registered_at),
+                    "rows": v.rows,
+                    "metrics": v.metrics,
+                }
+                for v in registry.versions(purpose)[:8]
+            ]
+            entry["served"] = _served_artifact(ctx, registry, purpose)
+        except Exception as exc:
+            entry["problem"] = str(exc)
+            log.warning("model health", extra={"purpose": purpose, "error": str(exc)})
+    return page(request, who, "model_versions.html", p=entry, loading=not done)

@@ -213,7 +213,11 @@ class Watch:
         with self._lock:
             if not self.scrapes or scrape.at_s - self.scrapes[-1].at_s >= self.min_gap_s:
                 self.scrapes.append(scrape)
-            recent = [s for s in self.scrapes if scrape.at_s - s.at_s <= window_s]
+            # The oldest scrape of the window that is at least `min_gap_s` older: rates over
+            # a few milliseconds would be noise.
+            older = next(
+                (s for s in self.scrapes if window_s >= scrape.at_s - s.at_s >= self.min_gap_s),
+                None,
+            )
             history = list(self.scrapes)
-        older = recent[0] if recent and recent[0].at_s < scrape.at_s else None
         return health(self.url, scrape, older, history)

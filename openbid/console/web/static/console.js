@@ -74,11 +74,12 @@
     return null;
   }
 
-  function draw(root) {
+  // Draws every chart whose canvas is not drawn yet (a canvas htmx swapped in is new).
+  function draw() {
     if (typeof window.Chart === "undefined") { return; }
-    (root || document).querySelectorAll('script[type="application/json"][data-chart]').forEach(function (el) {
+    document.querySelectorAll('script[type="application/json"][data-chart]').forEach(function (el) {
       var canvas = document.getElementById(el.dataset.chart);
-      if (!canvas) { return; }
+      if (!canvas || canvas.dataset.drawn === "true") { return; }
       var old = window.Chart.getChart(canvas);
       if (old) { old.destroy(); }
       var made = config(el.dataset.kind, JSON.parse(el.textContent));
@@ -86,8 +87,8 @@
     });
   }
 
-  document.addEventListener("DOMContentLoaded", function () { draw(document); });
-  document.addEventListener("htmx:afterSwap", function (event) { draw(event.target); });
+  document.addEventListener("DOMContentLoaded", draw);
+  document.addEventListener("htmx:afterSettle", draw);
   document.addEventListener("htmx:configRequest", function (event) {
     var meta = document.querySelector('meta[name="csrf-token"]');
     if (meta) { event.detail.headers["X-CSRF-Token"] = meta.content; }
