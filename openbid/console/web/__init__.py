@@ -13,9 +13,12 @@ from fastapi.staticfiles import StaticFiles
 from openbid.console.web import buying, errors, health, insight, render, session
 
 
+PAGE_ROUTERS = tuple(module.router for module in (session, buying, insight, health))
+
+
 def mount(app: FastAPI) -> None:
     """Adds the pages, their static files and their HTML error pages to the console's app."""
     app.mount("/static", StaticFiles(directory=render.STATIC, check_dir=False), name="static")
-    for module in (session, buying, insight, health):
-        app.include_router(module.router)
+    for router in PAGE_ROUTERS:
+        app.include_router(router)
     errors.install(app)

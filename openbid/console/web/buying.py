@@ -15,8 +15,14 @@ from openbid import clock
 from openbid.campaigns import model as records
 from openbid.campaigns.bulk import BulkError, ImportReport, RowError, parse_rows, rows_from_text
 from openbid.campaigns.model import CampaignSet
+from openbid.campaigns.validate import InvalidRecord
 from openbid.console.api import buyside, creatives, schemas
-from openbid.console.api.tenancy import advertiser_scope, owned_campaign, owned_creative
+from openbid.console.api.tenancy import (
+    advertiser_scope,
+    owned_campaign,
+    owned_creative,
+    sees_advertiser,
+)
 from openbid.console.errors import ApiError
 from openbid.console.web import forms
 from openbid.console.web.insight import pacing_series
@@ -159,6 +165,16 @@ def _save(ctx: Any, who: Any, form: Any, campaign: records.Campaign | None) -> s
     fields = _campaign_fields(form)
     targeting = _targeting(form)
     creative_ids = forms.items(form, "creative_ids")
+    for creative_id in creative_ids:  # before anything is saved: no half-made campaign
+        creative = ctx.catalog.creative(creative_id)
+        if creative is None or not sees_advertiser(who, creative.advertiser_id):
+            raise forms.FormError({"creative_ids": f"no creative {creative_id!r}"})
+    existing = main_line_item(ctx, campaign.id) if campaign is not None else None
+    targets = any(v for k, v in targeting.model_dump().items() if k != "hours_timezone")
+    if not creative_ids and (existing is not None or targets):
+        raise forms.FormError(
+            {"creative_ids": "targeting is a line item's, which needs a creative: choose one"}
+        )
     try:
         if campaign is None:
             body = forms.build(
@@ -174,6 +190,8 @@ def _save(ctx: Any, who: Any, form: Any, campaign: records.Campaign | None) -> s
             body = forms.build(schemas.CampaignPatch, fields)
             campaign_id = buyside.update_campaign(campaign, body, ctx)["id"]
         line_item = main_line_item(ctx, campaign_id)
+        if line_item is None and not creative_ids:
+            return campaign_id  # a campaign without a line item yet: nothing to target
         if line_item is None:
             created = forms.build(
                 schemas.LineItemIn,
@@ -190,7 +208,9 @@ def _save(ctx: Any, who: Any, form: Any, campaign: records.Campaign | None) -> s
             patch = schemas.LineItemPatch(creative_ids=creative_ids, targeting=targeting)
             buyside.update_line_item(line_item, patch, who, ctx)
     except ApiError as exc:
-        raise forms.from_api(exc, CAMPAIGN_FIELDS | {"creative_ids"}) from None
+        raise forms.from_api(exc, CAMPAIGN_FIELDS) from None
+    except InvalidRecord as exc:
+        raise forms.from_invalid(exc, CAMPAIGN_FIELDS) from None
     return campaign_id
 
 
@@ -290,9 +310,14 @@ async def upload_creative(request: Request, who: PageUser, ctx: Ctx) -> Response
             advertiser_id=values["advertiser_id"] or None,
             sizes=values["sizes"],
         )
-    except ApiError as exc:
+    except (ApiError, InvalidRecord) as exc:
         known = {"id", "kind", "landing_url", "file", "sizes", "name", "advertiser_id"}
-        return _creatives(request, who, ctx, forms.from_api(exc, known).errors, values)
+        error = (
+            forms.from_api(exc, known)
+            if isinstance(exc, ApiError)
+            else forms.from_invalid(exc, known)
+        )
+        return _creatives(request, who, ctx, error.errors, values)
     return RedirectResponse(f"/creatives/{created['id']}", status_code=303)
 
 

@@ -97,7 +97,29 @@ def build(schema: type, doc: dict[str, Any], prefix: str = "") -> Any:
         raise FormError(errors) from None
 
 
+def form_field(field: str, known: set[str]) -> str:
+    """The form's name of an API or catalog field (`targeting.countries[0]`: `countries`,
+    `goal_amount_micros`: `goal_amount`, `start_micros`: `start`); empty when the form has
+    no such field.
+
+    >>> form_field("targeting.countries[0]", {"countries"}), form_field("x", {"y"})
+    ('countries', '')
+    >>> form_field("goal_amount_micros", {"goal_amount"})
+    'goal_amount'
+    """
+    name = field.split("[")[0].split(".")[-1] if field else ""
+    name = name.removesuffix("_micros")
+    return name if name in known else ""
+
+
 def from_api(exc: ApiError, known: set[str]) -> FormError:
     """An API error as a form's: on its field when the form has it, else on the form."""
-    field = exc.field.split("[")[0].split(".")[-1] if exc.field else ""
-    return FormError({field if field in known else "": exc.message})
+    return FormError({form_field(exc.field, known): exc.message})
+
+
+def from_invalid(exc: Any, known: set[str]) -> FormError:
+    """The catalog's `InvalidRecord` (every field's problem) as a form's."""
+    errors: dict[str, str] = {}
+    for problem in exc.errors:
+        errors.setdefault(form_field(problem.field, known), problem.reason)
+    return FormError(errors or {"": str(exc)})

@@ -106,14 +106,12 @@ def pacing_series(ctx: Any, campaign: records.Campaign) -> dict[str, Any]:
     labels, planned, actual = [], [], []
     total_planned = total_actual = 0.0
     for bucket in buckets:
-        label = (
-            datetime.fromtimestamp(bucket / 1e6, UTC).strftime("%Y-%m-%dT%H:00:00Z")
-            if grain == "hour"
-            else datetime.fromtimestamp(bucket / 1e6, UTC).strftime("%Y-%m-%d")
-        )
+        moment = datetime.fromtimestamp(bucket / 1e6, UTC)
+        key = moment.strftime("%Y-%m-%dT%H:00:00Z" if grain == "hour" else "%Y-%m-%d")
         covered = (min(bucket + step, end) - max(bucket, start)) / HOUR_MICROS
         total_planned += per_hour * max(covered, 0.0)
-        total_actual += spent.get(label, 0)
+        total_actual += spent.get(key, 0)
+        label = moment.strftime("%b %d %H:00" if grain == "hour" else "%b %d")
         labels.append(label)
         planned.append(round(total_planned / 1e6, 4))
         actual.append(round(total_actual / 1e6, 4))
@@ -143,7 +141,11 @@ def dashboard(request: Request, who: PageUser, ctx: Ctx) -> Response:
     chart = {
         "labels": [str(r["hour"])[11:16] for r in rows],
         "series": [
-            {"label": "Impressions", "data": [r.get("impressions") or 0 for r in rows]},
+            {
+                "label": "Impressions",
+                "data": [r.get("impressions") or 0 for r in rows],
+                "type": "bar",
+            },
             {
                 "label": "Spend (USD)",
                 "data": [round((r.get("spend_micros") or 0) / 1e6, 2) for r in rows],

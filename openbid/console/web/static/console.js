@@ -6,6 +6,8 @@
   "use strict";
   var COLOURS = ["#1f5fa8", "#d9822b", "#2e8540", "#8e44ad", "#c0392b", "#16a085", "#7f8c8d", "#b7950b"];
 
+  var TICKS = { maxRotation: 0, autoSkip: true, maxTicksLimit: 12 };
+
   function colour(i) { return COLOURS[i % COLOURS.length]; }
 
   function config(kind, data) {
@@ -18,15 +20,16 @@
     };
     if (kind === "line" || kind === "bar") {
       var twoAxes = data.series.some(function (s) { return s.axis === "y1"; });
-      var scales = { y: { beginAtZero: true, position: "left" } };
+      var scales = { x: { ticks: TICKS }, y: { beginAtZero: true, position: "left" } };
       if (twoAxes) { scales.y1 = { beginAtZero: true, position: "right", grid: { drawOnChartArea: false } }; }
       return {
         type: kind,
         data: {
           labels: data.labels,
           datasets: data.series.map(function (s, i) {
-            return { label: s.label, data: s.data, yAxisID: s.axis || "y", borderColor: colour(i),
-                     backgroundColor: colour(i), pointRadius: 0, borderWidth: 2, tension: 0.2 };
+            return { type: s.type || kind, label: s.label, data: s.data, yAxisID: s.axis || "y",
+                     borderColor: colour(i), backgroundColor: colour(i), borderWidth: 2, tension: 0.2,
+                     pointRadius: data.labels.length > 30 ? 0 : 3 };
           }),
         },
         options: Object.assign(base, { scales: scales }),
@@ -42,7 +45,7 @@
             { label: "Actual", data: data.actual, borderColor: "#1f5fa8", backgroundColor: "rgba(31,95,168,0.12)", fill: true, pointRadius: 0, borderWidth: 2 },
           ],
         },
-        options: Object.assign(base, { scales: { y: { beginAtZero: true, title: { display: true, text: "USD" } } } }),
+        options: Object.assign(base, { scales: { x: { ticks: TICKS }, y: { beginAtZero: true, title: { display: true, text: "USD" } } } }),
       };
     }
     if (kind === "calibration") {
