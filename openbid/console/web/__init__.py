@@ -12,7 +12,6 @@ from fastapi.staticfiles import StaticFiles
 
 from openbid.console.web import buying, errors, health, insight, render, session
 
-
 PAGE_ROUTERS = tuple(module.router for module in (session, buying, insight, health))
 
 

@@ -51,7 +51,9 @@ def usd(micros: int | float | None, digits: int = 2) -> str:
 
 
 def number(value: int | float | None, digits: int = 0) -> str:
-    """>>> number(1234567), number(0.5, 2), number(None)
+    """A count or figure with thousands separators.
+
+    >>> number(1234567), number(0.5, 2), number(None)
     ('1,234,567', '0.50', '-')
     """
     if value is None:
@@ -60,14 +62,18 @@ def number(value: int | float | None, digits: int = 0) -> str:
 
 
 def percent(value: float | None, digits: int = 1) -> str:
-    """>>> percent(0.1234), percent(None)
+    """A share as a percentage.
+
+    >>> percent(0.1234), percent(None)
     ('12.3%', '-')
     """
     return "-" if value is None else f"{value * 100:.{digits}f}%"
 
 
 def when(micros: int | None) -> str:
-    """>>> when(1_800_000_000_000_000)
+    """Microseconds since the epoch as a UTC time.
+
+    >>> when(1_800_000_000_000_000)
     '2027-01-15 08:00 UTC'
     """
     if not micros:
@@ -77,7 +83,9 @@ def when(micros: int | None) -> str:
 
 
 def day(micros: int | None) -> str:
-    """>>> day(1_800_000_000_000_000)
+    """Microseconds since the epoch as a UTC date.
+
+    >>> day(1_800_000_000_000_000)
     '2027-01-15'
     """
     if not micros:
