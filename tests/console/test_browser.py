@@ -73,6 +73,8 @@ def demo(tmp_path_factory):
         OPENBID_CONSOLE__PUBLIC_URL=f"http://127.0.0.1:{console_port}",
         OPENBID_CONSOLE__ROLLUP_INTERVAL_S="2",
         OPENBID_LOGGING__FORMAT="json",
+        # no training job in these few seconds (one running delays the stop by tens of s)
+        OPENBID_SCHEDULER__FIRST_RUN_S="86400",
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "openbid.cli", "up", "--demo", "--rate", "60"],
@@ -81,6 +83,7 @@ def demo(tmp_path_factory):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group: the teardown ends all of it
     )
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True).start()
@@ -104,11 +107,24 @@ def demo(tmp_path_factory):
             time.sleep(0.3)
         yield Demo(base, fields["user"], fields["password"], fields["token"])
     finally:
+        # A clean stop rolls the whole event log (tens of seconds with traffic, and
+        # tests/console/test_serve.py checks it): here the group is killed after a short
+        # grace, and the console process, which watches its parent, stops by itself.
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=60)
+            process.wait(timeout=3)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1).close()
+            except OSError:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the console outlived its openbid up")
 
 
 @pytest.fixture(scope="module")

@@ -138,11 +138,24 @@ def _live_calibration(ctx: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _ab_running(ctx: Any, purpose: str) -> bool:
+    """Whether `purpose` has A/B arms (the store's arms file, else the config's)."""
+    from openbid.experiments.arms import from_config, read_arms
+    from openbid.pipeline.modelstore import ModelStore
+
+    arms = read_arms(ModelStore(ctx.config.models.store_url), purpose)
+    arms = arms or from_config(ctx.config.experiments, purpose)
+    return arms is not None and bool(arms.arms)
+
+
 def _ab_results(ctx: Any, purpose: str) -> dict[str, Any] | None:
-    """The A/B report of `purpose` over the last day, when its traffic carries arms."""
+    """The A/B report of `purpose` over the last day, when it has arms (it reads the event
+    log: only then)."""
     from openbid.events import EventReader
     from openbid.experiments.abreport import ab_report
 
+    if not _ab_running(ctx, purpose):
+        return None
     events = ctx.config.events
     until = clock.now_micros()
     reader = EventReader(events.dir, segments_url=events.segments_url)
@@ -215,21 +228,14 @@ def _purposes() -> tuple[str, ...]:
 def model_health(request: Request, who: PageUser, ctx: Ctx) -> Response:
     require_admin(who)
     opener(request).get(ctx)  # starts opening the registry while this page renders
-    purposes = []
-    for purpose in _purposes():
-        try:
-            ab = _ab_results(ctx, purpose)
-        except Exception as exc:  # one purpose's failure leaves the others shown
-            ab = None
-            log.warning("A/B results", extra={"purpose": purpose, "error": str(exc)})
-        purposes.append({"purpose": purpose, "ab": ab})
+    purposes = [{"purpose": purpose} for purpose in _purposes()]
     return page(request, who, "models.html", purposes=purposes, live=_live_calibration(ctx))
 
 
 @router.get("/health/models/{purpose}/versions")
 def model_versions(request: Request, purpose: str, who: PageUser, ctx: Ctx) -> Response:
-    """One purpose's registered versions, age, calibration and frontier (an htmx fragment
-    that polls while the registry opens)."""
+    """One purpose's registered versions, age, calibration, frontier and A/B results (an
+    htmx fragment that polls while the registry opens)."""
     require_admin(who)
     if purpose not in _purposes():
         raise ApiError(404, "purpose", f"no model purpose {purpose!r}")
@@ -252,4 +258,10 @@ def model_versions(request: Request, purpose: str, who: PageUser, ctx: Ctx) -> R
         except Exception as exc:
             entry["problem"] = str(exc)
             log.warning("model health", extra={"purpose": purpose, "error": str(exc)})
+    if done:
+        try:
+            entry["ab"] = _ab_results(ctx, purpose)
+        except Exception as exc:  # the versions are still shown
+            entry["ab_problem"] = str(exc)
+            log.warning("A/B results", extra={"purpose": purpose, "error": str(exc)})
     return page(request, who, "model_versions.html", p=entry, loading=not done)
