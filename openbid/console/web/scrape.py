@@ -197,7 +197,7 @@ class Watch:
         self.scrapes: deque[Scrape] = deque(maxlen=keep)
         self._lock = threading.Lock()
 
-    def fetch(self, timeout_s: float = 2.0) -> Scrape:
+    def fetch(self, timeout_s: float = 5.0) -> Scrape:
         with urllib.request.urlopen(self.url, timeout=timeout_s) as response:  # noqa: S310 - our own exchange
             text = response.read(8 * 1024 * 1024).decode("utf-8", errors="replace")
         # Rates are per real second, whatever the market clock's speed: a monotonic clock.
