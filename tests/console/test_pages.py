@@ -11,11 +11,18 @@ import re
 import pytest
 
 from openbid.console.web import PAGE_ROUTERS
-from tests.console.conftest import PASSWORD, campaign_doc
+from tests.console.conftest import PASSWORD, build_world, campaign_doc
 
 HTML = {"accept": "text/html"}
 PARAM = re.compile(r"{(\w+)}")
 OTHER = {"adv-a": "adv-b", "adv-b": "adv-a"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """One console for the module (each test makes objects of its own ids, and logs in
+    afresh): the users' password hashing and the objects are made once."""
+    yield from build_world(tmp_path_factory.mktemp("pages"))
 
 
 def csrf_of(html: str) -> str:
