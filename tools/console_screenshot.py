@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -39,11 +39,9 @@ def main() -> None:
             page.goto(args.base + path)
             # charts drawn, htmx fragments swapped in (the exchange's panel, the registry's)
             page.wait_for_load_state("networkidle")
-            page.wait_for_function(
-                "!document.querySelector('[hx-trigger*=load]:not([hx-trigger*=every])')"
-                " || document.querySelectorAll('.versions:not([data-loaded])').length === 0",
-                timeout=60_000,
-            )
+            # (locators, not page scripts: the pages' CSP forbids evaluating strings)
+            expect(page.locator(".versions:not([data-loaded])")).to_have_count(0, timeout=90_000)
+            expect(page.locator("[hx-trigger*=every] > p.empty")).to_have_count(0, timeout=30_000)
             page.wait_for_timeout(1500)
             name = "console-" + (path.strip("/").replace("/", "-") or "dashboard") + ".png"
             target = Path(args.out) / name
