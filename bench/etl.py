@@ -7,7 +7,11 @@ process's for Spark), so other work on a shared machine does not count against e
 wall seconds are shown beside. Reading the segments (the same for both engines) is shown
 apart.
 
-    python bench/etl.py [--quick] [--auctions N]
+    python bench/etl.py [--quick] [--auctions N] [--dsps N] [--imps N]
+
+The default shape is 8 DSPs called per auction and one imp per auction; `--dsps 20 --imps 3`
+holds the figures on a wider market (more bid events per auction, several impressions per
+auction sharing its features).
 """
 
 from __future__ import annotations
@@ -52,12 +56,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run (under a minute)")
     parser.add_argument("--auctions", type=int, default=None, help="auctions in the log")
+    parser.add_argument("--dsps", type=int, default=8, help="DSPs called per auction")
+    parser.add_argument("--imps", type=int, default=1, help="imps per auction")
     args = parser.parse_args()
     n_auctions = args.auctions or (10_000 if args.quick else 330_000)
     directory = tempfile.mkdtemp(prefix="openbid-bench-etl-")
     try:
         started = time.perf_counter()
-        tables = synthetic_tables(n_auctions, seed=1, start_micros=T0, span_s=12 * 3600.0)
+        tables = synthetic_tables(
+            n_auctions,
+            seed=1,
+            start_micros=T0,
+            span_s=12 * 3600.0,
+            n_dsps=args.dsps,
+            imps_per_auction=args.imps,
+        )
         write_segments(tables, f"{directory}/segments")
         n_events = sum(t.num_rows for t in tables.values())
         generate_s = time.perf_counter() - started
@@ -109,7 +122,8 @@ def main() -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
     print(
-        f"ETL joins, {n_events:,} events ({n_auctions:,} auctions; generated in "
+        f"ETL joins, {n_events:,} events ({n_auctions:,} auctions, {args.dsps} DSPs, "
+        f"{args.imps} imp(s) each; generated in "
         f"{generate_s:.1f} s; read back in {read_s:.1f} s), one core per engine; CPU-based, "
         "wall in brackets (a shared machine: wall times are noisy)"
     )
@@ -139,6 +153,8 @@ def main() -> None:
                 "ratio": round(spark_cpu / duck_cpu, 2),
                 "spark_rows_equal": equal,
                 "per": "core",
+                "dsps": args.dsps,
+                "imps_per_auction": args.imps,
             }
         )
     )

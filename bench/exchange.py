@@ -5,14 +5,16 @@ fixed bids or no-bids at once, so all latency is the exchange's) and the load ge
 on cpu 1. Peak auctions/s comes from wrk (closed loop, Lua script cycling through simulated
 OpenRTB 2.6 requests); latency comes from an open-loop run at half of that peak. The
 baseline is the stack a first version would use: Starlette on uvicorn, aiohttp client,
-same DSPs, same requests. The stacks alternate for `--rounds` rounds (3; 1 with `--quick`),
+same DSPs, same requests. The stacks alternate for `--rounds` rounds (3; 1 with `--quick`,
+whose runs last 2 s instead of 15, over 500 requests instead of 2,000),
 and the table shows each figure's median: a shared machine's noise comes and goes within a
 minute.
 
 Is our hand-written HTTP server worth keeping (issue 13, section 3)? `--servers` (default
-granian,uvicorn) adds the SAME exchange behind maintained servers
-(`bench/maintained_adapter.py`): granian's RSGI interface and uvicorn with httptools, each one
-process, one worker, pinned to cpu 0, measured in the same rounds under the same load. Two
+granian,uvicorn) adds the SAME exchange behind maintained servers: `openbid up` with
+`server.engine = "granian"` (the product's option: `openbid/http/granian_server.py`) and
+uvicorn with httptools (`bench/maintained_adapter.py`), each one process, one worker, pinned
+to cpu 0, measured in the same rounds under the same load. Two
 ratios, theirs / ours: peak auctions/s, and auctions per CPU second of the serving processes
 during that peak. A shared machine bends the first most: on a contended core the scheduler
 favours threads that sleep often, so granian (a Rust I/O thread waking its Python thread thousands of times a
@@ -30,7 +32,7 @@ only), for both runs alike, under the same wrk load; both use Redis counters, as
 workers must (`OPENBID_BENCH_REDIS_URL`, default db 15 of the local Redis).
 
     python bench/exchange.py [--quick] [--seconds S] [--rounds N] [--workers 2]
-        [--servers granian,uvicorn|none] [--nice -10]
+        [--servers granian,uvicorn|none] [--nice -10] [--campaigns none|demo]
 """
 
 from __future__ import annotations
@@ -104,6 +106,11 @@ def bodies_file(root: Path, count: int) -> tuple[Path, list[bytes]]:
     return path, bodies
 
 
+CAMPAIGNS = "none"
+"""`--campaigns`: `demo` loads the demo's house campaigns (`openbid/campaigns/demo.yaml`) into
+the exchange's catalog, so house demand bids in every auction it can."""
+
+
 def exchange_env(root: Path, urls: list[str]) -> tuple[int, dict[str, str]]:
     """A fresh catalog (the bench publisher, the 8 DSPs) and event log under `root`, and the
     environment that points an exchange at them: the same for ours and the maintained
@@ -118,6 +125,13 @@ def exchange_env(root: Path, urls: list[str]) -> tuple[int, dict[str, str]]:
         catalog.upsert_demand_partner(
             DemandPartner(f"dsp{i}", url, seat=f"dsp{i}", vendor_id=VENDOR_IDS[i], timeout_ms=150)
         )
+    if CAMPAIGNS == "demo":
+        from openbid.campaigns.bulk import load_demo_campaigns
+        from openbid.campaigns.store import CampaignCatalog
+
+        campaigns = CampaignCatalog(catalog_url)
+        load_demo_campaigns(campaigns)
+        campaigns.close()
     catalog.close()
     env = dict(
         os.environ,
@@ -158,11 +172,13 @@ def _popen_server(command: list[str], nice: int = 0, **kwargs) -> subprocess.Pop
 
 
 def start_ours(
-    root: Path, urls: list[str], workers: int = 0, redis_url: str = ""
+    root: Path, urls: list[str], workers: int = 0, redis_url: str = "", engine: str = "builtin"
 ) -> tuple[str, subprocess.Popen]:
-    """Our exchange, pinned to cpu 0; with `workers` (1 or more) as `server.workers` on
-    Redis counters, and for more than one, free to use both cores."""
+    """Our exchange (`openbid up`, `server.engine = engine`), pinned to cpu 0; with `workers`
+    (1 or more) as `server.workers` on Redis counters, and for more than one, free to use
+    both cores."""
     port, env = exchange_env(root, urls)
+    env["OPENBID_SERVER__ENGINE"] = engine
     if workers:
         env.update(
             OPENBID_SERVER__WORKERS=str(workers),
@@ -506,8 +522,15 @@ def main() -> None:
         help="run each exchange under test at this nice value (e.g. -10; root only), in a "
         "session of its own: on a shared machine, its core nearly its own",
     )
+    parser.add_argument(
+        "--campaigns",
+        choices=("none", "demo"),
+        default="none",
+        help="house campaigns in the exchange's catalog: none, or the demo's",
+    )
     args = parser.parse_args()
-    global SERVER_NICE
+    global SERVER_NICE, CAMPAIGNS
+    CAMPAIGNS = args.campaigns
     SERVER_NICE = args.nice
     if args.nice < 0 and os.geteuid() != 0:
         parser.error("--nice below 0 needs root (or CAP_SYS_NICE)")
@@ -515,7 +538,9 @@ def main() -> None:
     unknown = set(servers) - set(MAINTAINED)
     if unknown:
         parser.error(f"--servers: unknown {', '.join(sorted(unknown))}")
-    seconds = args.seconds or (4.0 if args.quick else 15.0)
+    # --quick: 2 s a run and 500 requests, so that 4 stacks fit in a minute (was 4 s and
+    # 2,000: 80 s); the same table and JSON keys
+    seconds = args.seconds or (2.0 if args.quick else 15.0)
     args.rounds = args.rounds or (1 if args.quick else 3)
     if not shutil.which("wrk"):
         sys.exit("bench/exchange.py needs wrk (apt-get install wrk) and nginx-light")
@@ -525,10 +550,14 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="openbid-bench-exchange-"))
     urls, upstream, stop_dsps = start_dsps(PRICES, cpu=1)
     try:
-        bodies_path, bodies = bodies_file(root, 2000)
+        bodies_path, bodies = bodies_file(root, 500 if args.quick else 2000)
         stacks = {"openbid": start_ours, "baseline": start_baseline}
         for server in servers:
-            stacks[server] = functools.partial(start_maintained, server)
+            stacks[server] = (
+                functools.partial(start_ours, engine="granian")  # the product's engine
+                if server == "granian"
+                else functools.partial(start_maintained, server)
+            )
         runs: dict[str, list[dict]] = {name: [] for name in stacks}
         for _ in range(max(args.rounds, 1)):
             for name, start in stacks.items():
@@ -614,6 +643,7 @@ def main() -> None:
                 "auctions_per_cpu_s": round(ours["auctions_per_cpu_s"]),
                 "cpu_share_at_peak": round(ours["cpu_share"], 2),
                 "server_nice": args.nice,
+                "campaigns": args.campaigns,
                 "load_avg_1m": [round(load_at_start[0], 2), round(os.getloadavg()[0], 2)],
                 **extra,
             }

@@ -17,7 +17,7 @@ WITHIN = 0.85
 (issue 13, section 3)."""
 
 
-LABELS = {"granian": "granian (RSGI)", "uvicorn": "uvicorn + httptools"}
+LABELS = {"granian": "engine=granian", "uvicorn": "uvicorn + httptools"}
 
 
 def wait_healthy(base: str, process: subprocess.Popen, timeout_s: float) -> None:

@@ -1,25 +1,20 @@
-"""Our exchange behind maintained servers: granian (RSGI) and uvicorn with httptools (ASGI).
+"""Our exchange behind uvicorn with httptools (ASGI): a peer of `bench/exchange.py`.
 
-Issue 13 section 3: the hand-written HTTP server stays only if it earns its place, so
+Issue 13, section 3: the hand-written HTTP server stays only if it earns its place, so
 `bench/exchange.py` measures the SAME exchange (the platform `openbid up` builds: `Exchange`,
 `ExchangeServer` routes, the fan-out client, the event log, the catalog, the config from the
-same `OPENBID_*` environment) with only the HTTP front door swapped. The adapters below
-translate each server's request into our `Request` and our `Response` back, and nothing more:
+same `OPENBID_*` environment) with only the HTTP front door swapped. granian is measured as
+the product runs it (`openbid up` with `server.engine = "granian"`,
+`openbid/http/granian_server.py`); uvicorn, a peer only, through the ASGI adapter below,
+which translates its request into our `Request` and our `Response` back, and nothing more:
+the header list becomes a mapping (ASGI gives bytes pairs), the body is read from
+`receive()` messages, and the response takes the two `send()` messages ASGI demands.
 
-- RSGI: the scope's header mapping is passed as `Request.headers` as it is (it has `.get`,
-  all the handlers use), the body comes whole from `await protocol()`, and the response
-  goes out with one `response_bytes` (its head list built once per content type).
-- ASGI: the header list must become a mapping (ASGI gives bytes pairs), the body is read
-  from `receive()` messages, and the response takes the two `send()` messages ASGI demands.
+It gets what `Platform.serve` gives ours: the garbage collector's settings, and the catalog
+refresh task; one worker, uvloop, httptools, no websockets, no access log, without its
+proxy-headers middleware (ours reads X-Forwarded-For itself), server and date headers.
 
-Both get what `Platform.serve` gives ours: the garbage collector's settings, and the
-catalog refresh task. Each is set up for speed on one core: one worker, uvloop, HTTP/1 only,
-no websockets, no access log; granian with one runtime thread, single-threaded (`st`) and
-asyncio tasks, the best of the four combinations tried (`--runtime-mode`, `--task-impl`);
-uvicorn with httptools and without its proxy-headers middleware (ours reads
-X-Forwarded-For itself), server and date headers.
-
-    python bench/maintained_adapter.py granian|uvicorn --port P   (OPENBID_* as for `openbid up`)
+    python bench/maintained_adapter.py uvicorn --port P   (OPENBID_* as for `openbid up`)
 """
 
 from __future__ import annotations
@@ -27,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
 
 from openbid.config import load_config
 from openbid.http.server import Request, Response
@@ -62,53 +56,6 @@ async def close_platform(platform: Platform, refresh: asyncio.Task | None) -> No
         refresh.cancel()
         await asyncio.gather(refresh, return_exceptions=True)
     await platform.close()
-
-
-class RsgiApp:
-    """Our router as an RSGI application (granian's native interface: the HTTP is Rust's)."""
-
-    def __init__(self) -> None:
-        self.platform: Platform | None = None
-        self.router = None
-        self._refresh: asyncio.Task | None = None
-        self._heads: dict[str, list[tuple[str, str]]] = {}
-
-    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.platform = open_platform()
-        self.router = self.platform.router
-        self._refresh = start_refresh(self.platform, loop)
-
-    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.platform is not None:
-            loop.run_until_complete(close_platform(self.platform, self._refresh))
-
-    async def __rsgi__(self, scope, protocol) -> None:  # type: ignore[no-untyped-def]
-        if scope.proto != "http":
-            return
-        method = scope.method
-        body = await protocol() if method == "POST" or method == "PUT" else b""
-        request = Request(
-            method,
-            scope.path,
-            scope.query_string,
-            scope.headers,  # a mapping with .get: no copy
-            body,
-            scope.client.rpartition(":")[0],
-        )
-        response = await self.router(request)  # type: ignore[misc]
-        if type(response) is not Response:  # streams, raw bytes: test doubles' only
-            protocol.response_empty(500, [])
-            return
-        status = response.status
-        if status in _NO_BODY:
-            protocol.response_empty(status, list(response.headers))
-            return
-        head = self._heads.get(response.content_type)
-        if head is None:
-            head = self._heads[response.content_type] = [("content-type", response.content_type)]
-        if response.headers:
-            head = head + list(response.headers)
-        protocol.response_bytes(status, head, response.body)
 
 
 class AsgiApp:
@@ -182,31 +129,7 @@ class AsgiApp:
         await send({"type": "http.response.body", "body": body})
 
 
-rsgi_app = RsgiApp()
 asgi_app = AsgiApp()
-
-
-def serve_granian(host: str, port: int, runtime_mode: str, task_impl: str) -> None:
-    from granian import Granian
-    from granian.constants import HTTPModes, Interfaces, Loops, RuntimeModes, TaskImpl
-    from granian.log import LogLevels
-
-    Granian(
-        "maintained_adapter:rsgi_app",
-        address=host,
-        port=port,
-        interface=Interfaces.RSGI,
-        workers=1,
-        runtime_threads=1,
-        runtime_mode=RuntimeModes(runtime_mode),
-        loop=Loops.uvloop,
-        task_impl=TaskImpl(task_impl),
-        http=HTTPModes.http1,
-        websockets=False,
-        backlog=2048,
-        log_level=LogLevels.warning,
-        log_access=False,
-    ).serve()
 
 
 def serve_uvicorn(host: str, port: int) -> None:
@@ -234,26 +157,11 @@ def serve_uvicorn(host: str, port: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("server", choices=["granian", "uvicorn"])
+    parser.add_argument("server", choices=["uvicorn"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument(
-        "--runtime-mode",
-        default=os.environ.get("BENCH_GRANIAN_RUNTIME_MODE", "st"),
-        choices=["st", "mt", "auto"],
-        help="granian's Rust runtime: single-threaded (st) or multi-threaded (mt)",
-    )
-    parser.add_argument(
-        "--task-impl",
-        default=os.environ.get("BENCH_GRANIAN_TASK_IMPL", "asyncio"),
-        choices=["asyncio", "rust"],
-        help="granian's task implementation for the Python side",
-    )
     args = parser.parse_args()
-    if args.server == "granian":
-        serve_granian(args.host, args.port, args.runtime_mode, args.task_impl)
-    else:
-        serve_uvicorn(args.host, args.port)
+    serve_uvicorn(args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,10 @@ class ServerConfig(_Section):
 
     host: str = "127.0.0.1"
     port: Port = 8080
+    engine: Literal["builtin", "granian"] = "builtin"
+    """The HTTP/1.1 implementation: `builtin` (ours, `openbid/http/server.py`) or `granian`
+    (Rust, the optional extra `openbid[granian]`); the same routes either way
+    (`docs/operations.md`: the engines' throughput and conformance)."""
     max_body_bytes: PositiveInt = 65536
     max_in_flight: PositiveInt = 2048
     workers: Annotated[int, Meta(ge=1, le=256)] | Literal["auto"] = 1
@@ -243,6 +247,33 @@ class ModelsConfig(_Section):
             )
         if not re.fullmatch(r"[A-Za-z0-9_.-]*", self.name_prefix):
             raise ValueError(f"name_prefix {self.name_prefix!r}: letters, digits, '_', '.', '-'")
+
+
+class CampaignsConfig(_Section):
+    """House demand: the catalog's campaigns bidding inside the exchange and behind
+    `POST /bidder/openrtb` (`docs/campaigns.md`)."""
+
+    enabled: bool = True
+    """House campaigns compete in the exchange's auctions (no cost while the catalog holds
+    no campaign that can serve)."""
+    bidder: bool = True
+    """Serve `POST /bidder/openrtb`: openbid as a DSP for other exchanges."""
+    pacing: bool = True
+    """Spread each campaign's daily budget over its day (off: bid the full value while the
+    budget lasts)."""
+    shading: bool = True
+    """Shade first-price bids from our own wins and losses."""
+    refresh_s: PositiveFloat = 5.0
+    """How often (real seconds) the catalog's revision is polled to rebuild the index."""
+    tick_s: PositiveFloat = 1.0
+    """Real seconds between pacing updates (pacing itself runs on market time)."""
+    hold_s: PositiveFloat = 600.0
+    """Real seconds a won bid's cost stays held waiting for its billing event."""
+    anonymous_share: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.1
+    """A capped line item's share of impressions to users without a usable id."""
+    vendor_id: Annotated[int, Meta(ge=1, le=100_000)] | None = None
+    """Our TCF vendor id as a buyer: house demand may use a request only as a DSP with this
+    id could (consent); unset, house demand does not bid where GDPR applies."""
 
 
 class LoggingConfig(_Section):
@@ -468,6 +499,7 @@ class Config(_Section):
     experiments: ExperimentsConfig = msgspec.field(default_factory=ExperimentsConfig)
     monitoring: MonitoringConfig = msgspec.field(default_factory=MonitoringConfig)
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
+    campaigns: CampaignsConfig = msgspec.field(default_factory=CampaignsConfig)
 
 
 _PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")

@@ -132,11 +132,47 @@ def _summary(state: DemoState, dsps: list[str], panel: LoopPanel | None = None) 
             ("closed", "half-open", "open")[int(state_value)],
         )
     groups = [head, per_dsp]
+    house_table = _house_table()
+    if house_table is not None:
+        groups.append(house_table)
     if state.users is not None:
         groups.append(_users_table(state.users))
     if panel is not None:
         groups.append(panel.render())
     return Group(*groups)
+
+
+def _house_table() -> Table | None:
+    """House campaigns (`openbid/campaigns/demo.yaml`): today's spend against the daily
+    budget, and what pacing does about it, from the metrics (every worker's, gathered)."""
+    budgets: dict[str, float] = {}
+    for family in REGISTRY.collect():
+        if family.name == "openbid_house_budget_today_micros":
+            budgets = {s.labels["campaign"]: s.value for s in family.samples}
+    if not budgets:
+        return None
+    day_share = (clock.now() % 86_400) / 86_400
+    wins = _value("openbid_dsp_wins_total", dsp="openbid")
+    table = Table(
+        title=f"house campaigns: {wins:,.0f} auctions won beside the DSPs "
+        f"(market day {day_share:.0%} gone)",
+        expand=False,
+    )
+    for column in ("campaign", "spent $", "budget $", "spent", "bid x", "bids"):
+        table.add_column(column, justify="right")
+    for campaign, budget in sorted(budgets.items()):
+        spent = _value("openbid_house_spend_today_micros", campaign=campaign)
+        multiplier = _value("openbid_house_pacing", campaign=campaign, control="bid_multiplier")
+        participation = _value("openbid_house_pacing", campaign=campaign, control="participation")
+        table.add_row(
+            campaign,
+            f"{spent / 1e6:,.2f}",
+            f"{budget / 1e6:,.0f}",
+            f"{spent / budget:.1%}" if budget else "-",
+            f"{multiplier:.2f}",
+            f"{participation:.0%}",
+        )
+    return table
 
 
 def _users_table(users: SimUsers) -> Table:
@@ -189,7 +225,9 @@ def demo_services(market_name: str = "default", rate_per_s: float = 200.0) -> li
             if console_line:
                 console.print(console_line)
             with Live(
-                _summary(state, list(servers.urls), panel), console=console, refresh_per_second=1
+                _summary(state, list(servers.urls), panel),
+                console=console,
+                refresh_per_second=1,
             ) as live:
                 seed = 0
                 # At least one request a chunk, the chunk as long as the rate needs: at
@@ -305,3 +343,19 @@ def _register(platform: Platform, market: Market, urls: dict[str, str]) -> None:
             DemandPartner(name, url, seat=name, vendor_id=vendor_ids.get(name), timeout_ms=200)
         )
     platform.exchange_server.refresh()
+    # House demand: the demo's campaigns (an import changes nothing the second time),
+    # bidding beside the simulated DSPs from the next index refresh.
+    from openbid.campaigns.bulk import load_demo_campaigns
+    from openbid.campaigns.store import CampaignCatalog
+
+    if isinstance(catalog, CampaignCatalog):
+        load_demo_campaigns(catalog)
+    else:  # workers serve: the supervisor's catalog; each worker polls the revision
+        campaigns = CampaignCatalog(platform.config.stores.catalog_url)
+        try:
+            load_demo_campaigns(campaigns)
+        finally:
+            campaigns.close()
+    house = getattr(platform, "house", None)
+    if house is not None:
+        house.matcher.refresh()

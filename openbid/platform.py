@@ -18,12 +18,14 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from openbid import __version__
-from openbid.config import MIN_TRACKER_SECRET_BYTES, Config, ExchangeConfig
+from openbid.campaigns.store import CampaignCatalog
+from openbid.config import MIN_TRACKER_SECRET_BYTES, Config, ExchangeConfig, ServerConfig
 from openbid.errors import ConfigError, OpenbidError
 from openbid.events import EventLog
 from openbid.exchange.orchestrator import Exchange
 from openbid.exchange.server import ExchangeServer
-from openbid.http.server import HttpServer, Request, Response, Router
+from openbid.http.granian_server import GranianServer, require_granian
+from openbid.http.server import Handler, HttpServer, Request, Response, Router
 from openbid.obs import METRICS_CONTENT_TYPE, metrics_payload
 from openbid.stores import Catalog, CounterStore, StoreUnavailable, counter_store_from_config
 
@@ -68,17 +70,45 @@ def tracker_key(settings: ExchangeConfig) -> bytes:
     return key
 
 
+def http_server(handler: Handler, settings: ServerConfig) -> HttpServer | GranianServer:
+    """The HTTP server of `server.engine` for `handler`, with the limits of `server`
+    (granian applies those it has: `openbid/http/granian_server.py`); `ConfigError` naming
+    `server.engine` when granian is chosen but not installed."""
+    if settings.engine == "granian":
+        return GranianServer(
+            handler,
+            max_body_bytes=settings.max_body_bytes,
+            max_in_flight=settings.max_in_flight,
+            header_timeout_s=settings.header_timeout_s,
+            request_timeout_s=settings.request_timeout_s,
+            max_header_bytes=settings.max_header_bytes,
+        )
+    return HttpServer(
+        handler,
+        max_body_bytes=settings.max_body_bytes,
+        max_in_flight=settings.max_in_flight,
+        idle_timeout_s=settings.idle_timeout_s,
+        header_timeout_s=settings.header_timeout_s,
+        request_timeout_s=settings.request_timeout_s,
+        max_connections=settings.max_connections,
+        max_header_bytes=settings.max_header_bytes,
+        max_header_count=settings.max_header_count,
+    )
+
+
 class Platform:
     """The resources of one openbid process and its HTTP front door."""
 
     def __init__(self, config: Config) -> None:
+        if config.server.engine == "granian":
+            require_granian()  # before any store is opened: one clear message
         self.config = config
         self.router = Router()
         self.stopping = asyncio.Event()
         self.event_log: EventLog | None = None
         self.catalog: Catalog | None = None
         self.counters: CounterStore | None = None
-        self.server: HttpServer | None = None
+        self.server: HttpServer | GranianServer | None = None
         self.port = 0
         self.exchange: Exchange | None = None
         self.exchange_server: ExchangeServer | None = None
@@ -86,6 +116,7 @@ class Platform:
         self.model_slots: dict[str, object] = {}
         self.arm_sync = None  # openbid.experiments.armsync.ArmSync: A/B arms of models.serve
         self.watch = None  # openbid.monitoring.watch.Watch: live calibration, model ages
+        self.house = None  # openbid.campaigns.house.HouseDemand: the catalog's campaigns
         self._background: list[asyncio.Task[None]] = []
         self.router.add("GET", "/healthz", self._healthz, safe=True)
         self.router.add("GET", "/metrics", self._metrics, safe=True)
@@ -103,7 +134,7 @@ class Platform:
             buffer_max_events=config.events.buffer_max_events,
             roll_in_subprocess=config.events.roll_in_subprocess,
         )
-        self.catalog = Catalog(config.stores.catalog_url)
+        self.catalog = CampaignCatalog(config.stores.catalog_url)
         if migrate:
             self.catalog.migrate()
         stores = config.stores
@@ -117,7 +148,48 @@ class Platform:
         )
         self._open_exchange()
         self._open_model_sync()
+        self._open_house()
         self._open_experiments()
+
+    def _open_house(self) -> None:
+        """House demand over the catalog's campaigns, priced by the click and conversion
+        models `models.serve` follows: in the exchange's auctions and behind the bidder
+        endpoint, as `[campaigns]` says."""
+        settings = self.config.campaigns
+        if not (settings.enabled or settings.bidder):
+            return
+        from openbid.bidder import Bidder
+        from openbid.campaigns.house import HouseDemand, HouseSettings
+        from openbid.campaigns.matcher import CampaignMatcher
+        from openbid.campaigns.scoring import CandidateScorer
+
+        assert self.exchange is not None and self.counters is not None
+        self.house = HouseDemand(
+            CampaignMatcher(self.catalog, refresh_s=settings.refresh_s),
+            self.counters,
+            CandidateScorer(self.model_slots.get("ctr"), self.model_slots.get("cvr")),
+            settings=HouseSettings(
+                pacing=settings.pacing,
+                shading=settings.shading,
+                hold_s=settings.hold_s,
+                tick_s=settings.tick_s,
+                anonymous_share=settings.anonymous_share,
+                vendor_id=settings.vendor_id,
+            ),
+        )
+        if settings.enabled:
+            self.exchange.house = self.house
+        if settings.bidder:
+            exchange = self.exchange
+            Bidder(
+                self.house,
+                exchange.signer,
+                exchange.config.public_url,
+                currency_rates=exchange.config.currency_rates,
+                limits=self.exchange_server.limits if self.exchange_server else None,
+                ua_parser=exchange.ua_parser,
+                geo_reader=exchange.geo_reader,
+            ).routes(self.router)
 
     def _open_model_sync(self) -> None:
         """Follows the promoted models of `models.serve` (hot swap: `docs/registry.md`). The
@@ -229,20 +301,12 @@ class Platform:
         """Starts the HTTP server (on `sock`, a listening socket, when given: a worker's
         share of the supervisor's); returns the bound port."""
         server_config = self.config.server
-        self.server = HttpServer(
-            self.router,
-            max_body_bytes=server_config.max_body_bytes,
-            max_in_flight=server_config.max_in_flight,
-            idle_timeout_s=server_config.idle_timeout_s,
-            header_timeout_s=server_config.header_timeout_s,
-            request_timeout_s=server_config.request_timeout_s,
-            max_connections=server_config.max_connections,
-            max_header_bytes=server_config.max_header_bytes,
-            max_header_count=server_config.max_header_count,
-        )
+        self.server = http_server(self.router, server_config)
         # What exists now (modules, caches, the catalog) lives as long as the process: keep
         # it out of the collector's scans, and collect the young generation less often, so
         # collections stay short pauses instead of tens of milliseconds under load.
+        if self.house is not None:
+            await self.house.start()  # the first index, budgets and pacing before serving
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 50)
@@ -260,6 +324,8 @@ class Platform:
         )
         if self.model_sync is not None:
             self._background.append(asyncio.create_task(self.model_sync.run()))
+        if self.house is not None:
+            self._background.append(asyncio.create_task(self.house.run()))
         if self.watch is not None:
             self._background.append(asyncio.create_task(self.watch.run()))
         log.info(

@@ -43,6 +43,17 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+def drop_catalog_tables(engine) -> None:
+    """Drops every table of the schema `engine` uses, in foreign-key order, as it is in the
+    database (the migrations create tables of several packages: the catalog's, the buy
+    side's, the console's, which reference one another) and alembic's version table."""
+    import sqlalchemy
+
+    tables = sqlalchemy.MetaData()
+    tables.reflect(engine)
+    tables.drop_all(engine)
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """A URL whose connections use a fresh schema, dropped after the session."""

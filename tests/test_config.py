@@ -1,5 +1,7 @@
 """Configuration: TOML file, environment overrides, and errors that name the key."""
 
+import sys
+
 import pytest
 
 from openbid.config import Config, ConfigError, config_to_toml, load_config
@@ -202,3 +204,19 @@ def test_several_workers_with_memory_counters_are_refused_naming_the_key(tmp_pat
     assert 'stores.counters = "redis"' in str(error.value)
     with pytest.raises(ConfigError, match="^OPENBID_SERVER__WORKERS: server.workers"):
         load_config(environ={"OPENBID_SERVER__WORKERS": "2"})
+
+
+def test_server_engine_is_one_of_the_two_named_by_its_key():
+    assert load_config(environ={}).server.engine == "builtin"
+    assert load_config(environ={"OPENBID_SERVER__ENGINE": "granian"}).server.engine == "granian"
+    with pytest.raises(ConfigError, match=r"server\.engine: Invalid enum value 'nginx'"):
+        load_config(environ={"OPENBID_SERVER__ENGINE": "nginx"})
+
+
+def test_granian_engine_without_granian_installed_is_one_message_naming_the_key(monkeypatch):
+    from openbid.platform import Platform
+
+    monkeypatch.setitem(sys.modules, "granian._granian", None)  # its import now fails
+    config = load_config(environ={"OPENBID_SERVER__ENGINE": "granian"})
+    with pytest.raises(ConfigError, match=r"server\.engine: .*pip install 'openbid\[granian\]'"):
+        Platform(config)

@@ -126,10 +126,11 @@ def _samples(metrics: bytes, name: str) -> dict[str, float]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("engine", ["builtin", "granian"])  # server.engine: both serve N workers
 def test_two_workers_share_the_port_see_the_demo_dsps_and_stop_with_every_event(
-    tmp_path, redis_url
+    tmp_path, redis_url, engine
 ):
-    up = Up(tmp_path, redis_url, "--demo", "--rate", "0")
+    up = Up(tmp_path, redis_url, "--demo", "--rate", "0", OPENBID_SERVER__ENGINE=engine)
     try:
         serving = up.wait_for("openbid workers serving")
         port, pids = serving["port"], serving["pids"]

@@ -133,19 +133,30 @@ class Banker:
             self._wanted.set()
         return False
 
-    def settle(self, campaign_id: str, held_micros: int, cost_micros: int) -> None:
-        """A held bid won: its cost (at most what it held) is spent, the rest freed."""
+    def settle(
+        self, campaign_id: str, held_micros: int, cost_micros: int, day: int | None = None
+    ) -> None:
+        """A held bid won: its cost (at most what it held) is spent, the rest freed. `day`:
+        the day of the account that held it; a hold of a day since closed was never counted
+        in today's account, so only its cost is (as a `charge`)."""
         account = self.accounts.get(campaign_id)
         if account is None:
             return
-        account.held_micros -= held_micros
+        if day is None or day == account.day:
+            account.held_micros -= held_micros
         account.spent_micros += cost_micros
 
-    def release(self, campaign_id: str, held_micros: int) -> None:
-        """A held bid lost, timed out or was not sent: its hold is freed."""
+    def release(self, campaign_id: str, held_micros: int, day: int | None = None) -> None:
+        """A held bid lost, timed out or was not sent: its hold is freed (nothing, for a hold
+        of a day since closed: `settle`)."""
         account = self.accounts.get(campaign_id)
-        if account is not None:
+        if account is not None and (day is None or day == account.day):
             account.held_micros -= held_micros
+
+    def day_of(self, campaign_id: str) -> int | None:
+        """The day of a campaign's open account (None: none open)."""
+        account = self.accounts.get(campaign_id)
+        return account.day if account is not None else None
 
     def charge(self, campaign_id: str, cost_micros: int) -> None:
         """Spend this worker did not hold (a notice that reached it for another worker's bid,

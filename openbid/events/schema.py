@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from openbid import clock
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def now_micros() -> int:
@@ -76,6 +76,20 @@ class BidEvent(Event):
     latency_ms: float = 0.0
     error: str = ""
     won: bool = False
+    campaign_id: str = ""
+    """House demand's bids (`dsp` openbid): the campaign, line item and creative that bid
+    (schema 4)."""
+    line_item_id: str = ""
+    creative_id: str = ""
+    value_micros: int = 0
+    """House bids: the CPM the impression was worth (goal x probability) before pacing and
+    shading (schema 4)."""
+    p_click: float = 0.0
+    p_conversion: float = 0.0
+    click_model: str = ""
+    """House bids: the versions of the click and conversion models that priced the bid
+    ("" without one), so spend traces to a model (schema 4)."""
+    conversion_model: str = ""
 
 
 class ImpressionEvent(Event):

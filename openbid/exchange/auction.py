@@ -1,7 +1,8 @@
 """Auction rules as pure functions: the rules of each impression (floors, deals, blocks,
 sizes) from the request and the publisher, and the auction of the bids against them.
 
-Ranking: priority tier first (guaranteed deals > other deals > open auction), then the
+Ranking: priority tier first (guaranteed deals > other deals > open auction; a house
+campaign's own tier counts too), then the
 adjusted price, then a seeded hash of the bid (never arrival order). First price (`at=1`)
 charges the bid; second price (`at=2`) charges the best competing price in the winner's
 tier plus one increment, never above the winner's bid and never below the floor that
@@ -98,6 +99,10 @@ class BidCandidate(msgspec.Struct, frozen=True):
     w: int = 0
     h: int = 0
     has_markup: bool = True
+    priority: int = -1
+    """A tier of its own (house demand: a guaranteed or direct-deal campaign competes at
+    that tier); -1: the tier follows from the deal, as for any DSP's bid. The higher of
+    the two applies."""
 
 
 class Loss(msgspec.Struct, frozen=True):
@@ -148,14 +153,16 @@ def _eligibility(bid: BidCandidate, rules: ImpRules) -> tuple[LossReason | None,
         if deal.seats and bid.seat not in deal.seats:
             return LossReason.BUYER_SEAT_BLOCKED, Tier.DEAL, deal.floor_micros
         tier = Tier.GUARANTEED if deal.guaranteed else Tier.DEAL
+        tier = max(tier, Tier(bid.priority)) if bid.priority >= 0 else tier
         if _adjusted(bid) < deal.floor_micros:
             return LossReason.BELOW_DEAL_FLOOR, tier, deal.floor_micros
         return None, tier, deal.floor_micros
     if rules.private_auction:
         return LossReason.NOT_ALLOWED_IN_PMP_DEAL, Tier.OPEN, rules.floor_micros
+    tier = Tier(bid.priority) if bid.priority > 0 else Tier.OPEN
     if _adjusted(bid) < rules.floor_micros:
-        return LossReason.BELOW_AUCTION_FLOOR, Tier.OPEN, rules.floor_micros
-    return None, Tier.OPEN, rules.floor_micros
+        return LossReason.BELOW_AUCTION_FLOOR, tier, rules.floor_micros
+    return None, tier, rules.floor_micros
 
 
 def run_imp_auction(rules: ImpRules, bids: Iterable[BidCandidate], seed: int = 0) -> ImpResult:

@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Mapping
 
+from openbid.campaigns.house import HouseDemand
 from openbid.config import ExchangeConfig
 from openbid.creative import TrackerSigner
 from openbid.demand import DemandRegistry
@@ -72,6 +73,8 @@ class Exchange:
         """A/B arms (`openbid.experiments`), set by the platform; None: no test runs."""
         self.monitor: stages.AuctionObserver | None = None
         """Live calibration (`openbid.monitoring.live`), set by the platform."""
+        self.house: HouseDemand | None = None
+        """House demand (`openbid.campaigns.house`), set by the platform; None: none."""
 
     def _deadline_s(self, request: BidRequest) -> float:
         tmax_ms = request.tmax or self.config.default_tmax_ms
@@ -123,15 +126,26 @@ class Exchange:
         shaper = arm.shaper or self.shaper
         stages.shape(state, eligible, await shaper.decide_async(state.features, ids))
         loop = asyncio.get_running_loop()
+        house = self.house
+        # House demand bids beside the fan-out (its one await is the frequency caps' read).
+        house_task = (
+            loop.create_task(stages.house_bid(state, house, house.settings.vendor_id))
+            if house is not None and house.live
+            else None
+        )
         budget_s = state.deadline - loop.time() - config.own_budget_ms / 1000.0
         if stages.gate(state, now, budget_s):
             fan_out = self.fan_out
             waiter = fan_out.send(state, max(int(budget_s * 1000), 1), loop)
             await waiter.wait(loop, state.deadline)
             fan_out.collect(state, shaper)
+        if house_task is not None:
+            await house_task
         stages.decide(state, config.currency_rates, self._tie_seed)
         if state.results:
             await self.settler.settle(state)
+        if state.house_bids:
+            stages.house_finish(state, house)  # type: ignore[arg-type]
         if self.event_log is not None:
             stages.log(
                 state,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
+from openbid.campaigns.house import HOUSE_DSP
 from openbid.creative import AuctionMacros, TrackerSigner, substitute_macros
 from openbid.exchange import metrics
 from openbid.exchange.auction import BidCandidate, ImpResult
@@ -67,7 +68,7 @@ class Settler:
                 state.winners.append(winner)
 
     async def _winner(
-        self, state: AuctionState, result: ImpResult, call: DspCall, bid: Bid, media: str
+        self, state: AuctionState, result: ImpResult, call: DspCall | None, bid: Bid, media: str
     ) -> Winner | None:
         """Macros, markup, trackers and the win notice of one won impression; None when its
         markup cannot be had (counted as a render failure)."""
@@ -135,19 +136,26 @@ class Settler:
         if adm:
             adm = substitute_macros(adm, macros)
         dsp_burl = bid.burl or ""
-        tracker = self.signer.sign(
-            "imp",
-            {
-                "auc": auction_id,
-                "bid": our_bid_id,
-                "dsp": winner.dsp,
-                "imp": result.imp_id,
-                "crid": bid.crid or "",
-                "price": str(price),
-                "rev": str(result.revenue_micros),
-                "burl": substitute_macros(dsp_burl, macros) if dsp_burl else "",
-            },
-        )
+        signed = {
+            "auc": auction_id,
+            "bid": our_bid_id,
+            "dsp": winner.dsp,
+            "imp": result.imp_id,
+            "crid": bid.crid or "",
+            "price": str(price),
+            "rev": str(result.revenue_micros),
+            "burl": substitute_macros(dsp_burl, macros) if dsp_burl else "",
+        }
+        if winner.dsp == HOUSE_DSP:
+            # What the billing of a house bid needs, at whichever worker the pixel reaches.
+            house = next(h for h in state.house_bids if h.bid_id == winner.bid_id)
+            signed.update(
+                hbid=house.bid_id,
+                cmp=house.campaign.id,
+                li=house.line_item_id,
+                fu=house.user_key or "",
+            )
+        tracker = self.signer.sign("imp", signed)
         dsp_metrics(winner.dsp).wins.inc()
         metrics.WON_REVENUE_MICROS.inc(result.revenue_micros / 1000)  # prices are CPM
         return Winner(

@@ -13,9 +13,11 @@
 | `gate` | calls, consent, the time left | per call: the outcome of a call not made, or its timeout and redaction | takes a half-open breaker's probe; counts calls not made |
 | `FanOut.send` | calls that passed the gate, rules | outgoing, calls' `pending` | sends the requests; the auction then waits until every call settles or its deadline |
 | `FanOut.collect` | calls' `pending` | outcome, response, status, latency | breakers; tells the shaper |
-| `decide` | calls' responses, rules | results, bids | none: `run_auction` |
+| `house_bid` | request, context, features, rules | house_bids | house demand's bids (`openbid.campaigns.house`: match, pace, cap, price, shade, hold), run beside the fan-out; skipped while no campaign can serve |
+| `decide` | calls' responses, house bids, rules | results, bids | none: `run_auction` |
 | `Settler.settle` | results, bids | winners | notices, markup from `nurl` (when final) |
-| `log` | all of it | | one auction event (with its A/B arms), one bid event per partner, onto the log's buffer |
+| `house_finish` | house bids, results | | frees the holds of house bids that lost; outcomes feed the win curves |
+| `log` | all of it | | one auction event (with its A/B arms), one bid event per partner and per house bid (with the pricing models' versions), onto the log's buffer |
 
 Each stage is a plain function (or a method of an object built once per exchange) that
 allocates only what it produces: the auction path is measured (`bench/exchange.py`).
@@ -23,22 +25,35 @@ allocates only what it produces: the auction path is measured (`bench/exchange.p
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Protocol
 
+from openbid.campaigns.consent import house_inputs
+from openbid.campaigns.house import HOUSE_BIDS, HOUSE_DSP, HouseDemand, ImpOffer
+from openbid.campaigns.targeting import imp_facts, request_facts_from_context
 from openbid.config import ExchangeConfig
 from openbid.demand import DemandState
 from openbid.enrich.context import build_auction_context
 from openbid.enrich.device import UserAgentParser
 from openbid.events import AuctionEvent, BidEvent, EventLog, now_micros
-from openbid.exchange.auction import BidCandidate, build_imp_rules, run_auction, to_micros
+from openbid.exchange.auction import (
+    MICROS,
+    BidCandidate,
+    ImpResult,
+    build_imp_rules,
+    run_auction,
+    to_micros,
+)
 from openbid.exchange.features import auction_features
 from openbid.exchange.metrics import dsp_metrics
 from openbid.exchange.state import SENDING, AuctionState, DspCall
+from openbid.openrtb.response import Bid
 from openbid.privacy.consent import redaction_for
 from openbid.shaping.base import Shaper, ShapingDecision
 
+log_errors = logging.getLogger(__name__)
 _NOT_FAILURES = frozenset({"bid", "no_bid", "filtered"})  # call outcomes logged with no error
 
 
@@ -160,12 +175,79 @@ def gate(state: AuctionState, now: float, budget_s: float) -> int:
     return going
 
 
+async def house_bid(state: AuctionState, house: HouseDemand, vendor_id: int | None) -> None:
+    """House demand's bids on the request's impressions, under their auction rules (floors,
+    deals); frequency caps count the user only where consent allows (`vendor_id`: ours)."""
+    context = state.context
+    assert context is not None
+    request = state.request
+    offers = [
+        ImpOffer(
+            rule.imp_id,
+            imp_facts(imp),
+            rule.floor_micros,
+            {deal.id: deal.floor_micros for deal in rule.deals.values()},
+        )
+        for imp, rule in zip(request.imp, state.rules, strict=True)
+    ]
+    try:
+        facts = request_facts_from_context(context, state.publisher, now_micros=now_micros())
+        inputs = house_inputs(request, context.consent, facts, state.features, vendor_id)
+        if inputs is None:  # consent: no more than a DSP with our vendor id would get
+            HOUSE_BIDS.labels("consent").inc(len(offers))
+            return
+        state.house_bids = await house.bid(
+            inputs.features,
+            inputs.facts,
+            offers,
+            at=state.rules[0].auction_type if state.rules else 1,
+            user_key=inputs.user_key,
+            request_id=request.id,
+        )
+    except Exception:  # house demand must never fail an auction: the DSPs' bids go on
+        log_errors.exception("house demand failed; the auction goes on without it")
+
+
 def decide(state: AuctionState, rates: dict[str, float], seed: int) -> None:
     """Runs the auction of every impression on the bids that came back (prices converted
-    with `rates`; a bid in a currency without a rate is dropped) and keeps each bid by
-    (dsp, bid id) for its notices."""
+    with `rates`; a bid in a currency without a rate is dropped) and house demand's bids,
+    and keeps each bid by (dsp, bid id) for its notices."""
     candidates: list[BidCandidate] = []
     bids = state.bids
+    for house in state.house_bids:
+        creative = house.creative
+        adomain = creative.adomain or (house.campaign.advertiser_id,)
+        candidates.append(
+            BidCandidate(
+                HOUSE_DSP,
+                house.bid_id,
+                house.imp_id,
+                house.price_micros,
+                seat=HOUSE_DSP,
+                deal_id=house.deal_id,
+                adomain=tuple(adomain),
+                categories=tuple(creative.categories),
+                w=house.w,
+                h=house.h,
+                priority=house.priority,
+            )
+        )
+        bids[(HOUSE_DSP, house.bid_id)] = (
+            None,
+            Bid(
+                id=house.bid_id,
+                impid=house.imp_id,
+                price=house.price_micros / MICROS,
+                adm=house.markup,
+                adomain=list(adomain),
+                cat=list(creative.categories) or None,
+                crid=creative.id,
+                cid=house.campaign.id,
+                dealid=house.deal_id or None,
+                w=house.w or None,
+                h=house.h or None,
+            ),
+        )
     for call in state.calls:
         response = call.response
         if response is None:
@@ -194,6 +276,19 @@ def decide(state: AuctionState, rates: dict[str, float], seed: int) -> None:
                 bids[(candidate.dsp, candidate.bid_id)] = (call, bid)
     if candidates:
         state.results = run_auction(state.rules, candidates, seed=seed)
+
+
+def house_finish(state: AuctionState, house: HouseDemand) -> None:
+    """Each house bid's outcome: won (its hold waits for the billing event) or lost (its
+    hold is freed); first-price outcomes, with the price that won, feed the win curves."""
+    results: dict[str, ImpResult] = {result.imp_id: result for result in state.results}
+    auction_types = {rule.imp_id: rule.auction_type for rule in state.rules}
+    for bid in state.house_bids:
+        result = results.get(bid.imp_id)
+        winner = result.winner if result is not None else None
+        ours = winner is not None and winner.dsp == HOUSE_DSP and winner.bid_id == bid.bid_id
+        loss_price = result.clearing_price_micros if result is not None and not ours else 0
+        house.finish(bid, ours, loss_price, at=auction_types.get(bid.imp_id, 1))
 
 
 def log(
@@ -241,6 +336,16 @@ def log(
     )
     won = {(w.dsp, w.result.winner.bid_id) for w in winners if w.result.winner}
     emit = event_log.emit
+    for house in state.house_bids:
+        emit(
+            BidEvent(
+                ts, auction_id, HOUSE_DSP, "called", 1.0, -1.0, True, house.bid_id,
+                house.imp_id, house.price_micros, house.deal_id, 0.0, "",
+                (HOUSE_DSP, house.bid_id) in won, house.campaign.id, house.line_item_id,
+                house.creative.id, house.value_micros, house.p_click, house.p_conversion,
+                house.click_model, house.conversion_model,
+            )
+        )  # fmt: skip
     for call in calls:
         # Positional: BidEvent(ts, auction, dsp, decision, send_probability, score, bid,
         # bid_id, imp_id, price_micros, deal_id, latency_ms, error, won) - keywords cost

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from openbid.campaigns.house import HouseBid
 from openbid.demand import DemandState
 from openbid.domain import Publisher
 from openbid.enrich.context import AuctionContext
@@ -95,6 +96,8 @@ class AuctionState:
     outgoing: BidRequest | None = None
     """The request as every partner sees it before its redaction (fan-out)."""
     results: Sequence[ImpResult] = ()
+    house_bids: Sequence[HouseBid] = ()
+    """House demand's bids (`openbid.campaigns.house`), at most one per impression."""
 
     def __init__(
         self,
@@ -114,8 +117,9 @@ class AuctionState:
         """`time.perf_counter()` at arrival, for the latency logged."""
         self.final = final
         """Our auction decides the impression (an ad tag): win notices fire at once."""
-        self.bids: dict[tuple[str, str], tuple[DspCall, Bid]] = {}
-        """Every bid that took part, by (dsp, bid id): where its notices and markup are."""
+        self.bids: dict[tuple[str, str], tuple[DspCall | None, Bid]] = {}
+        """Every bid that took part, by (dsp, bid id): where its notices and markup are
+        (no call for a house bid)."""
         self.winners: list[Winner] = []
 
 

@@ -335,10 +335,21 @@ class Trackers:
                     dsp=params["dsp"],
                     imp_id=params["imp"],
                     creative_id=params.get("crid", ""),
+                    campaign_id=params.get("cmp", ""),
                     user_id=user_id,
                     price_micros=price,
                     advertiser=advertiser,
                 )
+            )
+        house = self.exchange.house
+        if params.get("hbid") and house is not None:
+            # House demand's billing event: its spend, once per bid id, and its caps.
+            await house.billed(
+                params["hbid"],
+                params.get("cmp", ""),
+                params.get("li", ""),
+                -(-price // 1000),
+                params.get("fu") or None,
             )
         if params.get("burl"):
             self.exchange.notices.fire(

@@ -45,8 +45,28 @@ MIN_HASH_BITS = 18
 MAX_HASH_BITS = 26
 _MISSING = "\x00missing"
 _BIAS = "\x00bias"
-# a serving process sees an unbounded stream of values; cap each field's hash cache
+# a serving process sees an unbounded stream of values, some chosen by whoever sends the
+# request: each field's hash cache is capped by entries and by bytes (a cache full of 8 KiB
+# strings would hold 1.6 GB), and a value longer than `MAX_CACHED_CHARS` is hashed uncached
 _MAX_CACHE_ENTRIES = 200_000
+MAX_CACHE_BYTES = 32 << 20
+"""Per field: the cache is cleared when the strings it holds (plus `CACHE_ENTRY_BYTES`
+each) pass this."""
+MAX_CACHED_CHARS = 256
+CACHE_ENTRY_BYTES = 160
+"""What a dict entry and its int cost beside the key's characters (CPython 3.11)."""
+
+
+def cache_cost(value: object) -> int:
+    """The bytes a hash cache entry for `value` is counted as; 0: do not cache it.
+
+    >>> cache_cost("example.com"), cache_cost("x" * 300), cache_cost(3)
+    (171, 0, 160)
+    """
+    if isinstance(value, str):
+        n = len(value)
+        return 0 if n > MAX_CACHED_CHARS else n + CACHE_ENTRY_BYTES
+    return CACHE_ENTRY_BYTES
 
 
 class NumericField(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -297,7 +317,9 @@ class Featurizer:
         self._names = spec.field_names
         self._field_seeds = [mmh3.hash(name, spec.seed, signed=False) for name in self._names]
         self._caches: list[dict] = [{} for _ in self._names]
+        self._cache_bytes: list[int] = [0] * len(self._names)
         self._number_caches: list[dict] = [{} for _ in spec.numeric]
+        self._number_bytes: list[int] = [0] * len(spec.numeric)
         position = {name: i for i, name in enumerate(self._names)}
         max_len = max((len(c) for c in spec.crosses), default=1)
         self._cross_fields = np.full((len(spec.crosses), max_len), -1, dtype=np.int64)
@@ -333,9 +355,14 @@ class Featurizer:
             return self._hash_token(f, canonical_value(value))
         if h is not None:
             return h
-        if len(cache) >= _MAX_CACHE_ENTRIES:
-            cache.clear()
-        h = cache[value] = self._hash_token(f, canonical_value(value))
+        h = self._hash_token(f, canonical_value(value))
+        cost = cache_cost(value)
+        if cost:
+            if len(cache) >= _MAX_CACHE_ENTRIES or self._cache_bytes[f] + cost > MAX_CACHE_BYTES:
+                cache.clear()
+                self._cache_bytes[f] = 0
+            cache[value] = h
+            self._cache_bytes[f] += cost
         return h
 
     def _hash_bucket(self, f: int, bucket: int) -> int:
@@ -390,11 +417,44 @@ class Featurizer:
             return h
         bucket = bucket_of(field, _to_float(field.name, value))
         h = self._hash_bucket(f, bucket)
-        if hashable:
-            if len(cache) >= _MAX_CACHE_ENTRIES:
+        cost = cache_cost(value) if hashable else 0
+        if cost:
+            j = f - self._n_categorical
+            if len(cache) >= _MAX_CACHE_ENTRIES or self._number_bytes[j] + cost > MAX_CACHE_BYTES:
                 cache.clear()
+                self._number_bytes[j] = 0
             cache[value] = h
+            self._number_bytes[j] += cost
         return h
+
+    # One request, many candidates (pricing): the request's fields hashed once, the fields
+    # that differ by candidate (the ad) as columns of precomputed hashes.
+
+    def field_position(self, name: str) -> int:
+        """The column of field `name` in `field_hashes` (ValueError for a field not in the spec)."""
+        return self._names.index(name)
+
+    def field_hashes(self, row: Mapping[str, object]) -> np.ndarray:
+        """One row's field hashes (uint32, one per field, before crosses), for `assemble`."""
+        get = row.get
+        try:
+            hashes = [cache[get(name)] for name, cache in self._request_caches]
+        except (KeyError, TypeError):
+            hashes = self._hash_request(row)
+        return np.array(hashes, dtype=np.uint32)
+
+    def value_hashes(self, name: str, values: Sequence[object]) -> np.ndarray:
+        """The hashes of a categorical field's values (uint32), to put in `field_hashes`
+        columns: compute them once per catalog, not per request."""
+        f = self.field_position(name)
+        if f >= self._n_categorical:
+            raise FeatureSpecError(f"value_hashes: {name!r} is not a categorical field")
+        return np.fromiter((self._hash_value(f, v) for v in values), np.uint32, len(values))
+
+    def assemble(self, field_hashes: np.ndarray) -> HashedRows:
+        """Rows from a `(n_rows, n_fields)` uint32 matrix of field hashes: crosses, mask
+        and bias in one numba call (what `transform_columns` ends with)."""
+        return HashedRows.from_matrix(self._assemble(field_hashes), self.n_features)
 
     def transform_rows(self, rows: Sequence[Mapping[str, object]]) -> HashedRows:
         """Hash a list of raw rows (dicts), through the column path."""

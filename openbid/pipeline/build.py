@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -36,6 +37,7 @@ from openbid.events import SCHEMA_VERSION
 from openbid.pipeline.engines import Engine
 from openbid.pipeline.source import EventSource, Progress, entries_to_map
 from openbid.pipeline.transforms import (
+    CARRIED,
     INPUTS,
     OUTPUT_SCHEMAS,
     SETS,
@@ -281,14 +283,21 @@ def join(
 ) -> dict[str, pa.Table]:
     """Runs `set_name`'s transformation on `engine` over `tables` (named as in its SQL);
     each output comes back with its columns and types (`OUTPUT_SCHEMAS`)."""
+    carried: dict[str, tuple[str, pa.ChunkedArray]] = {}  # index column -> (map's name, map)
     for name, table in tables.items():
+        if name in CARRIED and CARRIED[name][0] in table.column_names:
+            column, index = CARRIED[name]
+            carried[index] = (column, table[column])
+            positions = pa.array(np.arange(table.num_rows, dtype=np.int64))
+            table = table.drop_columns([column]).append_column(index, positions)
         engine.register(name, table)
     outputs = {}
     for output in OUTPUT_SCHEMAS[set_name]:
         table = engine.query(render(set_name, engine.dialect, parameters, output))
-        if "features" in table.column_names:
-            index = table.column_names.index("features")
-            table = table.set_column(index, "features", entries_to_map(table["features"]))
+        for index, (column, values) in carried.items():
+            if index in table.column_names:
+                at = table.column_names.index(index)
+                table = table.set_column(at, column, entries_to_map(values.take(table[index])))
         outputs[output] = table
     if "auctions" in outputs:
         # rows point at their auction's position in `auctions` (both in time order)

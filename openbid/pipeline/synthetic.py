@@ -1,5 +1,5 @@
 """A seeded synthetic event log, built column-wise with numpy: the kinds, rates and delays of
-a real one (8 DSPs called per auction, a few of them filtered or explored, ~20% bid, the
+a real one (8 DSPs called per auction by default, one imp or several, a few of them filtered or explored, ~20% bid, the
 winner's ad rendered, ~2% clicked, conversions after clicks and views, some past their
 windows, duplicated tracker hits and postbacks), for the ETL's benchmark and tests. Millions
 of events take seconds, where emitting them one by one through `EventLog` takes minutes.
@@ -44,9 +44,11 @@ def synthetic_tables(
     start_micros: int = 1_800_000_000 * MICROS,
     span_s: float = 6 * 3600.0,
     n_dsps: int = 8,
+    imps_per_auction: int = 1,
 ) -> dict[str, pa.Table]:
     """Event tables (one per kind, each with the kind's full Parquet schema) for
-    `n_auctions` auctions spread over `span_s` seconds from `start_micros`."""
+    `n_auctions` auctions of `imps_per_auction` imps each, `n_dsps` DSPs called per auction,
+    spread over `span_s` seconds from `start_micros`."""
     rng = np.random.default_rng(seed)
     n = int(n_auctions)
     ts = start_micros + np.sort(rng.integers(0, int(span_s * MICROS), n))
@@ -68,23 +70,37 @@ def synthetic_tables(
         values,
     )
     publisher = values.take(pa.array(np.arange(n) * len(keys)))
-    # bids: every DSP in every auction; some filtered, a few of those explored
-    auction_of = np.repeat(np.arange(n), n_dsps)
-    dsp_index = np.tile(np.arange(n_dsps), n)
-    draw = rng.random(auction_of.size)
-    decision = np.where(draw < 0.15, "filtered", "called").astype(object)
-    explored = (draw < 0.15) & (rng.random(auction_of.size) < 0.05)
-    decision[explored] = "explored"
-    sent = decision != "filtered"
-    bid_rate = 0.05 + 0.35 * (dsp_index / max(n_dsps - 1, 1))
-    bid = sent & (rng.random(auction_of.size) < bid_rate)
-    price = np.where(bid, rng.lognormal(13.5, 0.6, auction_of.size).astype(np.int64), 0)
+    # bids: every DSP in every auction; some filtered, a few of those explored. A DSP called
+    # bids on each of the auction's imps apart; a call gives one bid event per bid, or one
+    # (no bid) when it bid on none
+    call_auction = np.repeat(np.arange(n), n_dsps)
+    call_dsp = np.tile(np.arange(n_dsps), n)
+    draw = rng.random(call_auction.size)
+    call_filtered = draw < 0.15
+    call_explored = call_filtered & (rng.random(call_auction.size) < 0.05)
+    call_sent = ~call_filtered | call_explored
+    bid_rate = 0.05 + 0.35 * (call_dsp / max(n_dsps - 1, 1))
+    n_imps = max(int(imps_per_auction), 1)
+    bid_grid = call_sent[:, None] & (rng.random((call_auction.size, n_imps)) < bid_rate[:, None])
+    price_grid = rng.lognormal(13.5, 0.6, bid_grid.shape).astype(np.int64)
+    event_grid = bid_grid.copy()
+    event_grid[~bid_grid.any(axis=1), 0] = True
+    call_of, imp_of = np.nonzero(event_grid)  # by call, then imp
+    auction_of, dsp_index = call_auction[call_of], call_dsp[call_of]
+    explored, sent = call_explored[call_of], call_sent[call_of]
+    decision = np.where(call_filtered, "filtered", "called").astype(object)
+    decision[call_explored] = "explored"
+    decision = decision[call_of]
+    bid = bid_grid[call_of, imp_of]
+    price = np.where(bid, price_grid[call_of, imp_of], 0)
     dsp_names = np.array([f"dsp{i}" for i in range(n_dsps)], dtype=object)
+    imp_names = np.array([str(i + 1) for i in range(n_imps)], dtype=object)
     bid_ids = np.where(bid, _strings("b", np.arange(auction_of.size)), "")
-    # the winner: the highest bid of each auction
-    order = np.lexsort((-price, auction_of))
-    first_of_auction = np.r_[True, auction_of[order][1:] != auction_of[order][:-1]]
-    winners = order[first_of_auction & bid[order]]
+    # the winner: the highest bid on each imp of each auction
+    order = np.lexsort((-price, imp_of, auction_of))
+    slot = auction_of[order] * n_imps + imp_of[order]
+    first_of_slot = np.r_[True, slot[1:] != slot[:-1]]
+    winners = order[first_of_slot & bid[order]]
     won = np.zeros(auction_of.size, dtype=bool)
     won[winners] = True
     bids = {
@@ -96,7 +112,7 @@ def synthetic_tables(
         "shaping_score": rng.random(auction_of.size),
         "bid": bid,
         "bid_id": bid_ids,
-        "imp_id": np.where(bid, "1", ""),
+        "imp_id": np.where(bid, imp_names[imp_of], ""),
         "price_micros": price,
         "latency_ms": np.where(sent, rng.gamma(4.0, 10.0, auction_of.size), 0.0),
         "error": np.where(sent & (rng.random(auction_of.size) < 0.01), "timeout", ""),
@@ -109,7 +125,7 @@ def synthetic_tables(
         "publisher_id": publisher,
         "features": features,
         "dsps_eligible": np.full(n, n_dsps),
-        "dsps_called": np.bincount(auction_of[sent], minlength=n),
+        "dsps_called": np.bincount(call_auction[call_sent], minlength=n),
     }
     # impressions: 90% of the winners render, seconds later; 1% of trackers fire twice
     rendered = winners[rng.random(winners.size) < 0.9]
@@ -118,7 +134,7 @@ def synthetic_tables(
     imp_rows = np.concatenate([rendered, twice])
     imp_ts = np.concatenate([imp_ts, ts[auction_of[twice]] + 6 * MICROS])
     impressions = _tracked(imp_rows, imp_ts, auction_id, auction_of, dsp_names, dsp_index, bid_ids)
-    impressions["imp_id"] = np.full(imp_rows.size, "1", dtype=object)
+    impressions["imp_id"] = imp_names[imp_of[imp_rows]]
     impressions["price_micros"] = price[imp_rows]
     impressions["creative_id"] = _strings("cr", dsp_index[imp_rows] * 10 + imp_rows % 10)
     impressions["campaign_id"] = _strings("cmp", dsp_index[imp_rows] * 3 + imp_rows % 3)

@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 from openbid.ml import FeatureSpec, Featurizer
-from openbid.ml.features import _assemble_one, canonical_value
+from openbid.ml.features import MAX_CACHE_BYTES, _assemble_one, cache_cost, canonical_value
 from openbid.ml.ftrl import MAX_LOGIT
 
 _MISSING_TOKEN = "\x00missing"
@@ -59,6 +59,7 @@ class RequestScorer:
         self.names = list(spec.categorical)
         self._seeds = [mmh3.hash(name, spec.seed, signed=False) for name in self.names]
         self._caches: list[dict] = [{} for _ in self.names]
+        self._cache_bytes: list[int] = [0] * len(self.names)
         position = {name: i for i, name in enumerate(self.names)}
         width = max((len(c) for c in spec.crosses), default=1)
         self._cross_fields = np.full((len(spec.crosses), width), -1, dtype=np.int64)
@@ -94,11 +95,15 @@ class RequestScorer:
             return mmh3.hash(
                 _MISSING_TOKEN if token is None else token, self._seeds[f], signed=False
             )
-        if len(cache) >= _MAX_CACHE_ENTRIES:
-            cache.clear()
         token = canonical_value(value)
         h = mmh3.hash(_MISSING_TOKEN if token is None else token, self._seeds[f], signed=False)
-        cache[value] = h
+        cost = cache_cost(value)  # bounded by bytes too: values are chosen by the sender
+        if cost:
+            if len(cache) >= _MAX_CACHE_ENTRIES or self._cache_bytes[f] + cost > MAX_CACHE_BYTES:
+                cache.clear()
+                self._cache_bytes[f] = 0
+            cache[value] = h
+            self._cache_bytes[f] += cost
         return h
 
     def _fill(self, features: Mapping[str, object]) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import msgspec
 import numpy as np
 
+from openbid.ml.metrics import base_rate_logloss, log_loss
 from openbid.shaping.errors import ShapingDataError
 
 RECALL_TARGETS: tuple[float, ...] = (0.95, 0.98, 0.99, 0.995)
@@ -144,11 +145,20 @@ def calls_kept_at_recall(
     labels = np.asarray(labels, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64)
     bids = weights * labels
-    return float(
+    kept = float(
         np.mean(
             [share_kept(scores, weights, threshold_for_share(scores, bids, t)) for t in targets]
         )
     )
+    total = float(weights.sum())
+    if total <= 0.0 or bids.sum() <= 0.0:
+        return kept
+    # scores whose log loss is above the window base rate's are overconfident: on a small
+    # window the ranking criterion ties across settings and the cheapest tie can be one
+    # (a minute of log: normalized entropy 1.16, refused by the gate). Such settings rank
+    # after every setting that beats the constant (a share kept is at most 1).
+    entropy = log_loss(labels, scores, weights) / base_rate_logloss(float(bids.sum()) / total)
+    return kept if entropy < 1.0 else 1.0 + min(entropy, 1e6)
 
 
 def cap_threshold(recent_scores: np.ndarray, eligible_per_s: float, cap_qps: float) -> float:

@@ -45,6 +45,7 @@ import msgspec
 
 from openbid import clock
 from openbid.config import Config
+from openbid.http.granian_server import require_granian
 from openbid.platform import StartupError, listen_error, tracker_key
 from openbid.stores import Catalog, StoreUnavailable
 from openbid.workers.metrics import WorkerTotals
@@ -339,6 +340,8 @@ async def run_workers(config: Config, services: list | None = None) -> None:
     (the demo's market and traffic), once every worker serves."""
     from openbid.obs import REGISTRY
 
+    if config.server.engine == "granian":
+        require_granian()  # one clear message here rather than one per worker
     config = shared_tracker_secret(config)
     # `auto` resolved once: every worker must agree on N (its share of the QPS caps).
     server = msgspec.structs.replace(config.server, workers=config.server.worker_count())

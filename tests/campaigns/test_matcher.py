@@ -11,6 +11,7 @@ from openbid.campaigns.bulk import load_demo_campaigns
 from openbid.campaigns.matcher import CampaignMatcher
 from openbid.campaigns.store import CampaignCatalog as Catalog
 from openbid.campaigns.targeting import ImpFacts, RequestFacts, geo_keys
+from tests.conftest import drop_catalog_tables
 
 NOW = 1_709_726_400_000_000  # 2024-03-06T12:00:00Z
 DAY = 86_400_000_000
@@ -96,9 +97,7 @@ def test_an_unavailable_catalog_keeps_the_last_index(tmp_path):
     matcher = CampaignMatcher(catalog, now_micros=Clock())
     assert asyncio.run(matcher.arefresh())
     published = matcher.index
-    from openbid.stores.catalog import Base
-
-    Base.metadata.drop_all(catalog.engine)
+    drop_catalog_tables(catalog.engine)
     assert not asyncio.run(matcher.arefresh(force=True))
     assert matcher.index is published and _matched(matcher)
 

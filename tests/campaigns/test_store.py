@@ -16,6 +16,7 @@ from openbid.campaigns.model import (
 from openbid.campaigns.store import CampaignCatalog as Catalog
 from openbid.campaigns.validate import InvalidRecord
 from openbid.stores import StoreError, StoreUnavailable
+from tests.conftest import drop_catalog_tables
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -28,11 +29,7 @@ def catalog(request, tmp_path):
     catalog.migrate()
     yield catalog
     if request.param == "postgresql":
-        from openbid.stores.catalog import Base
-
-        Base.metadata.drop_all(catalog.engine)
-        with catalog.engine.begin() as connection:
-            connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+        drop_catalog_tables(catalog.engine)
     catalog.close()
 
 

@@ -267,3 +267,34 @@ def test_result_does_not_depend_on_arrival_order(rules, bids, seed):
     backward = run_imp_auction(rules, list(reversed(bids)), seed)
     assert forward.winner == backward.winner
     assert forward.clearing_price_micros == backward.clearing_price_micros
+
+
+# House demand competes by its campaign's tier, then by price (`BidCandidate.priority`).
+@pytest.mark.parametrize(
+    ("house_price", "house_priority", "dsp_price", "dsp_deal", "winner"),
+    [
+        (1_000_000, 2, 3_000_000, "", "openbid"),  # guaranteed house beats a dearer open bid
+        (1_000_000, 1, 3_000_000, "", "openbid"),  # a direct-deal house campaign too
+        (1_000_000, 0, 3_000_000, "", "dsp"),  # an open house campaign loses on price
+        (4_000_000, 0, 3_000_000, "", "openbid"),  # and wins on price
+        (9_000_000, 1, 1_000_000, "g-deal", "dsp"),  # a guaranteed deal beats a deal tier
+    ],
+)
+def test_house_bids_compete_by_tier_then_price(
+    house_price, house_priority, dsp_price, dsp_deal, winner
+):
+    deals = {"g-deal": Deal("g-deal", guaranteed=True)}
+    rules = ImpRules("1", floor_micros=100_000, deals=deals, auction_type=1)
+    house = BidCandidate("openbid", "h1", "1", house_price, priority=house_priority)
+    dsp = BidCandidate("dsp", "d1", "1", dsp_price, deal_id=dsp_deal)
+    result = run_imp_auction(rules, [dsp, house])
+    assert result.winner.dsp == winner
+    assert result.clearing_price_micros == result.winner.price_micros  # first price
+
+
+def test_a_house_bid_under_the_floor_is_refused_whatever_its_tier():
+    rules = ImpRules("1", floor_micros=2_000_000)
+    house = BidCandidate("openbid", "h1", "1", 1_000_000, priority=2)
+    result = run_imp_auction(rules, [house])
+    assert result.winner is None
+    assert [loss.reason for loss in result.losses] == [LossReason.BELOW_AUCTION_FLOOR]

@@ -16,6 +16,7 @@ from openbid.config import load_config
 from openbid.domain import DemandPartner, Placement
 from openbid.events import EventReader
 from openbid.http.client import FanoutClient
+from openbid.http.granian_server import GranianServer
 from openbid.http.server import HttpServer, Request, Response, Router
 from openbid.platform import Platform
 from openbid.privacy.tcf import TCString
@@ -162,11 +163,18 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-async def start(tmp_path: Path, dsps: list[ScriptedDsp], *, vendor_ids=None, **exchange):
+ENGINES = ["builtin", "granian"]
+"""`server.engine`: the round trips below run on both (docs/operations.md)."""
+
+
+async def start(
+    tmp_path: Path, dsps: list[ScriptedDsp], *, vendor_ids=None, engine="builtin", **exchange
+):
     for dsp in dsps:
         await dsp.start()
     port = _free_port()
     env = {
+        "OPENBID_SERVER__ENGINE": engine,
         "OPENBID_SERVER__PORT": str(port),
         "OPENBID_EXCHANGE__PUBLIC_URL": f"http://127.0.0.1:{port}",
         "OPENBID_EVENTS__DIR": str(tmp_path / "events"),
@@ -216,7 +224,8 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def test_winning_auction_second_price_notices_and_events(tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_winning_auction_second_price_notices_and_events(tmp_path, engine):
     async def main():
         dsps = [
             ScriptedDsp("alpha", 2.0),
@@ -224,8 +233,10 @@ def test_winning_auction_second_price_notices_and_events(tmp_path):
             ScriptedDsp("gamma"),
             ScriptedDsp("delta_empty"),
         ]
-        h = await start(tmp_path, dsps)
+        h = await start(tmp_path, dsps, engine=engine)
         try:
+            engine_class = GranianServer if engine == "granian" else HttpServer
+            assert type(h.platform.server) is engine_class
             status, body = await h.auction(bid_request())
             assert status == 200, body
             response = json.loads(body)
@@ -398,9 +409,10 @@ def test_a_dsp_that_never_answers_is_cut_at_its_deadline_and_logged_as_timed_out
     assert slow_event["latency_ms"] >= given_tmax_ms - 1
 
 
-def test_tampered_click_and_impression_links_are_rejected(tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tampered_click_and_impression_links_are_rejected(tmp_path, engine):
     async def main():
-        h = await start(tmp_path, [ScriptedDsp("alpha", 2.0)])
+        h = await start(tmp_path, [ScriptedDsp("alpha", 2.0)], engine=engine)
         try:
             signer = h.platform.exchange.signer
             click = f"{h.base}/t/click?" + signer.sign(
@@ -478,9 +490,10 @@ def test_click_redirects_carry_no_line_breaks_and_encode_iris(tmp_path):
     ],
     ids=["bad field", "not json", "unknown key", "oversize", "floor currency", "deal currency"],
 )
-def test_bad_requests_get_4xx_with_the_field(tmp_path, body, key, status, field):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_bad_requests_get_4xx_with_the_field(tmp_path, body, key, status, field, engine):
     async def main():
-        h = await start(tmp_path, [ScriptedDsp("alpha", 2.0)])
+        h = await start(tmp_path, [ScriptedDsp("alpha", 2.0)], engine=engine)
         try:
             return await h.auction(body, key=key)
         finally:
@@ -492,9 +505,10 @@ def test_bad_requests_get_4xx_with_the_field(tmp_path, body, key, status, field)
         assert json.loads(got_body)["field"] == field
 
 
-def test_ad_tag_renders_html_with_our_impression_pixel(tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ad_tag_renders_html_with_our_impression_pixel(tmp_path, engine):
     async def main():
-        h = await start(tmp_path, [ScriptedDsp("alpha", 2.0)])
+        h = await start(tmp_path, [ScriptedDsp("alpha", 2.0)], engine=engine)
         try:
             query = urllib.parse.urlencode({"placement": "pl-1", "page": "https://news.example/x"})
             status, headers, body = await h.get(f"{h.base}/ad?{query}")

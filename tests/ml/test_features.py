@@ -176,3 +176,28 @@ def test_infinities_take_the_outermost_buckets_not_an_overflowed_cast(field):
     assert buckets[0] >= bucketize(field, np.array([1e6]))[0] >= 0
     assert buckets[1] != bucketize(field, np.array([np.nan]))[0]  # not "missing"
     assert bucket_of(field, math.inf) == buckets[0] and bucket_of(field, -math.inf) == buckets[1]
+
+
+def test_hash_caches_are_bounded_by_bytes_and_skip_long_values(monkeypatch):
+    """Values are chosen by whoever sends the request: 8 KiB strings are hashed uncached,
+    and a field's cache is cleared before the strings it holds pass its byte budget,
+    without changing any hash."""
+    import openbid.ml.features as features
+
+    monkeypatch.setattr(features, "MAX_CACHE_BYTES", 20_000)
+    featurizer = Featurizer(SPEC)
+    reference = Featurizer(SPEC)
+    site = featurizer._names.index("site")
+    long = {"site": "x" * 8192, "os": "linux", "size": "300x250"}
+    assert (
+        featurizer.transform_one(long).tolist() == reference.transform_rows([long]).row(0).tolist()
+    )
+    assert "x" * 8192 not in featurizer._caches[site]
+    for i in range(500):  # ~200 bytes each: the 20 kB budget holds about 100
+        row = {"site": f"site-{i:04d}.example", "os": "linux", "size": "300x250"}
+        assert (
+            featurizer.transform_one(row).tolist()
+            == reference.transform_rows([row]).row(0).tolist()
+        )
+        assert featurizer._cache_bytes[site] <= 20_000
+    assert 0 < len(featurizer._caches[site]) < 120

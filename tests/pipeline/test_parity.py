@@ -23,10 +23,13 @@ WINDOWS = Windows(
 
 @pytest.fixture(scope="module")
 def event_log(tmp_path_factory):
-    """Segments of a synthetic log (2,000 auctions over 2 h, with every kind) plus a tail
+    """Segments of a synthetic log (2,000 auctions of 2 imps over 2 h, with every kind, repeated
+    tracker hits among them) plus a tail
     of events still in the log file, with a map of features the synthetic log lacks."""
     directory = tmp_path_factory.mktemp("parity")
-    tables = synthetic_tables(2_000, seed=11, start_micros=T0, span_s=2 * 3600.0)
+    tables = synthetic_tables(
+        2_000, seed=11, start_micros=T0, span_s=2 * 3600.0, imps_per_auction=2
+    )
     write_segments(tables, str(directory / "segments"))
     log = EventLog(directory, roll_interval_s=3600)
     ts = T0 + 2 * 3600 * S

@@ -186,6 +186,46 @@ def test_conversion_rows_wait_for_their_own_window_to_close(tmp_path):
     assert built.rows["touch"].to_pylist() == ["view"]
 
 
+def test_a_postback_logged_after_the_view_window_but_within_the_wait_still_counts(tmp_path):
+    _write(tmp_path, [_auction("a1", T0), ImpressionEvent(T0, "a1", "b1")])
+    source, engine = EventSource(tmp_path), DuckDBEngine()
+    # the 1 h post-view window has closed, the 10 min wait for late events has not
+    waiting = run("conversion", source, engine, CONVERSION_WINDOWS, now_micros=T0 + 65 * MINUTE)
+    assert waiting.rows.num_rows == 0
+    # a conversion made within the window, whose postback is logged after it closed
+    _write(tmp_path, [ConversionEvent(T0 + 50 * MINUTE, "a1", "cv1", bid_id="b1")])
+    built = run(
+        "conversion", EventSource(tmp_path), engine, CONVERSION_WINDOWS,
+        now_micros=T0 + 71 * MINUTE,
+    )  # fmt: skip
+    assert built.rows["touch"].to_pylist() == ["view"]
+    assert built.rows["label"].to_pylist() == [1]
+
+
+@pytest.mark.parametrize("set_name", ["click", "conversion"])
+def test_rows_of_auctions_with_several_imps_carry_their_own_auctions_features(tmp_path, set_name):
+    from openbid.pipeline.synthetic import synthetic_tables, write_segments
+
+    # 3 hours of segments (the auctions arrive in several chunks), 3 imps per auction
+    tables = synthetic_tables(600, seed=5, start_micros=T0, span_s=3 * 3600.0, imps_per_auction=3)
+    write_segments(tables, str(tmp_path / "segments"))
+    built = run(
+        set_name, EventSource(tmp_path), DuckDBEngine(), CONVERSION_WINDOWS,
+        now_micros=T0 + 4 * 86400 * S,
+    )  # fmt: skip
+    features_of = dict(
+        zip(
+            tables["auction"]["auction_id"].to_pylist(),
+            tables["auction"]["features"].to_pylist(),
+            strict=True,
+        )
+    )
+    rows = built.rows.to_pylist()
+    assert len({row["imp_id"] for row in rows}) == 3
+    assert len(rows) > len({row["auction_id"] for row in rows})  # auctions with several rows
+    assert all(row["features"] == features_of[row["auction_id"]] for row in rows)
+
+
 def test_shaping_rows_are_one_per_bid_event_with_the_auctions_features_and_the_tail(tmp_path):
     rolled = [
         _auction("a1", T0, os="ios", country="DEU"),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from prometheus_client import generate_latest
 
-from openbid.ml import Featurizer, MultiModelScorer, ScoringModel
+from openbid.ml import FeatureSpec, Featurizer, MultiModelScorer, ScoringModel
 from openbid.obs import REGISTRY
 from openbid.shaping import ModelShaper, PassThroughShaper, QpsCapGate, ShapingModelError
 from openbid.shaping.fastpath import RequestScorer
@@ -202,3 +202,20 @@ def test_fast_path_matches_featurizer_and_scorer():
         np.testing.assert_allclose(
             out, reference.score_one(featurizer.transform_one(row)), rtol=1e-6
         )
+
+
+def test_fast_path_hash_caches_skip_long_values_and_stay_within_bytes(monkeypatch):
+    """The request scorer's per-field caches: a long sender-chosen value is not kept, and
+    the byte budget clears a field's cache instead of growing past it."""
+    import openbid.shaping.fastpath as fastpath
+
+    monkeypatch.setattr(fastpath, "MAX_CACHE_BYTES", 20_000)
+    spec = FeatureSpec(categorical=["site", "os"], hash_bits=18, seed=3)
+    fast = RequestScorer(spec, [np.zeros(spec.n_features)])
+    site = fast.names.index("site")
+    fast._field_hash(site, "y" * 8192)
+    assert "y" * 8192 not in fast._caches[site]
+    for i in range(500):
+        fast._field_hash(site, f"site-{i:04d}.example")
+        assert fast._cache_bytes[site] <= 20_000
+    assert 0 < len(fast._caches[site]) < 120

@@ -7,6 +7,7 @@ import sqlalchemy
 
 from openbid.stores import Catalog, DemandPartner, Placement, StoreError, StoreUnavailable
 from openbid.stores.catalog import MIGRATIONS_DIR
+from tests.conftest import drop_catalog_tables
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -19,11 +20,7 @@ def catalog(request, tmp_path):
     catalog.migrate()
     yield catalog
     if request.param == "postgresql":
-        from openbid.stores.catalog import Base
-
-        Base.metadata.drop_all(catalog.engine)
-        with catalog.engine.begin() as connection:
-            connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+        drop_catalog_tables(catalog.engine)
     catalog.close()
 
 
@@ -141,10 +138,8 @@ READS = {
 def test_reads_from_a_missing_schema_are_store_unavailable(catalog):
     """A table gone (a restore in progress, a failover to an empty replica) fails each read with
     `StoreUnavailable` (SQLite: OperationalError, PostgreSQL: ProgrammingError underneath)."""
-    from openbid.stores.catalog import Base
-
     catalog.add_publisher("pub-1", "A", api_key="k")
-    Base.metadata.drop_all(catalog.engine)
+    drop_catalog_tables(catalog.engine)
     for name, read in READS.items():
         with pytest.raises(StoreUnavailable, match="catalog at"):
             read(catalog)
@@ -184,9 +179,5 @@ def test_a_dropped_postgresql_connection_costs_no_read(postgres_url):
         assert ended == (1,)
         assert catalog.publisher("pub-1") is not None
     finally:
-        from openbid.stores.catalog import Base
-
-        Base.metadata.drop_all(catalog.engine)
-        with catalog.engine.begin() as connection:
-            connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+        drop_catalog_tables(catalog.engine)
         catalog.close()
