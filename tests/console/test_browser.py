@@ -213,6 +213,8 @@ def test_upload_a_creative_and_see_its_preview(page, demo):
     expect(image).to_be_visible()
     natural = image.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
     assert natural == [True, 300, 250]  # the uploaded image, served from /assets, rendered
+    page.get_by_role("button", name="Approve").click()  # only approved creatives serve
+    expect(page.locator("h1 .status")).to_have_text("approved")
     shoot(page, "02-creative-preview")
 
 
@@ -230,26 +232,43 @@ def test_create_a_campaign_with_targeting_and_budget(page, demo):
     shoot(page, "03-campaign-editor-errors")
     page.get_by_label("Total budget").fill("3,000")
     page.get_by_label("Daily budget").fill("100")
-    page.get_by_label("Goal", exact=True).select_option("cpc")
-    page.get_by_label("Goal amount").fill("0.80")
-    page.get_by_label("Countries").fill("USA, CAN")
+    page.get_by_label("Goal", exact=True).select_option("cpm")
+    page.get_by_label("Goal amount").fill("20")
+    page.get_by_label("Countries").fill("USA, CAN, GBR")
     page.get_by_role("checkbox", name="phone", exact=True).check()
+    page.get_by_role("checkbox", name="desktop", exact=True).check()
     page.get_by_role("checkbox", name="banner", exact=True).check()
     page.get_by_role("checkbox", name=re.compile("Trailhead spring 300x250")).check()
     page.get_by_role("button", name="Create campaign").click()
     expect(page).to_have_url(demo.base + "/campaigns/trail-spring")
     expect(page.locator(".tiles")).to_contain_text("$3,000")
-    expect(page.locator("td.targeting")).to_contain_text("countries: USA, CAN")
+    expect(page.locator("td.targeting")).to_contain_text("countries: USA, CAN, GBR")
     expect(page.locator("canvas#pacing")).to_have_attribute("data-drawn", "true")
     shoot(page, "04-campaign-pacing")
     status, line_items = demo.api("/api/v1/line-items?campaign_id=trail-spring")
     assert status == 200 and len(line_items) == 1
     assert line_items[0]["creative_ids"] == ["cr-trail-300x250"]
-    assert line_items[0]["targeting"]["countries"] == ["USA", "CAN"]
-    assert line_items[0]["targeting"]["device_types"] == ["phone"]
+    assert line_items[0]["targeting"]["countries"] == ["USA", "CAN", "GBR"]
+    assert line_items[0]["targeting"]["device_types"] == ["phone", "desktop"]
     status, campaign = demo.api("/api/v1/campaigns/trail-spring")
     assert campaign["total_budget_micros"] == 3_000_000_000
-    assert campaign["daily_budget_micros"] == 100_000_000 and campaign["goal"] == "cpc"
+    assert campaign["daily_budget_micros"] == 100_000_000 and campaign["goal"] == "cpm"
+
+
+def test_the_new_campaign_delivers(page, demo):
+    """The exchange's house demand picks the campaign up from the catalog and wins with it:
+    its spend reaches the rollups, and its page shows it against the plan."""
+    deadline = time.monotonic() + 90
+    while True:
+        status, budget = demo.api("/api/v1/campaigns/trail-spring/budget")
+        if status == 200 and budget["spent_micros"] > 0:
+            break
+        assert time.monotonic() < deadline, f"the campaign did not deliver in 90 s: {budget}"
+        time.sleep(1.0)
+    page.goto(demo.base + "/campaigns/trail-spring")
+    spent = page.locator("#spent").inner_text()
+    assert spent.startswith("$") and float(spent[1:].replace(",", "")) > 0
+    shoot(page, "05-campaign-delivering")
 
 
 def test_the_platform_delivers_and_the_reports_show_it(page, demo):
@@ -266,7 +285,7 @@ def test_the_platform_delivers_and_the_reports_show_it(page, demo):
         page.wait_for_timeout(1000)
     assert int(tile.replace(",", "")) > 0
     expect(page.locator("canvas#dashboard-hourly")).to_have_attribute("data-drawn", "true")
-    shoot(page, "05-dashboard-delivering")
+    shoot(page, "06-dashboard-delivering")
     page.get_by_role("link", name="Reports", exact=True).first.click()
     page.get_by_role("checkbox", name="Day", exact=True).uncheck()
     page.get_by_role("checkbox", name="DSP", exact=True).check()
@@ -275,7 +294,7 @@ def test_the_platform_delivers_and_the_reports_show_it(page, demo):
     expect(page).to_have_url(re.compile(r"group_by=dsp"))
     rows = page.locator("table.report tbody tr")
     assert rows.count() >= 2
-    shoot(page, "06-report-by-dsp")
+    shoot(page, "07-report-by-dsp")
     with page.expect_download() as download:
         page.get_by_role("link", name="Export CSV").click()
     text = Path(download.value.path()).read_text()
@@ -290,7 +309,7 @@ def test_exchange_and_model_health(page, demo):
     expect(page.locator("#exchange-panel")).to_contain_text("Auction p99")
     # htmx refreshes the panel in place with rates over the scrapes it saw
     expect(page.locator("#exchange-panel")).to_contain_text("rates over the last", timeout=15_000)
-    shoot(page, "07-exchange-health")
+    shoot(page, "08-exchange-health")
     page.goto(demo.base + "/health/models")
     for purpose in ("shaping", "ctr", "cvr"):
         expect(page.get_by_role("heading", name=purpose, exact=True)).to_be_visible()
@@ -298,7 +317,7 @@ def test_exchange_and_model_health(page, demo):
         # the registry's section polls until MLflow is open (a new tracking database first)
         expect(section.locator("[data-loaded=true]")).to_be_visible(timeout=90_000)
     expect(page.get_by_role("heading", name=re.compile("Live calibration"))).to_be_visible()
-    shoot(page, "08-model-health")
+    shoot(page, "09-model-health")
 
 
 def test_keyboard_reaches_the_navigation(page, demo):

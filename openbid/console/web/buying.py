@@ -346,6 +346,22 @@ def creative_page(
     )
 
 
+@router.post("/creatives/{creative_id}/approval")
+async def review_creative(
+    request: Request,
+    creative: Annotated[records.Creative, Depends(owned_creative)],
+    who: PageUser,
+    ctx: Ctx,
+) -> Response:
+    """An admin approves or rejects a creative (only approved creatives serve)."""
+    form = await request.form()
+    decision = forms.text(form, "approval", 16)
+    if decision not in ("approved", "rejected"):
+        raise ApiError(422, "approval", "approved or rejected")
+    creatives.update_creative(creative, schemas.CreativePatch(approval=decision), who, ctx)
+    return RedirectResponse(f"/creatives/{creative.id}", status_code=303)
+
+
 # --- bulk upload
 def _scoped_existing(ctx: Any, scope: str | None) -> CampaignSet:
     everything = ctx.catalog.campaign_set()
