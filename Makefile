@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-quick bench-tools lint format clean install
+.PHONY: demo test bench bench-quick bench-tools lint format clean install vendor browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,10 +14,39 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# The console's browser libraries (Chart.js, htmx) from the npm registry, at pinned versions
+# checked against their integrity (openbid/console/web/vendor.lock), into
+# openbid/console/web/static/vendor/ (not committed); npm comes from apt when we are root.
+VENDOR_STAMP := openbid/console/web/static/vendor/VERSIONS.txt
+
+$(VENDOR_STAMP): openbid/console/web/vendor.lock tools/vendor_js.py
+	@command -v npm >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing npm with apt-get"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm; \
+	  else \
+	    echo "the console's pages need npm to fetch Chart.js and htmx (sudo apt-get install npm)" >&2; \
+	    exit 1; \
+	  fi; }
+	$(PYTHON) tools/vendor_js.py
+
+vendor: $(VENDOR_STAMP)
+
+# The browser tests drive Debian's Chromium through Playwright (never a browser download).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium with apt-get"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else \
+	    echo "the console's browser tests need Chromium (sudo apt-get install chromium)" >&2; \
+	    exit 1; \
+	  fi; }
+
+demo: $(STAMP) $(VENDOR_STAMP)
 	$(BIN)/openbid up --demo
 
-test: $(STAMP)
+test: $(STAMP) $(VENDOR_STAMP) browser
 	$(BIN)/ruff check openbid tests bench
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest

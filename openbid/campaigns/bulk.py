@@ -168,6 +168,13 @@ def _csv_rows(text: str) -> Iterator[_Row]:
         yield _Row(kind, number, doc)
 
 
+def rows_from_text(text: str, filename: str) -> list[_Row]:
+    """The rows of a file's text (an upload): CSV when `filename` ends in .csv, else YAML."""
+    if filename.lower().endswith(".csv"):
+        return list(_csv_rows(text))
+    return list(_yaml_rows(text))
+
+
 def read_rows(path: str | Path) -> list[_Row]:
     path = Path(path)
     try:

@@ -79,6 +79,11 @@ def creative_doc(creative_id: str, **overrides) -> dict:
 @pytest.fixture
 def world(tmp_path):
     """(client, context, admin headers, {name: Tenant}) with objects of each tenant."""
+    yield from build_world(tmp_path)
+
+
+def build_world(tmp_path):
+    """The `world` fixture's body, for fixtures of a wider scope."""
     context = open_context(console_config(tmp_path))
     client = TestClient(create_app(context))
     admin = context.users.create_user("admin", PASSWORD, "admin")
