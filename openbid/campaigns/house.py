@@ -578,13 +578,15 @@ class HouseDemand:
             days.setdefault(day, []).append(position)
             budget = daily_budget_micros(campaign)
             budgets.append(budget)
-            self.banker.open(campaign.id, day, budget)
+            self.banker.open(campaign.id, day, budget)  # no I/O: a closed day waits below
             self.pacer.set_line_item(
                 campaign.id,
                 budget,
                 utc_offset_s=offset,
                 settings=self._throttle if campaign.tier == "guaranteed" else None,
             )
+        if self.banker.closed:  # a day changed: yesterday's unspent slices go back
+            await self.banker.agive_back_closed()
         spent: dict[str, int] = {}
         for day, positions in days.items():
             ids = [campaigns[p].id for p in positions]
