@@ -125,11 +125,13 @@ def test_a_buyer_vendor_id_is_granted_consent_by_the_variants_that_accept_it_not
     }
     variants = market.config.traffic.consent
     assert consenting == {name for name, v in variants.items() if v.vendors == "all"}
-    share = sum(variants[name].share for name in consenting) / sum(v.share for v in variants.values())
+    share = sum(variants[name].share for name in consenting) / sum(
+        v.share for v in variants.values()
+    )
     assert 0.5 < share < 1.0
     # the DSPs' consent is what it was without the buyer
     plain = Market.load("default")
     for name, string in plain.consent_strings.items():
-        assert _read_core(string)["vendors"] == _read_core(market.consent_strings[name])["vendors"] - {
-            DEMO_VENDOR_ID
-        }
+        assert _read_core(string)["vendors"] == _read_core(market.consent_strings[name])[
+            "vendors"
+        ] - {DEMO_VENDOR_ID}
