@@ -22,7 +22,6 @@ from openbid.clock import current as current_clock
 from openbid.clock import now as clock_now
 from openbid.errors import OpenbidError
 
-
 MARK_MARGIN_S = 86_400.0
 """Real seconds an idempotency mark outlives the URLs it guards (clock skew, retries)."""
 
