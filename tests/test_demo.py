@@ -174,3 +174,18 @@ def test_panel_texts():
         "data: 10 rows and 2 positives held out"
     )
     assert short_reason("x" * 200) == "x" * 80
+
+
+def test_the_house_table_names_campaigns_by_their_names_not_ids():
+    from rich.console import Console
+
+    from openbid.campaigns.house import HOUSE_BUDGET_TODAY, HOUSE_SPEND_TODAY
+    from openbid.demo import _house_table
+
+    HOUSE_BUDGET_TODAY.labels("cmp-test-names").set(100_000_000)
+    HOUSE_SPEND_TODAY.labels("cmp-test-names").set(25_000_000)
+    console = Console(record=True, width=200)
+    console.print(_house_table({"cmp-test-names": "Spring sale, test"}))
+    text = console.export_text()
+    assert "Spring sale, test" in text and "cmp-test-names" not in text
+    assert "25.00" in text and "25.0%" in text
