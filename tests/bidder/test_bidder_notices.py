@@ -14,7 +14,7 @@ from openbid.bidder import Bidder
 from openbid.bidder.notices import LOSS_PRICE_MAX_RATIO
 from openbid.bidder.server import BIDDER_LOSS_PRICES, BIDDER_NOTICES, BIDDER_PRICES
 from openbid.campaigns.budgets import DAY_S, day_of
-from openbid.campaigns.house import HOUSE_HOLDS_SHED
+from openbid.campaigns.house import HOUSE_HOLDS_SHED, HOUSE_UNHELD_SPEND
 from openbid.creative import TrackerSigner
 from openbid.http.messages import Request
 from openbid.openrtb import BidRequest
@@ -164,6 +164,11 @@ def test_holds_of_bids_without_an_outcome_are_freed_after_unwon_hold_s_won_ones_
     assert _count(HOUSE_HOLDS_SHED, "unwon") == before + 1
     assert asyncio.run(house.billed(won.bid_id, "cpm", won.line_item_id, 2_000, None))
     assert house.banker.accounts["cpm"].held_micros == 0
+    # a billing notice later than unwon_hold_s is charged all the same, and counted
+    unheld = HOUSE_UNHELD_SPEND._value.get()
+    assert asyncio.run(house.billed(unwon.bid_id, "cpm", unwon.line_item_id, 2_000, None))
+    assert house.banker.accounts["cpm"].spent_micros == 4_000
+    assert HOUSE_UNHELD_SPEND._value.get() == unheld + 1
 
 
 def test_open_holds_are_capped_shedding_the_oldest_unwon_and_never_passing_the_budget():
