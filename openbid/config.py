@@ -269,11 +269,26 @@ class CampaignsConfig(_Section):
     """Real seconds between pacing updates (pacing itself runs on market time)."""
     hold_s: PositiveFloat = 600.0
     """Real seconds a won bid's cost stays held waiting for its billing event."""
+    unwon_hold_s: PositiveFloat = 60.0
+    """Real seconds the cost of a bid without an outcome (no win, no loss notice) stays
+    held; at most `hold_s`."""
+    max_open_holds: PositiveInt = 100_000
+    """Held bids per process at most (about 200 bytes each): past it the oldest bids without
+    an outcome are let go (`openbid_house_holds_shed_total`)."""
+    min_price_share: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.05
+    """A second-price win notice is charged at least this share of our bid (and at least
+    the floor we met): its price macro is not signed."""
     anonymous_share: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.1
     """A capped line item's share of impressions to users without a usable id."""
     vendor_id: Annotated[int, Meta(ge=1, le=100_000)] | None = None
     """Our TCF vendor id as a buyer: house demand may use a request only as a DSP with this
     id could (consent); unset, house demand does not bid where GDPR applies."""
+
+    def __post_init__(self) -> None:
+        if self.unwon_hold_s > self.hold_s:
+            raise ValueError(
+                f"unwon_hold_s ({self.unwon_hold_s}) must not exceed hold_s ({self.hold_s})"
+            )
 
 
 class LoggingConfig(_Section):
@@ -638,6 +653,9 @@ def config_to_toml(config: Config) -> str:
     for section, values in msgspec.to_builtins(config).items():
         lines.append(f"[{section}]")
         for key, value in values.items():
+            if value is None:  # TOML has no null: unset keys read back as their default
+                lines.append(f"# {key} = (not set)")
+                continue
             lines.append(f"{key} = {_toml_value(mask_credentials(key, value))}")
         lines.append("")
     return "\n".join(lines)

@@ -95,6 +95,8 @@ class DemoState:
     """What the summary shows, updated by the traffic loop."""
 
     def __init__(self) -> None:
+        self.campaign_names: dict[str, str] = {}
+        """House campaign id -> name, read from the catalog at the start (the table's rows)."""
         self.started = time.monotonic()
         self.sent = 0
         self.latencies_ms: list[float] = []
@@ -174,7 +176,7 @@ def _summary(state: DemoState, dsps: list[str], panel: LoopPanel | None = None) 
             ("closed", "half-open", "open")[int(state_value)],
         )
     groups = [head, per_dsp]
-    house_table = _house_table()
+    house_table = _house_table(state.campaign_names)
     if house_table is not None:
         groups.append(house_table)
     if state.users is not None:
@@ -184,9 +186,11 @@ def _summary(state: DemoState, dsps: list[str], panel: LoopPanel | None = None) 
     return Group(*groups)
 
 
-def _house_table() -> Table | None:
+def _house_table(names: dict[str, str] | None = None) -> Table | None:
     """House campaigns (`openbid/campaigns/demo.yaml`): today's spend against the daily
-    budget, and what pacing does about it, from the metrics (every worker's, gathered)."""
+    budget, and what pacing does about it, from the metrics (every worker's, gathered);
+    each row named by the campaign's name (`names`: id -> name; the id when unknown)."""
+    names = names or {}
     snapshot = _snapshot or Snapshot()
     budgets = {
         labels["campaign"]: value
@@ -204,12 +208,13 @@ def _house_table() -> Table | None:
     )
     for column in ("campaign", "spent $", "budget $", "spent", "bid x", "bids"):
         table.add_column(column, justify="right")
-    for campaign, budget in sorted(budgets.items()):
+    for campaign in sorted(budgets, key=lambda c: (names.get(c, c), c)):
+        budget = budgets[campaign]
         spent = _value("openbid_house_spend_today_micros", campaign=campaign)
         multiplier = _value("openbid_house_pacing", campaign=campaign, control="bid_multiplier")
         participation = _value("openbid_house_pacing", campaign=campaign, control="participation")
         table.add_row(
-            campaign,
+            names.get(campaign, campaign),
             f"{spent / 1e6:,.2f}",
             f"{budget / 1e6:,.0f}",
             f"{spent / budget:.1%}" if budget else "-",
@@ -241,7 +246,10 @@ def demo_services(market_name: str = "default", rate_per_s: float = 400.0) -> li
     """The tasks `openbid up --demo` runs beside the servers."""
 
     async def run(platform: Platform) -> None:
-        market = Market.load(market_name)
+        # The sites' consent platform lists our vendor id beside the DSPs' (`demo_config`
+        # sets it): EU users consent to house demand as they do to a DSP.
+        vendor_id = platform.config.campaigns.vendor_id
+        market = Market.load(market_name, buyer_vendor_ids=[vendor_id] if vendor_id else [])
         servers = await DspServers(market).start()
         client = FanoutClient()
         users = _users(platform, market, client)
@@ -250,9 +258,10 @@ def demo_services(market_name: str = "default", rate_per_s: float = 400.0) -> li
         refreshing = asyncio.create_task(panel.refresh_forever())
         probing: asyncio.Task[None] | None = None
         try:
-            await asyncio.to_thread(_register, platform, market, servers.urls)
+            names = await asyncio.to_thread(_register, platform, market, servers.urls)
             console_line = await asyncio.to_thread(_console_admin, platform.config)
             state = DemoState()
+            state.campaign_names = names
             state.users = users
             state.in_flight = InFlight(rate_per_s)
             probing = asyncio.create_task(state.in_flight.probe())
@@ -391,7 +400,9 @@ def _console_admin(config) -> str:  # type: ignore[no-untyped-def]
     )
 
 
-def _register(platform: Platform, market: Market, urls: dict[str, str]) -> None:
+def _register(platform: Platform, market: Market, urls: dict[str, str]) -> dict[str, str]:
+    """Registers the simulated DSPs and the demo's house campaigns; returns the campaigns'
+    names by id (the house table's rows)."""
     catalog = platform.catalog
     assert catalog is not None and platform.exchange_server is not None
     if catalog.publisher("demo") is None:
@@ -409,12 +420,15 @@ def _register(platform: Platform, market: Market, urls: dict[str, str]) -> None:
 
     if isinstance(catalog, CampaignCatalog):
         load_demo_campaigns(catalog)
+        names = {c.id: c.name for c in catalog.campaign_set().campaigns}
     else:  # workers serve: the supervisor's catalog; each worker polls the revision
         campaigns = CampaignCatalog(platform.config.stores.catalog_url)
         try:
             load_demo_campaigns(campaigns)
+            names = {c.id: c.name for c in campaigns.campaign_set().campaigns}
         finally:
             campaigns.close()
     house = getattr(platform, "house", None)
     if house is not None:
         house.matcher.refresh()
+    return names

@@ -34,6 +34,10 @@ from openbid.pipeline.runs import Run, open_readonly, short_reason
 log = logging.getLogger(__name__)
 
 DEMO_SPEED = 60.0
+DEMO_VENDOR_ID = 91
+"""openbid's TCF vendor id as a buyer in the demo (`campaigns.vendor_id`, unless the
+configuration sets one): the simulated market's consent platform lists it beside the DSPs'
+(odd, so only the users who accept all vendors consent to it, about 72% of EU traffic)."""
 """Market seconds per real second: a market hour a real minute, so the loop shows in minutes."""
 DEMO_INTERVAL_REAL_S = 30.0
 """Real seconds between two training runs of each model."""
@@ -81,6 +85,9 @@ def demo_config(settings: Config, speed: float | None = None) -> Config:
     return replace(
         settings,
         exchange=replace(settings.exchange, notice_private_hosts=True, public_url=public_url),
+        campaigns=replace(
+            settings.campaigns, vendor_id=settings.campaigns.vendor_id or DEMO_VENDOR_ID
+        ),
         clock=replace(settings.clock, speed=speed),
         events=events,
         etl=replace(

@@ -172,6 +172,10 @@ class Platform:
                 pacing=settings.pacing,
                 shading=settings.shading,
                 hold_s=settings.hold_s,
+                unwon_hold_s=settings.unwon_hold_s,
+                max_open_holds=settings.max_open_holds,
+                # once-per-bid marks outlive every notice URL that could repeat them
+                mark_ttl_s=self.exchange.signer.mark_ttl_s(3 * 86_400),
                 tick_s=settings.tick_s,
                 anonymous_share=settings.anonymous_share,
                 vendor_id=settings.vendor_id,
@@ -189,6 +193,7 @@ class Platform:
                 limits=self.exchange_server.limits if self.exchange_server else None,
                 ua_parser=exchange.ua_parser,
                 geo_reader=exchange.geo_reader,
+                min_price_share=settings.min_price_share,
             ).routes(self.router)
 
     def _open_model_sync(self) -> None:

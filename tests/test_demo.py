@@ -190,3 +190,20 @@ def test_the_summary_reads_the_metrics_once_and_shows_house_campaigns():
     assert demo._snapshot is not None  # the registry as this summary read it
     assert demo._snapshot.value("openbid_house_budget_today_micros",
                                 campaign="summary-test-campaign") == 50_000_000  # fmt: skip
+
+
+def test_the_house_table_names_campaigns_by_their_names_not_ids():
+    from rich.console import Console
+
+    from openbid import demo
+    from openbid.campaigns.house import HOUSE_BUDGET_TODAY, HOUSE_SPEND_TODAY
+
+    HOUSE_BUDGET_TODAY.labels("cmp-test-names").set(100_000_000)
+    HOUSE_SPEND_TODAY.labels("cmp-test-names").set(25_000_000)
+    state = demo.DemoState()
+    state.campaign_names = {"cmp-test-names": "Spring sale, test"}
+    console = Console(record=True, width=200)
+    console.print(demo._summary(state, ["atlas"]))  # reads the registry, as the demo does
+    row = next(line for line in console.export_text().splitlines() if "Spring sale" in line)
+    assert "cmp-test-names" not in row
+    assert "25.00" in row and "25.0%" in row

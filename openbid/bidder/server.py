@@ -5,9 +5,9 @@ routes its bids carry record their outcome.
 | route | answers | does |
 | --- | --- | --- |
 | `POST /bidder/openrtb` | 200 BidResponse (one bid per impression at most, seat `openbid`, `adm`, `nurl`, `burl`, `lurl`), 204 no bid (also: `cur` without USD, or consent forbids: `openbid.campaigns.consent`), 400 naming the field, 413 | match, pace, cap, price, shade, hold the cost against the budget |
-| `GET /bidder/win` | 204 | the win: spend recorded once per bid id, at `${AUCTION_PRICE}` (never above our bid) |
+| `GET /bidder/win` | 204 | the win: spend recorded once per bid id, at our bid in first price, at `${AUCTION_PRICE}` in second (never above our bid, never below the floor met or `min_price_share` of it: `charged_price_micros`) |
 | `GET /bidder/bill` | 204 | the billing notice: the same spend, the same once per bid id (whichever of the two comes first counts) |
-| `GET /bidder/loss` | 204 | the hold is freed; the price that won (`${AUCTION_MIN_TO_WIN}`, else `${AUCTION_PRICE}`) feeds the win curves |
+| `GET /bidder/loss` | 204 | once per bid id, nothing for a bid already billed: the hold is freed; in first price a believable price that won (`${AUCTION_MIN_TO_WIN}`, else `${AUCTION_PRICE}`) feeds the win curves |
 | any notice, bad signature | 403 | nothing |
 
 Requests are decoded leniently like the exchange's (`decode_bid_request_lenient`: repairs
@@ -24,7 +24,12 @@ from collections.abc import Mapping
 import msgspec
 from prometheus_client import Counter, Histogram
 
-from openbid.bidder.notices import decode_price_micros, notice_urls, verify_notice
+from openbid.bidder.notices import (
+    charged_price_micros,
+    decode_loss_price_micros,
+    notice_urls,
+    verify_notice,
+)
 from openbid.campaigns.consent import house_inputs
 from openbid.campaigns.house import HOUSE_BIDS, MEDIA_CODES, HouseBid, HouseDemand, ImpOffer
 from openbid.campaigns.scoring import HOUSE_DSP
@@ -39,6 +44,7 @@ from openbid.obs import REGISTRY
 from openbid.openrtb import BidRequest, InvalidBidRequest, Limits, RequestTooLarge, encode
 from openbid.openrtb.repair import decode_bid_request_lenient
 from openbid.openrtb.response import Bid, BidResponse, SeatBid
+from openbid.pricing.shading import FIRST_PRICE
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +68,27 @@ BIDDER_NOTICES = Counter(
 BIDDER_PRICES = Counter(
     "openbid_bidder_notice_prices",
     "How the price macro of win and billing notices read: ok, missing (not substituted: "
-    "charged at our bid), invalid, above_bid (charged at our bid)",
+    "charged at our bid), invalid, above_bid (charged at our bid), first_price_below_bid "
+    "(a first-price notice saying less than our bid: charged at our bid), below_least (a "
+    "second-price notice below the floor met or campaigns.min_price_share of our bid: "
+    "charged at that least price)",
     ("reading",),
     registry=REGISTRY,
 )
+BIDDER_LOSS_PRICES = Counter(
+    "openbid_bidder_loss_prices",
+    "How the price of loss notices read (mtw, else price): ok (fed to the win curves), "
+    "missing (censored), invalid (not a finite number >= 0: ignored), implausible (more "
+    "than LOSS_PRICE_MAX_RATIO times our bid: ignored), not_price (a loss reason other than "
+    "a price: not fed)",
+    ("reading",),
+    registry=REGISTRY,
+)
+PRICE_LOSS_REASONS = frozenset({"100", "101", "102", "103"})
+"""OpenRTB loss reasons that say a price lost (below the floor, the deal floor, a higher
+bid, a deal's bid); a notice without a reason counts as one. Other reasons (errors,
+creative filtered, seat blocked) tell nothing about prices."""
+_LOW_PRICE_LOG_S = 60.0
 BIDDER_LATENCY = Histogram(
     "openbid_bidder_latency_seconds",
     "Time to answer /bidder/openrtb",
@@ -90,6 +113,11 @@ def _micros(
             field, f"must be one of the currencies we convert ({', '.join(sorted(rates))})"
         )
     return round((amount or 0.0) * rate * MICROS)
+
+
+def auction_type(request: BidRequest) -> int:
+    """The request's auction type as we bid on it (OpenRTB's default: 2, second price)."""
+    return request.at if request.at in (1, 2) else 2
 
 
 def offers_of(request: BidRequest, rates: Mapping[str, float]) -> list[ImpOffer]:
@@ -127,6 +155,7 @@ class Bidder:
         limits: Limits | None = None,
         ua_parser: UserAgentParser | None = None,
         geo_reader: object | None = None,
+        min_price_share: float = 0.05,
     ) -> None:
         self.house = house
         self.signer = signer
@@ -135,6 +164,8 @@ class Bidder:
         self.limits = limits or Limits()
         self.ua_parser = ua_parser
         self.geo_reader = geo_reader
+        self.min_price_share = min_price_share
+        self._low_logged_at = -1e9
 
     def routes(self, router: Router) -> None:
         router.add("POST", "/bidder/openrtb", self.handle_bid_request)
@@ -182,7 +213,7 @@ class Bidder:
         if inputs is None:  # consent: no more than a DSP with our vendor id would get
             HOUSE_BIDS.labels("consent").inc(len(offers))
             return []
-        at = request.at if request.at in (1, 2) else 2
+        at = auction_type(request)
         try:
             return await house.bid(
                 inputs.features,
@@ -198,6 +229,7 @@ class Bidder:
 
     def response(self, request: BidRequest, bids: list[HouseBid]) -> BidResponse:
         out = []
+        at = str(auction_type(request))
         for house in bids:
             creative = house.creative
             params = {
@@ -207,6 +239,8 @@ class Bidder:
                 "bp": str(house.price_micros),
                 "seg": str(house.segment),
                 "fu": house.user_key or "",
+                "at": at,
+                "fl": str(house.floor_micros),
             }
             urls = notice_urls(self.signer, self.public_url, params)
             adomain = list(creative.adomain) or None
@@ -247,15 +281,47 @@ class Bidder:
             return _error(403, f"{kind} notice signature does not match")
         params, unsigned = verified
         bid_micros = int(params["bp"])
-        price, reading = decode_price_micros(unsigned.get("price", ""), bid_micros)
+        at = int(params.get("at", FIRST_PRICE))  # signed; without: charged at our bid
+        price, reading = charged_price_micros(
+            unsigned.get("price", ""),
+            bid_micros,
+            int(params.get("fl", 0)),
+            at,
+            self.min_price_share,
+        )
         BIDDER_PRICES.labels(reading).inc()
         first = await self.house.billed(
             params["bid"], params["cmp"], params["li"], -(-price // 1000), params["fu"] or None
         )
         if first:
-            self.house.observe(int(params["seg"]), bid_micros, won=True)
+            if at == FIRST_PRICE:
+                self.house.observe(int(params["seg"]), bid_micros, won=True)
+            if reading in ("first_price_below_bid", "below_least"):
+                self._log_low_price(kind, params, unsigned.get("price", ""), price, reading)
         BIDDER_NOTICES.labels(kind, "counted" if first else "duplicate").inc()
         return Response(204)
+
+    def _log_low_price(
+        self, kind: str, params: Mapping[str, str], said: str, charged: int, reading: str
+    ) -> None:
+        """A notice whose price said less than a safe least price (once a minute: anyone
+        holding a notice URL can make them)."""
+        now = time.monotonic()
+        if now - self._low_logged_at < _LOW_PRICE_LOG_S:
+            return
+        self._low_logged_at = now
+        log.warning(
+            "bidder: a notice's price below what it can be",
+            extra={
+                "kind": kind,
+                "bid_id": params["bid"],
+                "campaign_id": params["cmp"],
+                "price": said[:32],
+                "charged_micros": charged,
+                "bid_micros": params["bp"],
+                "reading": reading,
+            },
+        )
 
     async def handle_win(self, request: Request) -> Response:
         return await self._spend("win", request)
@@ -268,16 +334,20 @@ class Bidder:
         if verified is None:
             return _error(403, "loss notice signature does not match")
         params, unsigned = verified
+        outcome = await self.house.loss_notice(params["bid"])
+        BIDDER_NOTICES.labels("loss", outcome).inc()
+        if outcome != "counted" or int(params.get("at", FIRST_PRICE)) != FIRST_PRICE:
+            return Response(204)  # the win curves learn first-price outcomes, once a bid
+        reason = unsigned.get("reason", "").strip()
+        if reason and not reason.startswith("${") and reason not in PRICE_LOSS_REASONS:
+            BIDDER_LOSS_PRICES.labels("not_price").inc()
+            return Response(204)
         bid_micros = int(params["bp"])
-        self.house.lost(params["bid"])
-        winning = 0
-        for name in ("mtw", "price"):
-            price, reading = decode_price_micros(unsigned.get(name, ""), 10**15)
-            if reading == "ok" and price > 0:
-                winning = price
-                break
+        winning, reading = decode_loss_price_micros(unsigned.get("mtw", ""), bid_micros)
+        if reading == "missing":
+            winning, reading = decode_loss_price_micros(unsigned.get("price", ""), bid_micros)
+        BIDDER_LOSS_PRICES.labels(reading).inc()
         self.house.observe(int(params["seg"]), bid_micros, won=False, loss_price_micros=winning)
-        BIDDER_NOTICES.labels("loss", "counted").inc()
         return Response(204)
 
 

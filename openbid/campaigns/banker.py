@@ -10,7 +10,9 @@ background (`top_up`, or the `keep` task) takes a new slice before the current o
 out, sized to a few seconds of the worker's spend, and smaller as the budget's end nears so
 the last of it is shared rather than stranded in one worker; `give_back` returns what a
 worker does not need (at the end of a day, at shutdown, or when it holds far more than its
-recent spend).
+recent spend). A day's change closes yesterday's account without I/O (`open`): what it
+did not spend waits in `closed` until `give_back_closed` / `agive_back_closed` (the keeper,
+or the house's pacing tick) returns it, off the event loop.
 
 Why spend never exceeds a budget by more than one bid: the workers' slices together never
 exceed the budget (the compare-and-add), and a worker only bids what its slice still holds,
@@ -115,6 +117,9 @@ class Banker:
         self.key_ttl_s = key_ttl_s
         self._clock = clock
         self.accounts: dict[str, Account] = {}
+        self.closed: list[Account] = []
+        """Accounts of past days whose unspent slice is still to be given back. Nothing
+        changes them once closed (holds of their day settle as charges to the new one)."""
         self._wanted: asyncio.Event | None = None
 
     # ---- the hot path: no I/O --------------------------------------------------------
@@ -168,7 +173,8 @@ class Banker:
     # ---- accounts ----------------------------------------------------------------------
 
     def open(self, campaign_id: str, day: int, budget_micros: int) -> Account:
-        """Starts (or continues) a campaign's day; a previous day's account is closed."""
+        """Starts (or continues) a campaign's day; a previous day's account is closed (no
+        I/O: its unspent slice is given back later, `agive_back_closed`)."""
         if budget_micros < 0:
             raise BudgetError(f"budget_micros: must be >= 0, got {budget_micros}")
         current = self.accounts.get(campaign_id)
@@ -176,8 +182,8 @@ class Banker:
             current.budget_micros = budget_micros
             current.exhausted = False
             return current
-        if current is not None:
-            self._give_back(current, current.available_micros)
+        if current is not None and current.available_micros > 0:
+            self.closed.append(current)
         account = Account(campaign_id, day, budget_micros, checked_s=self._clock())
         self.accounts[campaign_id] = account
         return account
@@ -216,6 +222,8 @@ class Banker:
     def top_up(self) -> int:
         """Takes a slice for every account running low (blocking store calls: run it in a
         thread or a process's keeper, never on the event loop); returns how many it took."""
+        if self.closed:
+            self.give_back_closed()
         taken = 0
         now = self._clock()
         for account in list(self.accounts.values()):
@@ -251,6 +259,8 @@ class Banker:
 
     async def atop_up(self) -> int:
         """`top_up` on the event loop (the store's asynchronous calls)."""
+        if self.closed:
+            await self.agive_back_closed()
         taken = 0
         now = self._clock()
         for account in list(self.accounts.values()):
@@ -305,6 +315,36 @@ class Banker:
         account.reserved_micros -= amount
         return amount
 
+    def give_back_closed(self) -> int:
+        """Returns the closed accounts' unspent slices (blocking store calls: a thread or a
+        process's keeper); an account whose give-back failed stays for the next call."""
+        pending, self.closed = self.closed, []
+        returned = 0
+        for account in pending:
+            amount = self._give_back(account, account.available_micros)
+            returned += amount
+            if account.available_micros > 0:
+                self.closed.append(account)
+        return returned
+
+    async def agive_back_closed(self) -> int:
+        """`give_back_closed` on the event loop (the store's asynchronous calls). The list is
+        taken whole first, so accounts closed meanwhile wait for the next call."""
+        pending, self.closed = self.closed, []
+        returned = 0
+        for index, account in enumerate(pending):
+            amount = account.available_micros
+            key = budget_key(account.campaign_id, account.day)
+            try:
+                await self.store.aadd(key, -amount, self.key_ttl_s)
+            except StoreUnavailable as exc:
+                log.warning("budget give-back failed", extra={"key": key, "error": str(exc)})
+                self.closed.extend(pending[index:])
+                break
+            account.reserved_micros -= amount
+            returned += amount
+        return returned
+
     def give_back(self, campaign_id: str, keep_micros: int = 0) -> int:
         """Returns the unspent, unheld part of a slice beyond `keep_micros` to the shared
         budget (for other workers to take); returns the amount."""
@@ -314,11 +354,12 @@ class Banker:
         return self._give_back(account, account.available_micros - keep_micros)
 
     def give_back_all(self) -> int:
-        return sum(self.give_back(campaign_id) for campaign_id in list(self.accounts))
+        returned = self.give_back_closed()
+        return returned + sum(self.give_back(campaign_id) for campaign_id in list(self.accounts))
 
     async def agive_back_all(self) -> int:
         """`give_back_all` on the event loop."""
-        returned = 0
+        returned = await self.agive_back_closed()
         for account in list(self.accounts.values()):
             amount = account.available_micros
             if amount <= 0:

@@ -42,6 +42,11 @@ def day_of(ts_s: float, utc_offset_s: int = 0) -> int:
     return int((ts_s + utc_offset_s) // DAY_S)
 
 
+def bid_mark_key(bid_id: str) -> str:
+    """The once-per-bid-id mark of a recorded spend (its existence: the bid was billed)."""
+    return f"spend:bid:{bid_id}"
+
+
 def spend_key(campaign_id: str, day: int) -> str:
     return f"spend:{campaign_id}:{day}"
 
@@ -57,7 +62,8 @@ class SpendLedger:
     """Per campaign and day spend, idempotent by bid id.
 
     Marks live `mark_ttl_s` (a notice later than that for the same bid counts again: keep it
-    longer than the exchange's notice window); day counters live `day_ttl_s`.
+    longer than the notice URLs live, `TrackerSigner.mark_ttl_s`); day counters live
+    `day_ttl_s`.
     """
 
     def __init__(
@@ -74,7 +80,7 @@ class SpendLedger:
     def record(self, campaign_id: str, bid_id: str, cost_micros: int, day: int) -> bool:
         """Adds the cost of a bid's billing event; False (nothing added) for a duplicate."""
         _check(cost_micros, bid_id)
-        mark = f"spend:bid:{bid_id}"
+        mark = bid_mark_key(bid_id)
         if not self.store.set_once(mark, self.mark_ttl_s):
             return False
         try:
@@ -88,7 +94,7 @@ class SpendLedger:
     async def arecord(self, campaign_id: str, bid_id: str, cost_micros: int, day: int) -> bool:
         """`record` without blocking the event loop."""
         _check(cost_micros, bid_id)
-        mark = f"spend:bid:{bid_id}"
+        mark = bid_mark_key(bid_id)
         if not await self.store.aset_once(mark, self.mark_ttl_s):
             return False
         try:

@@ -20,6 +20,13 @@ which records the spend once per bid id (`SpendLedger`) and counts the frequency
 won bid's hold lives `hold_s`; one never billed by then is freed, unless another worker
 recorded its spend (its mark exists), in which case it stays spent here too (never
 spending more than the budget, at the cost of under-spending that one bid).
+
+Holds of bids without an outcome (the bidder's, at an exchange that sends no loss notice)
+live `unwon_hold_s`, and a process keeps at most `max_open_holds`: past it the oldest
+unwon holds are shed (checked against the spend marks at the next tick, like an expired
+one). A billing event that finds no hold (expired, shed, another worker's bid) is charged
+all the same (`openbid_house_unheld_spend_total`). A loss notice counts once per bid id,
+and not at all for a bid whose spend was recorded (`loss_notice`).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from prometheus_client import Counter, Gauge
 
 from openbid import clock
 from openbid.campaigns.banker import Banker
-from openbid.campaigns.budgets import DAY_S, SpendLedger, day_of
+from openbid.campaigns.budgets import DAY_S, SpendLedger, bid_mark_key, day_of
 from openbid.campaigns.caps import FrequencyCapper
 from openbid.campaigns.index import GOAL_CODES, CampaignIndex, Candidates
 from openbid.campaigns.markup import creative_markup
@@ -94,6 +101,26 @@ HOUSE_BUDGET_TODAY = Gauge(
     ("campaign",),
     registry=REGISTRY,
 )
+HOUSE_HOLDS_SHED = Counter(
+    "openbid_house_holds_shed",
+    "Holds of house bids ended without an outcome: unwon (no win or loss within "
+    "campaigns.unwon_hold_s), billing (won, not billed within campaigns.hold_s), cap (shed, "
+    "oldest unwon first, to stay within campaigns.max_open_holds), full (no bid: every open "
+    "hold is of a won bid)",
+    ("reason",),
+    registry=REGISTRY,
+)
+HOUSE_OPEN_HOLDS = Gauge(
+    "openbid_house_open_holds",
+    "House bids whose cost is held, waiting for their outcome or billing (this process)",
+    registry=REGISTRY,
+)
+HOUSE_UNHELD_SPEND = Counter(
+    "openbid_house_unheld_spend",
+    "Billing events recorded for a bid with no hold in this process (expired, shed, or "
+    "another worker's bid): charged to this worker's slice all the same",
+    registry=REGISTRY,
+)
 HOUSE_PACING = Gauge(
     "openbid_house_pacing",
     "A house campaign's pacing decision at the last tick: bid_multiplier, participation",
@@ -112,6 +139,16 @@ class HouseSettings:
     """First-price bid shading from our own wins and losses (off: bid the value)."""
     hold_s: float = 600.0
     """Real seconds a won bid's hold waits for its billing event."""
+    unwon_hold_s: float = 60.0
+    """Real seconds the hold of a bid without an outcome waits for it (a win, a loss); then
+    it is freed, unless its spend was recorded (well below `hold_s`: an exchange that never
+    sends loss notices would otherwise keep the budget held for `hold_s`)."""
+    max_open_holds: int = 100_000
+    """Open holds per process at most: the oldest unwon ones are shed to make room; while
+    every hold is of a won bid, no new bid."""
+    mark_ttl_s: float = 3 * DAY_S
+    """Real seconds the once-per-bid-id marks (spend, loss) live: at least as long as the
+    URLs that could repeat them (the platform derives it from `exchange.tracker_ttl_s`)."""
     tick_s: float = 1.0
     """Real seconds between pacing updates (the pacer reads market time)."""
     refit_s: float = 60.0
@@ -155,6 +192,8 @@ class HouseBid:
     media: str
     markup: str
     held_micros: int
+    floor_micros: int
+    """CPM, the floor the bid met (the impression's or its deal's)."""
     user_key: str | None
     p_click: float
     p_conversion: float
@@ -167,6 +206,8 @@ class HouseBid:
 class _Hold:
     campaign_id: str
     held_micros: int
+    created_s: float
+    """Real (monotonic) time of the bid."""
     expires_s: float
     day: int | None
     """The budget day of the account holding it (a hold outlives its day's account)."""
@@ -229,13 +270,16 @@ class HouseDemand:
         self.settings = settings or HouseSettings()
         # Slices of at least $0.10 (20 impressions at a $5 CPM): a first bid finds one.
         self.banker = banker or Banker(counters, min_slice_micros=100_000)
-        self.ledger = SpendLedger(counters)
+        self.ledger = SpendLedger(counters, mark_ttl_s=self.settings.mark_ttl_s)
         self.capper = FrequencyCapper(counters, anonymous_share=self.settings.anonymous_share)
         self.pacer = Pacer()
         self._throttle = PacingSettings(mode="throttle")
         self.shader = Shader(depth=1, capacity=200_000) if self.settings.shading else None
         self._pacing = _Pacing(matcher.index)
         self._holds: dict[str, _Hold] = {}
+        """Open holds by bid id, oldest first (insertion order)."""
+        self._shed: list[tuple[str, _Hold]] = []
+        """Holds shed for room, settled or freed at the next tick (their spend marks)."""
         self._ids = itertools.count()
         self._prefix = "h" + secrets.token_hex(6)
         self._markup: dict[tuple[str, int, int], str] = {}
@@ -437,6 +481,7 @@ class HouseDemand:
                         media=media,
                         markup=self._markup_of(creative, width, height),
                         held_micros=self._holds[bid].held_micros,
+                        floor_micros=int(floors[position]),
                         user_key=user_key,
                         p_click=float(p_click[position]),
                         p_conversion=float(p_conversion[position]),
@@ -459,17 +504,33 @@ class HouseDemand:
         if pacing.room_micros[campaign] < cost:
             return None
         campaign_id = index.campaigns[campaign].id
+        if len(self._holds) >= self.settings.max_open_holds and not self._shed_oldest():
+            HOUSE_HOLDS_SHED.labels("full").inc()
+            return None
         if not self.banker.hold(campaign_id, cost):
             return None
         pacing.room_micros[campaign] -= cost
         bid_id = f"{self._prefix}{next(self._ids):x}"
+        now = time.monotonic()
         self._holds[bid_id] = _Hold(
             campaign_id,
             cost,
-            time.monotonic() + self.settings.hold_s,
+            now,
+            now + self.settings.unwon_hold_s,
             self.banker.day_of(campaign_id),
         )
         return bid_id
+
+    def _shed_oldest(self) -> bool:
+        """Makes room for one hold: the oldest unwon one leaves the open holds (its budget
+        stays held until the next tick reads its spend mark); False when every one is won."""
+        for bid_id, hold in self._holds.items():
+            if not hold.won:
+                del self._holds[bid_id]
+                self._shed.append((bid_id, hold))
+                HOUSE_HOLDS_SHED.labels("cap").inc()
+                return True
+        return False
 
     def _markup_of(self, creative: Creative, w: int, h: int) -> str:
         key = (creative.id, w, h)
@@ -492,6 +553,7 @@ class HouseDemand:
         if hold is not None:
             if won:
                 hold.won = True
+                hold.expires_s = hold.created_s + self.settings.hold_s
             else:
                 del self._holds[bid.bid_id]
                 self.banker.release(hold.campaign_id, hold.held_micros, hold.day)
@@ -516,6 +578,28 @@ class HouseDemand:
         if hold is not None and not hold.won:
             del self._holds[bid_id]
             self.banker.release(hold.campaign_id, hold.held_micros, hold.day)
+
+    async def loss_notice(self, bid_id: str) -> str:
+        """A loss notice by bid id, taken once: `counted` the first time (the hold is freed:
+        `lost`); `duplicate` after; `billed` when the bid's spend was recorded (a loss after
+        billing is no loss: nothing changes); `won` when this process saw the bid win;
+        `unavailable` when the marks cannot be read (the hold is freed, but the caller
+        should not feed the win curves with an outcome it cannot tell is the first)."""
+        hold = self._holds.get(bid_id)
+        if hold is not None and hold.won:
+            return "won"
+        try:
+            (billed,) = await self.counters.aget_many([bid_mark_key(bid_id)])
+            if billed:
+                return "billed"
+            first = await self.counters.aset_once(f"loss:bid:{bid_id}", self.settings.mark_ttl_s)
+        except StoreUnavailable:
+            self.lost(bid_id)
+            return "unavailable"
+        if not first:
+            return "duplicate"
+        self.lost(bid_id)
+        return "counted"
 
     async def billed(
         self,
@@ -548,6 +632,8 @@ class HouseDemand:
                 self.banker.settle(campaign_id, hold.held_micros, hold.held_micros, hold.day)
             return False
         HOUSE_SPEND.labels(campaign_id).inc(cost_micros)
+        if hold is None:
+            HOUSE_UNHELD_SPEND.inc()
         if hold is not None:
             self.banker.settle(
                 campaign_id, hold.held_micros, min(cost_micros, hold.held_micros), hold.day
@@ -578,13 +664,15 @@ class HouseDemand:
             days.setdefault(day, []).append(position)
             budget = daily_budget_micros(campaign)
             budgets.append(budget)
-            self.banker.open(campaign.id, day, budget)
+            self.banker.open(campaign.id, day, budget)  # no I/O: a closed day waits below
             self.pacer.set_line_item(
                 campaign.id,
                 budget,
                 utc_offset_s=offset,
                 settings=self._throttle if campaign.tier == "guaranteed" else None,
             )
+        if self.banker.closed:  # a day changed: yesterday's unspent slices go back
+            await self.banker.agive_back_closed()
         spent: dict[str, int] = {}
         for day, positions in days.items():
             ids = [campaigns[p].id for p in positions]
@@ -627,16 +715,31 @@ class HouseDemand:
             await asyncio.to_thread(self.shader.refit)
 
     async def _expire_holds(self) -> None:
+        """Ends the holds whose time is up, and those shed for room: kept spent where the
+        bid's spend mark exists (billed at another worker), freed otherwise."""
         now = time.monotonic()
-        expired = [(bid_id, hold) for bid_id, hold in self._holds.items() if hold.expires_s <= now]
-        if not expired:
+        unwon_s = self.settings.unwon_hold_s
+        expired = []
+        for bid_id, hold in self._holds.items():
+            if hold.created_s + unwon_s > now:
+                break  # every later hold is younger, and none expires before unwon_hold_s
+            if hold.expires_s <= now:
+                expired.append((bid_id, hold))
+        shed, self._shed = self._shed, []
+        HOUSE_OPEN_HOLDS.set(len(self._holds))
+        ending = expired + shed
+        if not ending:
             return
         try:
-            marks = await self.counters.aget_many([f"spend:bid:{bid_id}" for bid_id, _ in expired])
+            marks = await self.counters.aget_many([bid_mark_key(bid_id) for bid_id, _ in ending])
         except StoreUnavailable:
+            self._shed = shed + self._shed
             return  # try again at the next tick
-        for (bid_id, hold), mark in zip(expired, marks, strict=True):
-            del self._holds[bid_id]
+        for position, ((bid_id, hold), mark) in enumerate(zip(ending, marks, strict=True)):
+            if position < len(expired):
+                if self._holds.pop(bid_id, None) is None:
+                    continue  # its outcome came while the marks were read
+                HOUSE_HOLDS_SHED.labels("billing" if hold.won else "unwon").inc()
             if mark:  # billed at another worker: spent there, and kept spent here
                 self.banker.settle(hold.campaign_id, hold.held_micros, hold.held_micros, hold.day)
             else:

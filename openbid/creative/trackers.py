@@ -18,8 +18,12 @@ from urllib.parse import quote
 
 import msgspec
 
+from openbid.clock import current as current_clock
 from openbid.clock import now as clock_now
 from openbid.errors import OpenbidError
+
+MARK_MARGIN_S = 86_400.0
+"""Real seconds an idempotency mark outlives the URLs it guards (clock skew, retries)."""
 
 
 class InvalidTracker(OpenbidError):
@@ -70,6 +74,17 @@ class TrackerSigner:
         self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
         self.ttl_s = ttl_s
         self._clock = clock
+
+    def mark_ttl_s(self, minimum_s: float = 0.0) -> float:
+        """Real seconds a once-per-bid-id mark (an impression, a win, a spend, a loss) must
+        live so that no URL signed now can be replayed after its mark is gone: the
+        signature's lifetime in real time (`ttl_s` is market time) plus `MARK_MARGIN_S`, and
+        at least `minimum_s`.
+
+        >>> TrackerSigner(b"0" * 32, ttl_s=10 * 86_400).mark_ttl_s(7 * 86_400) / 86_400
+        11.0
+        """
+        return max(minimum_s, current_clock().real_seconds(self.ttl_s) + MARK_MARGIN_S)
 
     def _signature(self, kind: str, params: Mapping[str, str]) -> str:
         # JSON of the sorted pairs: unambiguous whatever the values hold (a DSP chooses some,

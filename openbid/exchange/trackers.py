@@ -309,6 +309,11 @@ class Trackers:
             params["uid"], params["adv"], params["vc"] = values[1:]
         return params
 
+    def _mark_ttl_s(self) -> float:
+        """How long an impression's or a win's once-per-bid mark lives: at least as long as
+        the tracker that could repeat it (`exchange.tracker_ttl_s`, plus a margin)."""
+        return self.exchange.signer.mark_ttl_s(IMPRESSION_DEDUP_TTL_S)
+
     # --- trackers
     async def handle_impression(self, request: Request) -> Response:
         try:
@@ -317,7 +322,7 @@ class Trackers:
             metrics.IMPRESSIONS.labels("invalid").inc()
             return _error(403, str(exc))
         bid_id = params["bid"]
-        if not await self.dedup.first_time(f"imp:{bid_id}"):
+        if not await self.dedup.first_time(f"imp:{bid_id}", self._mark_ttl_s()):
             metrics.IMPRESSIONS.labels("duplicate").inc()
             return pixel()
         metrics.IMPRESSIONS.labels("counted").inc()
@@ -387,7 +392,7 @@ class Trackers:
             metrics.WINS_NOTIFIED.labels("invalid").inc()
             return _error(403, str(exc))
         bid_id = params["bid"]
-        if not await self.dedup.first_time(f"win:{bid_id}"):
+        if not await self.dedup.first_time(f"win:{bid_id}", self._mark_ttl_s()):
             metrics.WINS_NOTIFIED.labels("duplicate").inc()
             return Response(204)
         metrics.WINS_NOTIFIED.labels("counted").inc()

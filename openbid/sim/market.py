@@ -8,6 +8,7 @@ is a deterministic function of the file (its `seed` included).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -84,8 +85,11 @@ def _zipf_cdf(count: int, exponent: float) -> np.ndarray:
 class Market:
     """A compiled market. Build it with `Market.load(name_or_path)` or `Market(config)`."""
 
-    def __init__(self, config: MarketConfig) -> None:
+    def __init__(self, config: MarketConfig, *, buyer_vendor_ids: Iterable[int] = ()) -> None:
         self.config = config
+        self.buyer_vendor_ids = frozenset(buyer_vendor_ids)
+        """TCF vendor ids of buyers other than the DSPs (openbid's house demand) that the
+        sites' consent platform lists: users consent to them as to the DSPs."""
         self.name = config.name
         self.seed = config.seed
         traffic = config.traffic
@@ -112,9 +116,12 @@ class Market:
         )
 
     @classmethod
-    def load(cls, name_or_path: str | Path = "default") -> Market:
-        """Reads, validates and compiles a market file (a shipped name or a path)."""
-        return cls(load_market_config(name_or_path))
+    def load(
+        cls, name_or_path: str | Path = "default", *, buyer_vendor_ids: Iterable[int] = ()
+    ) -> Market:
+        """Reads, validates and compiles a market file (a shipped name or a path);
+        `buyer_vendor_ids`: more vendors the consent platform lists (`Market.__init__`)."""
+        return cls(load_market_config(name_or_path), buyer_vendor_ids=buyer_vendor_ids)
 
     def __repr__(self) -> str:
         return f"Market({self.name!r}, dsps={[d.name for d in self.dsps]})"
@@ -191,8 +198,13 @@ class Market:
                 raise MarketError("market.traffic.consent: required when a country has gdpr")
 
     def _consent_strings(self) -> dict[str, str]:
+        """One TC string per consent variant. Like a real CMP, the variants decide over
+        every vendor the sites list: the DSPs and the other buyers (`buyer_vendor_ids`):
+        `all` consents to each, `half` to those with an even id, `none` to none, so a buyer
+        gets consent from the users of the variants that include it, never from all."""
         when = datetime.fromtimestamp(self.start_s - 30 * 86400, UTC)
-        all_vendors = frozenset(dsp.vendor_id for dsp in self.config.dsps)
+        dsp_vendors = frozenset(dsp.vendor_id for dsp in self.config.dsps)
+        all_vendors = dsp_vendors | self.buyer_vendor_ids
         strings = {}
         for name, variant in self.config.traffic.consent.items():
             vendors = self._variant_vendors(variant, all_vendors)

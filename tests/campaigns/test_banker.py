@@ -8,6 +8,7 @@ import pytest
 
 from openbid.campaigns.banker import Banker, budget_key
 from openbid.campaigns.budgets import BudgetError
+from openbid.stores import MemoryCounterStore
 
 
 class Clock:
@@ -98,8 +99,41 @@ def test_a_new_day_returns_yesterdays_unspent_slice(counter_store):
     assert banker.hold("c1", 1_000)
     banker.settle("c1", 1_000, 1_000)
     account = banker.open("c1", day=8, budget_micros=100_000)
+    assert counter_store.get(budget_key("c1", 7)) == 5_000  # open does no I/O
+    assert banker.give_back_closed() == 4_000
     assert counter_store.get(budget_key("c1", 7)) == 1_000
-    assert account.day == 8 and account.reserved_micros == 0
+    assert account.day == 8 and account.reserved_micros == 0 and not banker.closed
+
+
+class _NoBlockingOnTheLoop(MemoryCounterStore):
+    """A store whose blocking calls fail when made on a running event loop's thread."""
+
+    def add(self, key, delta=1, ttl_s=None):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return super().add(key, delta, ttl_s)
+        raise AssertionError("a blocking store call on the event loop")
+
+    async def aadd(self, key, delta=1, ttl_s=None):
+        return await asyncio.to_thread(self.add, key, delta, ttl_s)
+
+
+def test_the_day_change_gives_yesterdays_slice_back_off_the_event_loop():
+    store = _NoBlockingOnTheLoop()
+    banker = Banker(store, min_slice_micros=5_000)
+    banker.open("c1", day=7, budget_micros=100_000)
+    banker.top_up()
+    assert banker.hold("c1", 1_000)
+
+    async def main() -> int:
+        banker.open("c1", day=8, budget_micros=100_000)  # on the loop: no store call
+        banker.settle("c1", 1_000, 1_000, day=7)  # yesterday's hold billed today
+        return await banker.agive_back_closed()
+
+    assert asyncio.run(main()) == 4_000
+    assert store.get(budget_key("c1", 7)) == 1_000 and not banker.closed
+    assert banker.accounts["c1"].spent_micros == 1_000  # charged to today's account
 
 
 def test_the_keeper_tops_up_when_a_hold_is_refused_and_returns_the_slice_at_stop(counter_store):

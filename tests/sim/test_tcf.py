@@ -111,3 +111,27 @@ def test_market_variants_say_what_their_config_says(market):
         assert fields["purposes"] == set(variant.purposes)
         expected = {"all": vendors, "none": set(), "half": {v for v in vendors if v % 2 == 0}}
         assert fields["vendors"] == expected[variant.vendors]
+
+
+def test_a_buyer_vendor_id_is_granted_consent_by_the_variants_that_accept_it_not_by_all():
+    from openbid.demo_loop import DEMO_VENDOR_ID
+    from openbid.sim.market import Market
+
+    market = Market.load("default", buyer_vendor_ids=[DEMO_VENDOR_ID])
+    consenting = {
+        name
+        for name, string in market.consent_strings.items()
+        if DEMO_VENDOR_ID in _read_core(string)["vendors"]
+    }
+    variants = market.config.traffic.consent
+    assert consenting == {name for name, v in variants.items() if v.vendors == "all"}
+    share = sum(variants[name].share for name in consenting) / sum(
+        v.share for v in variants.values()
+    )
+    assert 0.5 < share < 1.0
+    # the DSPs' consent is what it was without the buyer
+    plain = Market.load("default")
+    for name, string in plain.consent_strings.items():
+        assert _read_core(string)["vendors"] == _read_core(market.consent_strings[name])[
+            "vendors"
+        ] - {DEMO_VENDOR_ID}
