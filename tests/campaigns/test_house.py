@@ -174,7 +174,10 @@ def test_a_click_arms_model_prices_its_requests_and_a_failing_one_falls_back(tmp
     for n in range(2):  # alternating models: each prices its own, every time
         [control] = arm_bid({}, f"c{n}")
         [arm] = arm_bid({"ctr": challenger}, f"a{n}")
-        assert (control.click_model, control.value_micros) == ("ctr-0.01", pytest.approx(5e6, abs=5))
+        assert (control.click_model, control.value_micros) == (
+            "ctr-0.01",
+            pytest.approx(5e6, abs=5),
+        )
         assert (arm.click_model, arm.value_micros) == ("ctr-0.03", pytest.approx(15e6, abs=5))
     [other_purpose] = arm_bid({"cvr": ScoringSlot("cvr")}, "o")  # a conversion arm only
     assert other_purpose.click_model == "ctr-0.01"

@@ -28,7 +28,7 @@ def test_a_click_arm_prices_house_bids_with_its_model_until_it_is_stopped(tmp_pa
     publish(store, "ctr", "2", click_model(tmp_path / "made" / "b", 0.03), alias="challenger")
     catalog = CampaignCatalog(f"sqlite:///{tmp_path}/catalog.db")
     catalog.migrate()
-    catalog.apply_campaign_set(campaign_set(campaign("cpc", "cpc", 500_000)))
+    catalog.apply_campaign_set(campaign_set(campaign("cpc", "cpc", 20_000)))
     write_arms(store, start_arm(None, "ctr", "challenger", "@challenger", 0.5))
     models = ModelsConfig(
         store_url=store.root,
@@ -62,8 +62,9 @@ def test_a_click_arm_prices_house_bids_with_its_model_until_it_is_stopped(tmp_pa
         (a["ab_arm"], house[a["auction_id"]]["click_model"], house[a["auction_id"]]["price_micros"])
         for a in auctions
     ]
-    # CPC $0.50: pCTR 0.01 prices a $5 CPM, 0.03 a $15 CPM; the same request by arm
-    by_arm = {"ctr=challenger": ("ctr-0.03", 15e6), "ctr=control": ("ctr-0.01", 5e6)}
+    # CPC $0.02: pCTR 0.01 prices a $0.20 CPM, 0.03 a $0.60 CPM (the same request by arm),
+    # under the DSPs' $1 bids: every house bid loses and frees its hold, the budget lasts
+    by_arm = {"ctr=challenger": ("ctr-0.03", 6e5), "ctr=control": ("ctr-0.01", 2e5)}
     during = priced[: len(users)]
     assert {arm for arm, _, _ in during} == set(by_arm)
     for arm, version, price in during:
