@@ -9,7 +9,7 @@ impression offered:
 | match | the eligible (line item, creative) pairs | the compiled index (`matcher.index`, rebuilt off the hot path) |
 | pace | drop campaigns pacing holds back (participation, by a hash of the request id); note the requests each could bid on | the `Pacer`'s decision per campaign, updated by `tick` |
 | cap | drop line items the user has seen enough of | `FrequencyCapper`, one counter read for all |
-| price | value = goal x probability (CPM as is, CPC x pCTR, CPA x pCTR x pCVR), campaign cap and floor | `CandidateScorer` (one batch call per model), `value_cpm_micros` |
+| price | value = goal x probability (CPM as is, CPC x pCTR, CPA x pCTR x pCVR), campaign cap and floor; a request in a click / conversion A/B arm is priced by the arm's model (`arm_models`; production's when it fails) | `CandidateScorer` (one batch call per model), `value_cpm_micros` |
 | bid | value x pacing multiplier, shaded in first price, never above the value, none under the floor (the impression's, or the deal's) | `Shader` |
 | choose | per impression, the best pair by priority tier then bid, whose cost the campaign's budget slice can hold | `Banker.hold` (no I/O) |
 
@@ -58,7 +58,7 @@ from openbid.campaigns.matcher import CampaignMatcher
 from openbid.campaigns.model import Campaign, Creative
 from openbid.campaigns.pacer import Pacer
 from openbid.campaigns.pacing import PacingSettings
-from openbid.campaigns.scoring import HOUSE_DSP, CandidateScorer
+from openbid.campaigns.scoring import HOUSE_DSP, CandidateScorer, ModelSlot, arm_model
 from openbid.campaigns.targeting import ImpFacts, RequestFacts
 from openbid.obs import REGISTRY
 from openbid.pricing.shader import Shader
@@ -320,8 +320,11 @@ class HouseDemand:
         at: int,
         user_key: str | None,
         request_id: str,
+        arm_models: Mapping[str, ModelSlot] | None = None,
     ) -> list[HouseBid]:
-        """At most one bid per impression offered (see the module docstring)."""
+        """At most one bid per impression offered (see the module docstring). `arm_models`:
+        the model slots of the request's click / conversion A/B arms by purpose (`ctr`,
+        `cvr`; `Assignment.models`), which price it instead of the production models."""
         index = self.matcher.index
         if not index.size:
             return []
@@ -370,8 +373,9 @@ class HouseDemand:
                 HOUSE_BIDS.labels("capped").inc(len(offers))
                 return []
         return self._price_and_choose(
-            index, pacing, features, offers, pairs, imps, line_item, campaign, at, user_key
-        )
+            index, pacing, features, offers, pairs, imps, line_item, campaign, at, user_key,
+            arm_models,
+        )  # fmt: skip
 
     def _price_and_choose(
         self,
@@ -385,16 +389,38 @@ class HouseDemand:
         campaign: np.ndarray,
         at: int,
         user_key: str | None,
+        arm_models: Mapping[str, ModelSlot] | None,
     ) -> list[HouseBid]:
         goal = index.goal_code[line_item]
-        click_model, conversion_model = self.scorer.models()
+        scorer = self.scorer
+        click_model, conversion_model = scorer.models()
+        arm_click = arm_conversion = None
+        if arm_models:  # the request is in an A/B arm of some purpose
+            arm_click = arm_model(arm_models, "ctr")
+            arm_conversion = arm_model(arm_models, "cvr")
         needs_click = goal != _GOAL_CPM
         needs_conversion = goal == _GOAL_CPA
         p_click = p_conversion = None
         if needs_click.any():
-            p_click = self.scorer.score("ctr", click_model, features, index, pairs)
+            if arm_click is None:
+                p_click = scorer.score("ctr", click_model, features, index, pairs)
+            else:  # the model that priced (the arm's, or production's after a failure)
+                p_click, click_model = scorer.score_arm(
+                    "ctr", arm_click, click_model, features, index, pairs
+                )
+                arm_click = None
             if needs_conversion.any():
-                p_conversion = self.scorer.score("cvr", conversion_model, features, index, pairs)
+                if arm_conversion is None:
+                    p_conversion = scorer.score("cvr", conversion_model, features, index, pairs)
+                else:
+                    p_conversion, conversion_model = scorer.score_arm(
+                        "cvr", arm_conversion, conversion_model, features, index, pairs
+                    )
+                    arm_conversion = None
+        # a model of the request's arm that priced nothing (CPM only): the bids log it all
+        # the same, as they log production's
+        click_model = arm_click or click_model
+        conversion_model = arm_conversion or conversion_model
         priced = np.ones(pairs.size, bool)
         if p_click is None:
             priced &= ~needs_click

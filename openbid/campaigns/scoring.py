@@ -15,6 +15,7 @@ held-out rows and the registry gate refuses a model whose expected / actual is o
 | conversion (`cvr`) | `p_conversion` is None: CPA candidates are not priced |
 | either fails to score | logged and counted (`openbid_house_scoring_errors_total`), treated as missing |
 | a probability not in [0, 1] (NaN) | counted the same; that candidate alone is unpriced (NaN), the others priced |
+| an A/B arm's model (`ctr`/`cvr` arm) not loaded, or failing to score | the production model prices instead (and its version is logged); counted (`openbid_house_arm_fallbacks_total`) |
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ SCORING_ERRORS = Counter(
     ("purpose",),
     registry=REGISTRY,
 )
+ARM_FALLBACKS = Counter(
+    "openbid_house_arm_fallbacks",
+    "Requests in a click or conversion A/B arm that the production model priced instead "
+    "(the arm's model was not loaded, or failed to score)",
+    ("purpose",),
+    registry=REGISTRY,
+)
+_CACHED_HASHES = 8
+"""Ad hashes kept per scorer: (purpose, model) pairs, the production models and the arms'."""
 
 
 class ModelSlot(Protocol):
@@ -85,7 +95,7 @@ class CandidateScorer:
     def __init__(self, click: ModelSlot | None = None, conversion: ModelSlot | None = None) -> None:
         self.click = click
         self.conversion = conversion
-        self._cache: dict[str, _AdHashes] = {}
+        self._cache: dict[tuple[str, int], _AdHashes] = {}
 
     def models(self) -> tuple[Any, Any]:
         """The models serving now (None for a missing one): read once per request."""
@@ -94,10 +104,34 @@ class CandidateScorer:
         return click, conversion
 
     def _ad_hashes(self, purpose: str, index: Any, model: Any) -> _AdHashes:
-        cached = self._cache.get(purpose)
+        # keyed by the model too: auctions in an A/B arm and in control alternate models
+        # (an entry holds its model, so an id is not reused while it is cached)
+        key = (purpose, id(model))
+        cache = self._cache
+        cached = cache.get(key)
         if cached is None or cached.index is not index or cached.model is not model:
-            cached = self._cache[purpose] = _AdHashes(index, model)
+            if cached is None and len(cache) >= _CACHED_HASHES:
+                del cache[next(iter(cache))]  # the oldest: a model swapped out, or an old arm
+            cached = cache[key] = _AdHashes(index, model)
         return cached
+
+    def score_arm(
+        self,
+        purpose: str,
+        arm_model: Any,
+        model: Any,
+        features: Mapping[str, str],
+        index: Any,
+        pairs: np.ndarray,
+    ) -> tuple[np.ndarray | None, Any]:
+        """`score` with the A/B arm's model, else (None, or it fails: counted) with the
+        production `model`; returns the probabilities and the model that gave them."""
+        if arm_model is not None:
+            p = self.score(purpose, arm_model, features, index, pairs)
+            if p is not None:
+                return p, arm_model
+            ARM_FALLBACKS.labels(purpose).inc()
+        return self.score(purpose, model, features, index, pairs), model
 
     def score(
         self,
@@ -130,3 +164,16 @@ class CandidateScorer:
             SCORING_ERRORS.labels(purpose).inc(int(bad.sum()))
             p = np.where(bad, np.nan, p)
         return p
+
+
+def arm_model(models: Mapping[str, ModelSlot], purpose: str) -> Any:
+    """The model of the request's A/B arm of `purpose` (`models`: the arms' slots by
+    purpose, `Assignment.models`); None when the request is in no arm of it, or the arm's
+    slot has no model loaded (counted: the production model prices)."""
+    slot = models.get(purpose)
+    if slot is None:
+        return None
+    current = slot.current
+    if current is None:
+        ARM_FALLBACKS.labels(purpose).inc()
+    return current

@@ -129,7 +129,7 @@ class Exchange:
         house = self.house
         # House demand bids beside the fan-out (its one await is the frequency caps' read).
         house_task = (
-            loop.create_task(stages.house_bid(state, house, house.settings.vendor_id))
+            loop.create_task(stages.house_bid(state, house, house.settings.vendor_id, arm.models))
             if house is not None and house.live
             else None
         )

@@ -8,12 +8,12 @@
 | --- | --- | --- | --- |
 | `prepare` | request, publisher | context, features, rules | raises `InvalidBidRequest` (a floor's currency) |
 | `select` | the registry's partners | returns those whose breaker lets a call go | counts `circuit_open` |
-| `assign_arm` | the user id (else the request id), the A/B router | returns the auction's arms (`openbid.experiments.arms`): which shaper decides, the label logged | none |
+| `assign_arm` | the user id (else the request id), the A/B router | returns the auction's arms (`openbid.experiments.arms`): which shaper decides, which click / conversion models price house bids, the label logged | none |
 | `shape` | the selected, the shaper's decisions on them (`Shaper.decide_async`, awaited before) | calls (one `DspCall` each, with its decision) | none |
 | `gate` | calls, consent, the time left | per call: the outcome of a call not made, or its timeout and redaction | takes a half-open breaker's probe; counts calls not made |
 | `FanOut.send` | calls that passed the gate, rules | outgoing, calls' `pending` | sends the requests; the auction then waits until every call settles or its deadline |
 | `FanOut.collect` | calls' `pending` | outcome, response, status, latency | breakers; tells the shaper |
-| `house_bid` | request, context, features, rules | house_bids | house demand's bids (`openbid.campaigns.house`: match, pace, cap, price, shade, hold), run beside the fan-out; skipped while no campaign can serve |
+| `house_bid` | request, context, features, rules, the auction's arms | house_bids | house demand's bids (`openbid.campaigns.house`: match, pace, cap, price, shade, hold; priced by the click / conversion arm's model when the auction is in one), run beside the fan-out; skipped while no campaign can serve |
 | `decide` | calls' responses, house bids, rules | results, bids | none: `run_auction` |
 | `Settler.settle` | results, bids | winners | notices, markup from `nurl` (when final) |
 | `house_finish` | house bids, results | | frees the holds of house bids that lost; outcomes feed the win curves |
@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from openbid.campaigns.consent import house_inputs
 from openbid.campaigns.house import HOUSE_BIDS, HOUSE_DSP, HouseDemand, ImpOffer
+from openbid.campaigns.scoring import ModelSlot
 from openbid.campaigns.targeting import imp_facts, request_facts_from_context
 from openbid.config import ExchangeConfig
 from openbid.demand import DemandState
@@ -96,6 +97,9 @@ class ArmAssignment(Protocol):
     """What the auction event logs (`ab_arm`): `purpose=arm`, comma-separated."""
     shaper: Shaper | None
     """The shaping arm's shaper; None: the exchange's own."""
+    models: Mapping[str, ModelSlot] | None
+    """The click / conversion arms' model slots by purpose (`ctr`, `cvr`) that price house
+    bids; empty or None: the production models."""
 
 
 class ArmRouter(Protocol):
@@ -114,6 +118,7 @@ class AuctionObserver(Protocol):
 class _NoArms:
     label = ""
     shaper = None
+    models = None
 
 
 NO_ARMS: ArmAssignment = _NoArms()
@@ -175,9 +180,15 @@ def gate(state: AuctionState, now: float, budget_s: float) -> int:
     return going
 
 
-async def house_bid(state: AuctionState, house: HouseDemand, vendor_id: int | None) -> None:
+async def house_bid(
+    state: AuctionState,
+    house: HouseDemand,
+    vendor_id: int | None,
+    arm_models: Mapping[str, ModelSlot] | None = None,
+) -> None:
     """House demand's bids on the request's impressions, under their auction rules (floors,
-    deals); frequency caps count the user only where consent allows (`vendor_id`: ours)."""
+    deals); frequency caps count the user only where consent allows (`vendor_id`: ours).
+    `arm_models`: the auction's click / conversion arms' models (`ArmAssignment.models`)."""
     context = state.context
     assert context is not None
     request = state.request
@@ -203,6 +214,7 @@ async def house_bid(state: AuctionState, house: HouseDemand, vendor_id: int | No
             at=state.rules[0].auction_type if state.rules else 1,
             user_key=inputs.user_key,
             request_id=request.id,
+            arm_models=arm_models,
         )
     except Exception:  # house demand must never fail an auction: the DSPs' bids go on
         log_errors.exception("house demand failed; the auction goes on without it")

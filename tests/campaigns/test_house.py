@@ -29,6 +29,7 @@ from openbid.campaigns.scoring import CandidateScorer
 from openbid.campaigns.store import CampaignCatalog
 from openbid.campaigns.targeting import ImpFacts, RequestFacts
 from openbid.ml import FeatureSpec, Featurizer, save_model
+from openbid.obs import REGISTRY
 from openbid.pipeline.modelsync import ScoringSlot
 from openbid.stores import MemoryCounterStore
 from tests.experiments.conftest import _learner
@@ -141,6 +142,55 @@ def test_a_swapped_click_model_changes_the_price_and_the_version_bids_carry(tmp_
     slot.load(click_model(tmp_path / "c", 0.01, {"cpc": -3.0}))
     [third] = bid(house, "r3")
     assert third.campaign.id == "cpm" and third.price_micros == 1_000_000
+
+
+def _arm_fallbacks() -> float:
+    return REGISTRY.get_sample_value("openbid_house_arm_fallbacks_total", {"purpose": "ctr"}) or 0
+
+
+class _Broken:
+    """A loaded model that fails to score (its featurizer raises)."""
+
+    version = "broken"
+    featurizer = None
+
+
+def test_a_click_arms_model_prices_its_requests_and_a_failing_one_falls_back(tmp_path):
+    production, challenger = ScoringSlot("ctr"), ScoringSlot("ctr")
+    production.load(click_model(tmp_path / "a", 0.01))
+    challenger.load(click_model(tmp_path / "b", 0.03))
+    house = house_of(
+        campaign_set(campaign("cpc", "cpc", 500_000)), scorer=CandidateScorer(click=production)
+    )
+
+    def arm_bid(arm_models, request_id):
+        return asyncio.run(
+            house.bid(
+                FEATURES, facts(), [OFFER], at=2, user_key=None, request_id=request_id,
+                arm_models=arm_models,
+            )
+        )  # fmt: skip
+
+    for n in range(2):  # alternating models: each prices its own, every time
+        [control] = arm_bid({}, f"c{n}")
+        [arm] = arm_bid({"ctr": challenger}, f"a{n}")
+        assert (control.click_model, control.value_micros) == (
+            "ctr-0.01",
+            pytest.approx(5e6, abs=5),
+        )
+        assert (arm.click_model, arm.value_micros) == ("ctr-0.03", pytest.approx(15e6, abs=5))
+    [other_purpose] = arm_bid({"cvr": ScoringSlot("cvr")}, "o")  # a conversion arm only
+    assert other_purpose.click_model == "ctr-0.01"
+    before = _arm_fallbacks()
+    unloaded, broken = ScoringSlot("ctr"), ScoringSlot("ctr")
+    broken.current = _Broken()
+    for slot in (unloaded, broken):
+        [fallback] = arm_bid({"ctr": slot}, "f")
+        assert (fallback.click_model, fallback.value_micros) == (
+            "ctr-0.01",
+            pytest.approx(5e6, abs=5),
+        )
+    assert _arm_fallbacks() == before + 2
 
 
 def test_without_a_click_model_only_cpm_campaigns_bid_and_nothing_fails(tmp_path):
