@@ -9,8 +9,8 @@ import asyncio
 import pytest
 
 from openbid.console.bodylimit import FORM_SLACK_BYTES, BodyLimit
-from tests.console.conftest import PASSWORD, build_world
-from tests.console.test_pages import HTML, csrf_of, log_in
+from tests.console.conftest import build_world
+from tests.console.test_pages import HTML, log_in
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +104,54 @@ def test_body_limit_passes_other_protocols_through():
 
     asyncio.run(BodyLimit(app, 10)({"type": "lifespan"}, None, None))
     assert seen == ["lifespan"]
+
+
+def _bulk(client, token: str, text: str):
+    return client.post(
+        "/bulk",
+        data={"csrf_token": token},
+        files={"file": ("creatives.yaml", text.encode(), "application/yaml")},
+        headers=HTML,
+    )
+
+
+def _creative_yaml(creative_id: str, markup: str, approval: str = "") -> str:
+    line = f"    approval: {approval}\n" if approval else ""
+    return (
+        f"creatives:\n  - id: {creative_id}\n    kind: banner\n"
+        f"    landing_url: https://adv-a.example/x\n    sizes: [[300, 250]]\n"
+        f'    markup: "{markup}"\n' + line
+    )
+
+
+def test_an_advertisers_bulk_upload_cannot_approve_its_own_creative(world):
+    client, context, *_ = world
+    token = log_in(client, "user-adv-a")
+    response = _bulk(client, token, _creative_yaml("self-ok", "<b>ad</b>", "approved"))
+    assert response.status_code == 200, response.text
+    assert context.catalog.creative("self-ok").approval == "pending"
+
+
+def test_a_bulk_upload_keeps_a_review_only_for_an_unchanged_creative(world):
+    client, context, admin_headers, _ = world
+    token = log_in(client, "user-adv-a")
+    assert _bulk(client, token, _creative_yaml("reviewed", "<b>ad</b>")).status_code == 200
+    approved = client.patch(
+        "/api/v1/creatives/reviewed", json={"approval": "approved"}, headers=admin_headers
+    )
+    assert approved.status_code == 200, approved.text
+    token = log_in(client, "user-adv-a")
+    _bulk(client, token, _creative_yaml("reviewed", "<b>ad</b>", "approved"))
+    assert context.catalog.creative("reviewed").approval == "approved"  # a re-import
+    _bulk(client, token, _creative_yaml("reviewed", "<b>other ad</b>", "approved"))
+    assert context.catalog.creative("reviewed").approval == "pending"  # edited: reviewed again
+
+
+def test_an_admins_bulk_upload_may_approve(world):
+    client, context, *_ = world
+    token = log_in(client, "admin")
+    text = _creative_yaml("admin-ok", "<b>ad</b>", "approved").replace(
+        "    kind:", "    advertiser: adv-a\n    kind:"
+    )
+    assert _bulk(client, token, text).status_code == 200
+    assert context.catalog.creative("admin-ok").approval == "approved"
