@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from openbid.console.bodylimit import FORM_SLACK_BYTES, BodyLimit
+from openbid.console.reports.query import to_csv
 from tests.console.conftest import build_world
 from tests.console.test_pages import HTML, log_in
 
@@ -155,3 +156,11 @@ def test_an_admins_bulk_upload_may_approve(world):
     )
     assert _bulk(client, token, text).status_code == 200
     assert context.catalog.creative("admin-ok").approval == "approved"
+
+
+def test_a_csv_export_cannot_carry_a_spreadsheet_formula():
+    rows = [{"advertiser": '=HYPERLINK("https://evil.example","x")', "impressions": 3},
+            {"advertiser": "shop.example", "impressions": None}]  # fmt: skip
+    lines = to_csv(rows, ["advertiser"]).splitlines()
+    assert lines[1].startswith("\"'=HYPERLINK(") and ",3," in lines[1]
+    assert lines[2].startswith("shop.example,")
