@@ -10,7 +10,7 @@ import pytest
 
 from openbid.console.bodylimit import FORM_SLACK_BYTES, BodyLimit
 from openbid.console.reports.query import to_csv
-from tests.console.conftest import build_world
+from tests.console.conftest import PASSWORD, build_world
 from tests.console.test_pages import HTML, log_in
 
 
@@ -164,3 +164,22 @@ def test_a_csv_export_cannot_carry_a_spreadsheet_formula():
     lines = to_csv(rows, ["advertiser"]).splitlines()
     assert lines[1].startswith("\"'=HYPERLINK(") and ",3," in lines[1]
     assert lines[2].startswith("shop.example,")
+
+
+def test_a_login_ends_the_session_it_replaces(world):
+    client, *_ = world
+    log_in(client, "user-adv-a")
+    first = client.cookies.get("openbid_session")
+    login_token = "t" * 43  # the login form's double-submit cookie, as /login would set it
+    client.cookies.set("openbid_csrf", login_token)
+    response = client.post(
+        "/auth/login",
+        data={"username": "user-adv-b", "password": PASSWORD, "csrf_token": login_token},
+        headers=HTML,
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    assert client.cookies.get("openbid_session") not in ("", first)
+    client.cookies.clear()
+    client.cookies.set("openbid_session", first)
+    assert client.get("/campaigns", headers=HTML, follow_redirects=False).status_code == 303
