@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI
 from openbid import __version__
 from openbid.console.api import access, buyside, creatives, models, reports, sellside
 from openbid.console.auth import web as session_routes
+from openbid.console.bodylimit import BodyLimit
 from openbid.console.context import ConsoleContext
 from openbid.console.errors import ApiError, error_body, install_error_handlers
 
@@ -64,6 +65,7 @@ def create_app(context: ConsoleContext, *, start_background: bool = False) -> Fa
         redoc_url=None,
     )
     app.state.console = context
+    app.add_middleware(BodyLimit, max_upload_bytes=context.config.console.max_upload_bytes)
     install_error_handlers(app)
     app.include_router(api_router())
     app.include_router(session_routes.router)

@@ -162,6 +162,9 @@ def login_form(
         raise ApiError(403, CSRF_FIELD, "missing or wrong CSRF token (GET /auth/csrf first)")
     address = request.client.host if request.client else ""
     who = ctx.users.authenticate(username, password, address)
+    replaced = request.cookies.get(SESSION_COOKIE, "")
+    if replaced:  # a login in a browser logged in already ends the session it replaces
+        ctx.users.end_session(replaced)
     secret, _ = ctx.users.create_session(who.user_id)
     response = RedirectResponse(safe_next(next), status_code=303)
     response.set_cookie(

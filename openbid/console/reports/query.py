@@ -201,6 +201,24 @@ def _counts(
     return merged
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A cell a spreadsheet shows as text: a breakdown's value comes from outside (a DSP's
+    advertiser domain, a publisher's placement), and one starting like a formula
+    (`=HYPERLINK(...)`) would run when the export is opened, so it is quoted with `'`.
+
+    >>> csv_cell("=1+2"), csv_cell("-x"), csv_cell("shop.example"), csv_cell(-3), csv_cell(None)
+    ("'=1+2", "'-x", 'shop.example', -3, '')
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def to_csv(rows: Sequence[Mapping[str, object]], group_by: Sequence[str]) -> str:
     """Rows as CSV: the breakdown's columns, then every metric (empty where null)."""
     out = io.StringIO()
@@ -208,5 +226,5 @@ def to_csv(rows: Sequence[Mapping[str, object]], group_by: Sequence[str]) -> str
     columns = list(group_by) + list(METRICS)
     writer.writerow(columns)
     for row in rows:
-        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+        writer.writerow([csv_cell(row.get(c)) for c in columns])
     return out.getvalue()

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
+from msgspec.structs import replace
 
 from openbid import clock
 from openbid.campaigns import model as records
@@ -379,10 +380,23 @@ def _scoped_existing(ctx: Any, scope: str | None) -> CampaignSet:
     )
 
 
+def _reviewed_again(good: CampaignSet, existing: CampaignSet) -> CampaignSet:
+    """An advertiser's creatives as the API keeps them: only an admin approves, so a row's
+    `approval` is ignored; a creative unchanged but for it keeps its review, a new or edited
+    one is pending (an edited ad is reviewed again)."""
+    before = {c.id: c for c in existing.creatives}
+    kept = []
+    for creative in good.creatives:
+        old = before.get(creative.id)
+        same = old is not None and replace(creative, approval=old.approval) == old
+        kept.append(replace(creative, approval=old.approval if same else "pending"))  # type: ignore[union-attr]
+    return replace(good, creatives=tuple(kept))
+
+
 def bulk_import(ctx: Any, who: Any, text: str, filename: str, *, dry_run: bool) -> ImportReport:
     """A YAML or CSV file imported for `who`: an advertiser's user imports into its own
     advertiser only; a row naming another advertiser, or reusing another tenant's id, is
-    refused as if that did not exist."""
+    refused as if that did not exist; and cannot approve its own creatives."""
     scope = advertiser_scope(who)
     rows = rows_from_text(text, filename)
     refused: list[RowError] = []
@@ -414,6 +428,8 @@ def bulk_import(ctx: Any, who: Any, text: str, filename: str, *, dry_run: bool) 
         rows = kept
     existing = _scoped_existing(ctx, scope)
     good, errors = parse_rows(rows, existing, clock.now_micros())
+    if scope is not None:
+        good = _reviewed_again(good, existing)
     report = ImportReport(
         read=len(rows) + len(refused),
         errors=sorted(refused + errors, key=lambda e: e.row),
