@@ -20,6 +20,10 @@ from tests.http.conformance_runner import CASES, is_security_case, run_case
 SECURITY_CASES = [case for case in CASES if is_security_case(case)]
 
 SILENT = "refused: the connection is closed with no reply (ours answers 4xx/408 first)"
+GRANIAN_408_OR_SILENT = frozenset({"chunked_body_trickled_past_request_timeout_gets_408"})
+"""Cases granian answers as the table most times and closes silently otherwise (seen once
+in a clean CI run): either is a refusal; anything served or a wrong status still fails."""
+
 GRANIAN_DIFFERS: dict[str, tuple[list[int], bool, str]] = {
     # Refused all the same, without a status line: acceptable (nothing is served, nothing
     # smuggled; a client sees a closed connection instead of 400/408/431/501).
@@ -158,6 +162,13 @@ def test_security_case_on_the_granian_engine(case):
     differs = GRANIAN_DIFFERS.get(case["name"])
     if differs is None:
         outcome = uvloop.run(run_case(case, start_granian))
+        if case["name"] in GRANIAN_408_OR_SILENT and outcome["statuses"] == []:
+            # our adapter's 408 races granian's own close of a trickled body: a refusal
+            # either way (nothing handled, the connection closed); a close with nothing
+            # said is what granian does for the other timeouts (SILENT above)
+            assert outcome["closed"], outcome
+            assert all(f.startswith("answered []") for f in outcome["failures"]), outcome
+            return
         assert outcome["failures"] == [], outcome
         return
     statuses, closed, _why = differs
