@@ -352,23 +352,13 @@ class HouseDemand:
         draw = (mmh3.hash(request_id, 0x5EED, signed=False) / 2**32 + campaign * 0.6180339887) % 1
         keep = draw < pacing.participation[campaign]
         if not keep.all():
-            pairs, imps, line_item, campaign = (
-                pairs[keep],
-                imps[keep],
-                line_item[keep],
-                campaign[keep],
-            )
+            pairs, imps, line_item, campaign = _kept(keep, pairs, imps, line_item, campaign)
             if not pairs.size:
                 HOUSE_BIDS.labels("paced").inc(len(offers))
                 return []
         allowed = await self.capper.allowed(Candidates(index, pairs), user_key)
         if not allowed.all():
-            pairs, imps, line_item, campaign = (
-                pairs[allowed],
-                imps[allowed],
-                line_item[allowed],
-                campaign[allowed],
-            )
+            pairs, imps, line_item, campaign = _kept(allowed, pairs, imps, line_item, campaign)
             if not pairs.size:
                 HOUSE_BIDS.labels("capped").inc(len(offers))
                 return []
@@ -794,3 +784,8 @@ class HouseDemand:
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
+
+
+def _kept(mask: np.ndarray, *columns: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The candidates' parallel columns with only the rows `mask` keeps."""
+    return tuple(column[mask] for column in columns)

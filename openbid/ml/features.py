@@ -69,6 +69,20 @@ def cache_cost(value: object) -> int:
     return CACHE_ENTRY_BYTES
 
 
+def remember(cache: dict, sizes: list[int], i: int, value: object, h: int) -> None:
+    """Keeps `value -> h` in `cache` (the `i`-th of a set whose byte counts are `sizes`),
+    clearing it first when an entry more would pass its entry or byte bound; a value
+    `cache_cost` says not to cache is not kept. Called on misses only."""
+    cost = cache_cost(value)
+    if not cost:
+        return
+    if len(cache) >= _MAX_CACHE_ENTRIES or sizes[i] + cost > MAX_CACHE_BYTES:
+        cache.clear()
+        sizes[i] = 0
+    cache[value] = h
+    sizes[i] += cost
+
+
 class NumericField(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A number turned into a bucket, and the bucket hashed like a category.
 
@@ -356,13 +370,7 @@ class Featurizer:
         if h is not None:
             return h
         h = self._hash_token(f, canonical_value(value))
-        cost = cache_cost(value)
-        if cost:
-            if len(cache) >= _MAX_CACHE_ENTRIES or self._cache_bytes[f] + cost > MAX_CACHE_BYTES:
-                cache.clear()
-                self._cache_bytes[f] = 0
-            cache[value] = h
-            self._cache_bytes[f] += cost
+        remember(cache, self._cache_bytes, f, value, h)
         return h
 
     def _hash_bucket(self, f: int, bucket: int) -> int:
@@ -417,14 +425,8 @@ class Featurizer:
             return h
         bucket = bucket_of(field, _to_float(field.name, value))
         h = self._hash_bucket(f, bucket)
-        cost = cache_cost(value) if hashable else 0
-        if cost:
-            j = f - self._n_categorical
-            if len(cache) >= _MAX_CACHE_ENTRIES or self._number_bytes[j] + cost > MAX_CACHE_BYTES:
-                cache.clear()
-                self._number_bytes[j] = 0
-            cache[value] = h
-            self._number_bytes[j] += cost
+        if hashable:
+            remember(cache, self._number_bytes, f - self._n_categorical, value, h)
         return h
 
     # One request, many candidates (pricing): the request's fields hashed once, the fields

@@ -22,12 +22,11 @@ import numba
 import numpy as np
 
 from openbid.ml import FeatureSpec, Featurizer
-from openbid.ml.features import MAX_CACHE_BYTES, _assemble_one, cache_cost, canonical_value
+from openbid.ml.features import _assemble_one, canonical_value, remember
 from openbid.ml.ftrl import MAX_LOGIT
 
 _MISSING_TOKEN = "\x00missing"
 _BIAS_TOKEN = "\x00bias"
-_MAX_CACHE_ENTRIES = 200_000
 
 
 @numba.njit(cache=True)
@@ -97,13 +96,7 @@ class RequestScorer:
             )
         token = canonical_value(value)
         h = mmh3.hash(_MISSING_TOKEN if token is None else token, self._seeds[f], signed=False)
-        cost = cache_cost(value)  # bounded by bytes too: values are chosen by the sender
-        if cost:
-            if len(cache) >= _MAX_CACHE_ENTRIES or self._cache_bytes[f] + cost > MAX_CACHE_BYTES:
-                cache.clear()
-                self._cache_bytes[f] = 0
-            cache[value] = h
-            self._cache_bytes[f] += cost
+        remember(cache, self._cache_bytes, f, value, h)  # bounded by entries and bytes
         return h
 
     def _fill(self, features: Mapping[str, object]) -> None:

@@ -207,9 +207,9 @@ def test_fast_path_matches_featurizer_and_scorer():
 def test_fast_path_hash_caches_skip_long_values_and_stay_within_bytes(monkeypatch):
     """The request scorer's per-field caches: a long sender-chosen value is not kept, and
     the byte budget clears a field's cache instead of growing past it."""
-    import openbid.shaping.fastpath as fastpath
+    import openbid.ml.features as features
 
-    monkeypatch.setattr(fastpath, "MAX_CACHE_BYTES", 20_000)
+    monkeypatch.setattr(features, "MAX_CACHE_BYTES", 20_000)  # the bound the scorer shares
     spec = FeatureSpec(categorical=["site", "os"], hash_bits=18, seed=3)
     fast = RequestScorer(spec, [np.zeros(spec.n_features)])
     site = fast.names.index("site")
